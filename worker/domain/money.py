@@ -1,0 +1,85 @@
+"""Money arithmetic of SPEC §1.7: currency precision, rounding half away from zero, proration ratio."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+# Minor units per gobl's currency data, as used by the reference. Everything else has 2.
+_ZERO_DECIMALS = frozenset(
+    [
+        "BIF",
+        "BYR",
+        "CLP",
+        "DJF",
+        "GNF",
+        "HUF",
+        "ISK",
+        "JPY",
+        "KMF",
+        "KRW",
+        "PYG",
+        "RWF",
+        "UGX",
+        "VND",
+        "VUV",
+        "XAF",
+        "XOF",
+        "XPF",
+        "XAG",
+        "XAU",
+        "XBA",
+        "XBB",
+        "XBC",
+        "XBD",
+        "XDR",
+        "XPD",
+        "XPT",
+        "XTS",
+    ]
+)
+_THREE_DECIMALS = frozenset(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"])
+_SPECIAL = {"CLF": 4, "MGA": 5, "MRU": 5}
+
+RATIO_PLACES = 16
+_RATIO_SCALE = 10**RATIO_PLACES
+
+
+def currency_precision(currency: str) -> int:
+    """Number of minor units of `currency` (0 for JPY and HUF, 3 for BHD, ...)."""
+    code = currency.upper()
+    if code in _ZERO_DECIMALS:
+        return 0
+    if code in _THREE_DECIMALS:
+        return 3
+    return _SPECIAL.get(code, 2)
+
+
+def round_cur(amount: Decimal, currency: str) -> Decimal:
+    """Round to the currency's precision, half away from zero."""
+    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
+
+
+def proration_ratio(service_seconds: int, full_seconds: int) -> Decimal:
+    """`service / full` rounded half away from zero to 16 places, computed on integers; 1 for an empty full."""
+    if full_seconds <= 0:
+        return Decimal(1)
+    numerator = service_seconds * _RATIO_SCALE
+    quotient, remainder = divmod(numerator, full_seconds)
+    if 2 * remainder >= full_seconds:
+        quotient += 1
+    return Decimal(quotient).scaleb(-RATIO_PLACES)
+
+
+def format_decimal(value: Decimal) -> str:
+    """Shortest exact form: `100`, `33.33`, `0.1` (never exponent notation)."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def parse_decimal(text: str | int | float | Decimal) -> Decimal:
+    """A decimal from its JSON string form (numbers accepted when read back from jsonb)."""
+    if isinstance(text, Decimal):
+        return text
+    return Decimal(str(text))

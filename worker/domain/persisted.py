@@ -1,0 +1,211 @@
+"""Persisted state of SPEC §4: what the billing tables hold for one subscription, normalised.
+
+A plain line with a unique reference id is a *line item*; a split line group with one is a *hierarchy
+item*. Both answer the small `PersistedItem` interface the target builder and the planner use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from worker.domain.errors import DuplicateIdentityError
+from worker.domain.prices import Price
+from worker.domain.timeutil import Period, trunc
+
+IGNORE = "billing.subscription.sync.ignore"
+FORCE_CONTINUOUS = "billing.subscription.sync.force-continuous-lines"
+
+ManagedBy = Literal["subscription", "manual", "system"]
+
+
+def annotation_true(annotations: Mapping[str, Any] | None, key: str) -> bool:
+    """Annotation values count only when they are JSON `true` (SPEC §3.7)."""
+    return annotations is not None and annotations.get(key) is True
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    id: str
+    type: Literal["gathering", "standard"]
+    status: str
+    immutable: bool
+    deleted: bool
+
+    @property
+    def is_gathering(self) -> bool:
+        return self.type == "gathering"
+
+
+@dataclass(frozen=True, slots=True)
+class IssueKey:
+    """What makes two validation issues on one invoice the same (SPEC §6.4 de-duplication)."""
+
+    invoice_id: str
+    path: str
+    component: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedLine:
+    id: str
+    invoice_id: str
+    managed_by: str
+    unique_reference_id: str | None
+    split_line_group_id: str | None
+    annotations: Mapping[str, Any]
+    service_period: Period
+    billing_period: Period
+    invoice_at: datetime
+    price: Price | None
+    deleted: bool
+
+    @property
+    def is_subscription_managed(self) -> bool:
+        return self.managed_by == "subscription"
+
+    def has_annotation(self, key: str) -> bool:
+        return annotation_true(self.annotations, key)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedGroup:
+    id: str
+    unique_reference_id: str | None
+    service_period: Period
+    children: tuple[PersistedLine, ...]
+
+
+class PersistedItem(Protocol):
+    """One persisted item with a sync identity: a line or a split line group."""
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def service_period(self) -> Period: ...
+
+    def continuity_source(self) -> PersistedLine | None:
+        """The line whose management and annotations stand for the item (SPEC §3.7 rule 2)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    line: PersistedLine
+
+    @property
+    def identity(self) -> str:
+        assert self.line.unique_reference_id is not None
+        return self.line.unique_reference_id
+
+    @property
+    def service_period(self) -> Period:
+        return self.line.service_period
+
+    def continuity_source(self) -> PersistedLine | None:
+        return self.line
+
+
+@dataclass(frozen=True, slots=True)
+class HierarchyItem:
+    group: PersistedGroup
+
+    @property
+    def identity(self) -> str:
+        assert self.group.unique_reference_id is not None
+        return self.group.unique_reference_id
+
+    @property
+    def service_period(self) -> Period:
+        return self.group.service_period
+
+    @property
+    def children(self) -> tuple[PersistedLine, ...]:
+        return self.group.children
+
+    def continuity_source(self) -> PersistedLine | None:
+        """The non-deleted child ending where the group ends; none means "not managed"."""
+        for child in self.group.children:
+            if not child.deleted and child.service_period.end == self.group.service_period.end:
+                return child
+        return None
+
+    def is_ignored(self) -> bool:
+        return any(c.has_annotation(IGNORE) for c in self.group.children)
+
+    def last_child(self) -> PersistedLine | None:
+        """SPEC §5.4 extend: largest end; then non-deleted; then latest start; then largest id."""
+        if not self.group.children:
+            return None
+        return max(
+            self.group.children,
+            key=lambda c: (c.service_period.end, not c.deleted, c.service_period.start, c.id),
+        )
+
+
+Item = LineItem | HierarchyItem
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedState:
+    items: Mapping[str, Item]
+    invoices: Mapping[str, Invoice]
+    existing_issues: frozenset[IssueKey] = field(default_factory=frozenset)
+
+    def get(self, identity: str) -> Item | None:
+        return self.items.get(identity)
+
+    def invoice_of(self, line: PersistedLine) -> Invoice:
+        return self.invoices[line.invoice_id]
+
+
+def normalise_line(line: PersistedLine) -> PersistedLine:
+    """Truncate every period and `invoice_at` to seconds (SPEC §4.4)."""
+    return PersistedLine(
+        id=line.id,
+        invoice_id=line.invoice_id,
+        managed_by=line.managed_by,
+        unique_reference_id=line.unique_reference_id,
+        split_line_group_id=line.split_line_group_id,
+        annotations=line.annotations,
+        service_period=line.service_period.truncated(),
+        billing_period=line.billing_period.truncated(),
+        invoice_at=trunc(line.invoice_at),
+        price=line.price,
+        deleted=line.deleted,
+    )
+
+
+def build_persisted_state(
+    lines: Iterable[PersistedLine],
+    groups: Iterable[PersistedGroup],
+    invoices: Iterable[Invoice],
+    existing_issues: Iterable[IssueKey] = (),
+) -> PersistedState:
+    """Index lines and groups by identity; two items with one identity is an error (SPEC §4.6)."""
+    items: dict[str, Item] = {}
+
+    def add(identity: str, item: Item) -> None:
+        if identity in items:
+            raise DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
+        items[identity] = item
+
+    for line in lines:
+        if line.unique_reference_id is not None:
+            add(line.unique_reference_id, LineItem(normalise_line(line)))
+    for group in groups:
+        if group.unique_reference_id is None:
+            continue
+        children = tuple(sorted((normalise_line(c) for c in group.children), key=_child_order))
+        normalised = PersistedGroup(group.id, group.unique_reference_id, group.service_period.truncated(), children)
+        add(group.unique_reference_id, HierarchyItem(normalised))
+    return PersistedState(items, {i.id: i for i in invoices}, frozenset(existing_issues))
+
+
+def _child_order(line: PersistedLine) -> tuple[datetime, datetime, str]:
+    return (line.service_period.start, line.service_period.end, line.id)

@@ -1,0 +1,300 @@
+"""Target state of SPEC §3: the lines a subscription should have as of an instant.
+
+`build_target` generates candidates phase by phase (horizon §3.2, recurring §3.4, one-time §3.5),
+truncates them (§3.6), applies the force-continuous-lines correction (§3.7) and turns the billable ones
+into expected lines (§3.9). Customer-deletion capping (§3.8) happens before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from worker.domain.errors import InvalidViewError
+from worker.domain.money import proration_ratio, round_cur
+from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
+from worker.domain.prices import FlatPrice, Price
+from worker.domain.timeutil import INFINITY, Period, format_instant, trunc
+from worker.domain.view import ItemVersion, PhaseView, SubscriptionView
+
+MAX_PERIODS_PER_VERSION = 1001
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One generated period of one item version, before billability (SPEC §3.4, §3.5)."""
+
+    phase: PhaseView
+    item: ItemVersion
+    index: int
+    one_time: bool
+    service: Period
+    full: Period
+    billing: Period
+
+    @property
+    def identity(self) -> str:
+        base = f"{self.item.record.key}/v[{self.item.version}]"
+        return base if self.one_time else f"{base}/period[{self.index}]"
+
+    @property
+    def price(self) -> Price:
+        price = self.item.price
+        assert price is not None  # candidates are generated only for priced versions
+        return price
+
+    def invoice_at(self) -> datetime:
+        """SPEC §1.5: in-advance flat fees at the billing start, everything else at the later end."""
+        if self.price.in_advance:
+            return self.billing.start
+        return max(self.service.end, self.billing.end)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLine:
+    """The expected line of a billable candidate (SPEC §3.9)."""
+
+    identity: str
+    subscription_id: str
+    phase_id: str
+    item_id: str
+    currency: str
+    name: str
+    description: str | None
+    service_period: Period
+    billing_period: Period
+    invoice_at: datetime
+    price: Price
+    feature_key: str | None
+    discounts: Mapping[str, Any] | None
+    tax_config: Any
+
+    @property
+    def is_flat(self) -> bool:
+        return self.price.is_flat
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    lines: tuple[TargetLine, ...]
+    max_limit: datetime | None
+    """The largest horizon of a processed phase; becomes `next_sync_after` (SPEC §7)."""
+
+
+def build_target(
+    view: SubscriptionView,
+    as_of: datetime,
+    persisted: PersistedState,
+    customer_deleted_at: datetime | None = None,
+) -> Target:
+    """SPEC §3.1."""
+    if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
+        view = view.capped_at(customer_deleted_at)
+    candidates: list[Candidate] = []
+    max_limit: datetime | None = None
+    for phase in view.phases:
+        if phase.is_zero_length or not phase.has_billables:
+            continue
+        limit = horizon(view, phase, as_of)
+        candidates += _truncate(_generate(view, phase, limit))
+        max_limit = limit if max_limit is None else max(max_limit, limit)
+        if phase.end is None or phase.end >= as_of:
+            break
+    candidates = [_continuity_correction(view, c, persisted) for c in candidates]
+    lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
+    return Target(lines, max_limit)
+
+
+def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> datetime:
+    """SPEC §3.2: the generation limit of a phase."""
+    if as_of < view.active_from:
+        limit = view.active_from
+    else:
+        billing = view.aligned_billing_period(as_of)
+        limit = as_of if as_of == billing.start else billing.end
+    if phase.start > limit:
+        limit = min_billable_time(phase)
+    return limit
+
+
+def min_billable_time(phase: PhaseView) -> datetime:
+    """SPEC §3.3."""
+    best = INFINITY
+    for versions in phase.items.values():
+        for item in versions:
+            if item.price is None:
+                continue
+            if not item.price.is_flat:
+                ends = [e for e in (item.end, phase.end) if e is not None]
+                if ends and trunc(min(ends)) <= trunc(item.start):
+                    continue
+            best = min(best, trunc(item.start))
+    return best
+
+
+def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime) -> list[Candidate]:
+    """SPEC §3.4 (recurring) and §3.5 (one-time) for every key of the phase."""
+    out: list[Candidate] = []
+    for versions in phase.items.values():
+        for item in versions:
+            if item.price is None:
+                continue
+            if item.rate_card.billing_cadence is None:
+                out.append(_one_time(view, phase, item))
+                continue
+            if (view.active_to is not None and item.start >= view.active_to) or (
+                phase.end is not None and item.start >= phase.end
+            ):
+                break  # this key is over: later versions too
+            out += _recurring(view, phase, item, limit)
+    return out
+
+
+def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limit: datetime) -> list[Candidate]:
+    out: list[Candidate] = []
+    at = item.start
+    index = 0
+    limit_s = trunc(limit)
+    while True:
+        billing = view.aligned_billing_period(at)
+        full = view.full_service_period(phase, item, at)
+        if item.is_zero_length:
+            service = Period(at, at)
+        else:
+            service = full.intersect(item.start, item.end) or Period(at, at)
+        cand = Candidate(phase, item, index, False, service, full, billing)
+        index += 1
+        at = service.end
+        if trunc(cand.invoice_at()) > limit_s:
+            break
+        out.append(cand)
+        if item.end is not None and at >= item.end:
+            break
+        if phase.end is not None and at >= phase.end:
+            break
+        if index >= MAX_PERIODS_PER_VERSION:
+            break
+    return out
+
+
+def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate:
+    billing = view.aligned_billing_period(item.start)
+    full = view.full_service_period(phase, item, item.start)
+    service = full.intersect(item.start, item.end)
+    if service is None:
+        if not full.is_zero_length:
+            raise InvalidViewError(
+                f"{view.id}/{phase.key}/{item.record.key}/v[{item.version}]: one-time item has an empty service period"
+            )
+        service = full
+    return Candidate(phase, item, 0, True, service, full, billing)
+
+
+def _truncate(candidates: list[Candidate]) -> list[Candidate]:
+    """SPEC §3.6: usage candidates whose truncated service period is empty are dropped."""
+    out: list[Candidate] = []
+    for c in candidates:
+        service = c.service.truncated()
+        if service.is_empty and not c.price.is_flat:
+            continue
+        out.append(replace(c, service=service, billing=c.billing.truncated(), full=c.full.truncated()))
+    return out
+
+
+def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: PersistedState) -> Candidate:
+    """SPEC §3.7: start a period where a manually extended previous line ended."""
+    if c.one_time or c.index == 0:
+        return c
+    own = persisted.get(_full_identity(view, c.phase, c.identity))
+    if own is not None:
+        source = own.continuity_source()
+        if source is not None and source.is_subscription_managed and source.has_annotation(IGNORE):
+            return c
+    prev_identity = f"{c.item.record.key}/v[{c.item.version}]/period[{c.index - 1}]"
+    previous = persisted.get(_full_identity(view, c.phase, prev_identity))
+    if previous is None:
+        return c
+    source = previous.continuity_source()
+    if (
+        source is None
+        or not source.is_subscription_managed
+        or not source.has_annotation(IGNORE)
+        or not source.has_annotation(FORCE_CONTINUOUS)
+    ):
+        return c
+    start = trunc(previous.service_period.end)
+    if c.service.start == start:
+        return c
+    if c.service.start != c.full.start:
+        raise InvalidViewError(
+            f"{_full_identity(view, c.phase, c.identity)}: cannot continue the previous line at "
+            f"{format_instant(start)}: the service period does not start at its full service period"
+        )
+    billing = c.billing
+    if c.full.start == c.billing.start:
+        billing = Period(start, billing.end)
+    return replace(c, service=Period(start, c.service.end), full=Period(start, c.full.end), billing=billing)
+
+
+def _full_identity(view: SubscriptionView, phase: PhaseView, identity: str) -> str:
+    """SPEC §1.6: `{subscription_id}/{phase_key}/{item_key}/v[n]` plus `/period[i]` when recurring."""
+    return f"{view.id}/{phase.key}/{identity}"
+
+
+def is_billable(c: Candidate) -> bool:
+    """SPEC §3.9: in-arrears prices need a full service period of non-zero length."""
+    if c.price.in_advance:
+        return True
+    return not c.full.is_zero_length
+
+
+def prorates(view: SubscriptionView, c: Candidate) -> bool:
+    """SPEC §3.9: flat prices prorate, except the period that ends at or after the subscription end."""
+    record = view.record
+    if not record.pro_rating_enabled or record.pro_rating_mode != "prorate_prices":
+        return False
+    if not c.price.is_flat:
+        return False
+    return not (view.active_to is not None and view.active_to <= c.service.end)
+
+
+def flat_amount(view: SubscriptionView, c: Candidate, price: FlatPrice) -> Decimal:
+    """SPEC §3.9: the rounded amount, prorated by service over full seconds when `prorates()`."""
+    currency = view.record.currency
+    amount = round_cur(price.amount, currency)
+    if not c.service.is_empty and prorates(view, c):
+        ratio = proration_ratio(c.service.seconds(), c.full.seconds())
+        amount = round_cur(price.amount * ratio, currency)
+    return amount
+
+
+def expected_line(view: SubscriptionView, c: Candidate) -> TargetLine | None:
+    """The expected line of a candidate, or None when it is not billable or its amount is zero."""
+    if not is_billable(c):
+        return None
+    price: Price = c.price
+    if isinstance(price, FlatPrice):
+        amount = flat_amount(view, c, price)
+        if amount == 0:
+            return None
+        price = price.with_amount(amount)
+    card = c.item.rate_card
+    return TargetLine(
+        identity=_full_identity(view, c.phase, c.identity),
+        subscription_id=view.id,
+        phase_id=c.phase.id,
+        item_id=c.item.record.id,
+        currency=view.record.currency,
+        name=card.name,
+        description=card.description,
+        service_period=c.service,
+        billing_period=c.billing,
+        invoice_at=c.invoice_at(),
+        price=price,
+        feature_key=card.feature_key,
+        discounts=card.discounts,
+        tax_config=card.tax_config,
+    )

@@ -1,0 +1,200 @@
+"""Time arithmetic of SPEC §1: instants, half-open periods, ISO 8601 durations, anchored steps.
+
+Written small instead of using a library: `dateutil.relativedelta` adds years and months in one
+step (Feb 29 + P1Y1M would land on Mar 29, SPEC wants Mar 28) and `isodate` shifts repeatedly, which
+lets month-end clamping accumulate. Both behaviours differ from the reference, so the rules of SPEC
+§1.3 are implemented here directly and property-tested.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from worker.domain.errors import DomainError
+
+MIN_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+# SPEC §3.3: the "infinity" minimum billable time of a phase without billable versions.
+INFINITY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def ensure_utc(t: datetime) -> datetime:
+    """Return `t` as an aware UTC datetime; naive datetimes are refused."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"naive datetime {t.isoformat()} (an offset is required)")
+    return t.astimezone(UTC)
+
+
+def trunc(t: datetime) -> datetime:
+    """Drop the sub-second part (floor to the whole second)."""
+    return t.replace(microsecond=0)
+
+
+def format_instant(t: datetime) -> str:
+    """RFC 3339 UTC with `Z`; the fractional part only when it is not zero."""
+    t = t.astimezone(UTC)
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    if t.microsecond:
+        text += f".{t.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open period `[start, end)`; `end <= start` means empty."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def is_empty(self) -> bool:
+        return self.end <= self.start
+
+    @property
+    def is_zero_length(self) -> bool:
+        return self.end == self.start
+
+    def contains(self, t: datetime) -> bool:
+        return self.start <= t < self.end
+
+    def truncated(self) -> Period:
+        return Period(trunc(self.start), trunc(self.end))
+
+    def seconds(self) -> int:
+        return int((self.end - self.start).total_seconds())
+
+    def intersect(self, other_start: datetime, other_end: datetime | None) -> Period | None:
+        """`[max(start), min(end))`, or None when that is empty (an open end is +infinity)."""
+        start = max(self.start, other_start)
+        end = self.end if other_end is None else min(self.end, other_end)
+        if end <= start:
+            return None
+        return Period(start, end)
+
+    def __str__(self) -> str:
+        return f"[{format_instant(self.start)}, {format_instant(self.end)})"
+
+
+_DURATION_RE = re.compile(
+    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:[.,]\d+)?)S)?)?$"
+)
+_MAX_COMPONENT = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """An ISO 8601 duration; only the seconds may be fractional (SPEC §1.3)."""
+
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+    minutes: int = 0
+    seconds: Decimal = Decimal(0)
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        match = _DURATION_RE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not an ISO 8601 duration like P1M, P1W, P1Y, P3M or PT1H")
+        parts = match.groupdict()
+        try:
+            seconds = Decimal((parts["seconds"] or "0").replace(",", "."))
+        except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
+            raise ValueError(f"{text!r}: invalid seconds") from exc
+        ints = {k: int(v or 0) for k, v in parts.items() if k != "seconds"}
+        if any(v > _MAX_COMPONENT for v in ints.values()) or seconds > _MAX_COMPONENT:
+            raise ValueError(f"{text!r}: a component is too large")
+        duration = cls(seconds=seconds, **ints)
+        if not duration.is_positive:
+            raise ValueError(f"{text!r}: the duration must be positive")
+        return duration
+
+    @property
+    def is_positive(self) -> bool:
+        return any((self.years, self.months, self.weeks, self.days, self.hours, self.minutes)) or (self.seconds > 0)
+
+    def times(self, n: int) -> Duration:
+        return Duration(
+            self.years * n,
+            self.months * n,
+            self.weeks * n,
+            self.days * n,
+            self.hours * n,
+            self.minutes * n,
+            self.seconds * n,
+        )
+
+    def approx_seconds(self) -> float:
+        """A length estimate, used only to guess the step index (then corrected exactly)."""
+        days = self.years * 365.2425 + self.months * 30.436875 + self.weeks * 7 + self.days
+        return days * 86400 + self.hours * 3600 + self.minutes * 60 + float(self.seconds)
+
+    def __str__(self) -> str:
+        date = "".join(
+            f"{v}{u}" for v, u in ((self.years, "Y"), (self.months, "M"), (self.weeks, "W"), (self.days, "D")) if v
+        )
+        secs = format(self.seconds.normalize(), "f") if self.seconds else ""
+        time = "".join(f"{v}{u}" for v, u in ((self.hours, "H"), (self.minutes, "M")) if v)
+        time += f"{secs}S" if secs else ""
+        return "P" + date + ("T" + time if time else "")
+
+
+def _add_months(t: datetime, months: int) -> datetime:
+    """Add calendar months keeping the time of day, clamping the day to the month's last day."""
+    total = t.year * 12 + (t.month - 1) + months
+    year, month = divmod(total, 12)
+    month += 1
+    if year < 1 or year > 9999:
+        raise OverflowError("year out of range")
+    day = min(t.day, calendar.monthrange(year, month)[1])
+    return t.replace(year=year, month=month, day=day)
+
+
+def shift(t: datetime, d: Duration) -> datetime:
+    """Apply `d` to `t` in SPEC §1.3 order: years, months (each clamped), weeks and days, then time."""
+    try:
+        if d.years:
+            t = _add_months(t, 12 * d.years)
+        if d.months:
+            t = _add_months(t, d.months)
+        elapsed = timedelta(
+            days=7 * d.weeks + d.days,
+            hours=d.hours,
+            minutes=d.minutes,
+            microseconds=int(d.seconds * 1_000_000),
+        )
+        return t + elapsed
+    except OverflowError:
+        return MAX_INSTANT if _sign(d) > 0 else MIN_INSTANT
+
+
+def _sign(d: Duration) -> int:
+    values = (d.years, d.months, d.weeks, d.days, d.hours, d.minutes, d.seconds)
+    return 1 if any(v > 0 for v in values) else -1
+
+
+def step(anchor: datetime, d: Duration, n: int) -> datetime:
+    """The n-th boundary of the recurrence: multiply every component by n, shift the anchor once."""
+    if n == 0:
+        return anchor
+    return shift(anchor, d.times(n))
+
+
+def period_at(anchor: datetime, d: Duration, t: datetime) -> Period:
+    """`[step(k), step(k+1))` for the largest k with `step(k) <= t` (SPEC §1.4)."""
+    if not d.is_positive:
+        raise DomainError(f"duration {d} is not positive")
+    k = int((t - anchor).total_seconds() // d.approx_seconds())
+    # The estimate is off by at most a few steps; correct it exactly.
+    while step(anchor, d, k) > t:
+        k -= 1
+    while (nxt := step(anchor, d, k + 1)) <= t and nxt != MAX_INSTANT:
+        k += 1
+    return Period(step(anchor, d, k), step(anchor, d, k + 1))
