@@ -89,7 +89,9 @@ def sub(
 EMPTY = build_persisted_state([], [], [])
 
 
-def target(view: SubscriptionView, as_of: str, persisted: PersistedState = EMPTY, customer_deleted_at: str | None = None) -> Target:
+def target(
+    view: SubscriptionView, as_of: str, persisted: PersistedState = EMPTY, customer_deleted_at: str | None = None
+) -> Target:
     return build_target(view, t(as_of), persisted, t(customer_deleted_at) if customer_deleted_at else None)
 
 
@@ -102,7 +104,9 @@ DRAFT = Invoice("inv_d", "standard", "draft", False, False)
 ISSUED = Invoice("inv_i", "standard", "issued", True, False)
 
 
-def line_from(target: TargetLine, *, id: str | None = None, invoice: Invoice = GATHERING, **changes: Any) -> PersistedLine:
+def line_from(
+    target: TargetLine, *, id: str | None = None, invoice: Invoice = GATHERING, **changes: Any
+) -> PersistedLine:
     """A persisted line as sync would have written it for `target`, with `changes` applied."""
     fields: dict[str, Any] = dict(
         id=id or f"ln_{next(_ids)}",
@@ -121,7 +125,11 @@ def line_from(target: TargetLine, *, id: str | None = None, invoice: Invoice = G
     return PersistedLine(**fields)
 
 
-def state(*lines: PersistedLine, groups: tuple[PersistedGroup, ...] = (), invoices: tuple[Invoice, ...] = (GATHERING, DRAFT, ISSUED)) -> PersistedState:
+def state(
+    *lines: PersistedLine,
+    groups: tuple[PersistedGroup, ...] = (),
+    invoices: tuple[Invoice, ...] = (GATHERING, DRAFT, ISSUED),
+) -> PersistedState:
     return build_persisted_state(lines, groups, invoices)
 
 

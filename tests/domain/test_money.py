@@ -5,7 +5,9 @@ import pytest
 from worker.domain.money import currency_precision, format_decimal, proration_ratio, round_cur
 
 
-@pytest.mark.parametrize(("code", "places"), [("USD", 2), ("EUR", 2), ("JPY", 0), ("HUF", 0), ("BHD", 3), ("CLF", 4), ("MGA", 5), ("XAU", 0)])
+@pytest.mark.parametrize(
+    ("code", "places"), [("USD", 2), ("EUR", 2), ("JPY", 0), ("HUF", 0), ("BHD", 3), ("CLF", 4), ("MGA", 5), ("XAU", 0)]
+)
 def test_currency_precision(code: str, places: int) -> None:
     assert currency_precision(code) == places
 
@@ -23,6 +25,9 @@ def test_ratio_is_rounded_to_16_places_with_integers() -> None:
     assert proration_ratio(5, 0) == Decimal(1)
 
 
-@pytest.mark.parametrize(("value", "text"), [("100", "100"), ("100.00", "100"), ("33.330", "33.33"), ("0.00", "0"), ("1E+2", "100"), ("0.1", "0.1")])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("100", "100"), ("100.00", "100"), ("33.330", "33.33"), ("0.00", "0"), ("1E+2", "100"), ("0.1", "0.1")],
+)
 def test_format_decimal_shortest_exact(value: str, text: str) -> None:
     assert format_decimal(Decimal(value)) == text

@@ -156,10 +156,14 @@ def test_12_4_cancellation_when_seats_was_invoiced_and_issued() -> None:
     first = target(view_12_4(), "2024-01-10")
     lines = lines_by_id(first)
     seats0 = line_from(lines["default/seats/v[0]/period[0]"], invoice=ISSUED)
-    persisted = state(seats0, line_from(lines["default/seats/v[0]/period[1]"]), line_from(lines["default/api/v[0]/period[0]"]))
+    persisted = state(
+        seats0, line_from(lines["default/seats/v[0]/period[1]"]), line_from(lines["default/api/v[0]/period[0]"])
+    )
     tgt = target(view_12_4("2024-01-20"), "2024-01-20", persisted)
     changes = resolve(plan(tgt.lines, persisted), persisted, gathering_invoice_id="inv_g", new_id=ids())
-    assert [i.message for i in changes.issues] == ["flat fee line's service period cannot be changed on immutable invoice"]
+    assert [i.message for i in changes.issues] == [
+        "flat fee line's service period cannot be changed on immutable invoice"
+    ]
     assert changes.issues[0].path == f"lines/{seats0.id}"
     assert seats0.id not in {w.line_id for w in changes.line_writes}
     assert [pt.op for pt in changes.patches] == ["line_delete", "line_update", "validation_issue"]
@@ -178,12 +182,27 @@ def test_12_4_contrast_phase_change_prorates() -> None:
 def progressive_state(g_start="2024-01-01", split="2024-01-02", g_end="2024-02-01", d=None):  # type: ignore[no-untyped-def]
     from tests.domain.builders import DRAFT, GATHERING
 
-    base = lines_by_id(target(sub(phase("default", "2024-01-01", item("api", unit("5"), "2024-01-01"))), "2024-01-01T00:01"))
+    base = lines_by_id(
+        target(sub(phase("default", "2024-01-01", item("api", unit("5"), "2024-01-01"))), "2024-01-01T00:01")
+    )
     tl = base["default/api/v[0]/period[0]"]
-    first = line_from(tl, id="L", invoice=d or DRAFT, unique_reference_id=None, split_line_group_id="G",
-                      service_period=p(g_start, split), invoice_at=t(split))
-    second = line_from(tl, id="L2", invoice=GATHERING, unique_reference_id=None, split_line_group_id="G",
-                       service_period=p(split, g_end))
+    first = line_from(
+        tl,
+        id="L",
+        invoice=d or DRAFT,
+        unique_reference_id=None,
+        split_line_group_id="G",
+        service_period=p(g_start, split),
+        invoice_at=t(split),
+    )
+    second = line_from(
+        tl,
+        id="L2",
+        invoice=GATHERING,
+        unique_reference_id=None,
+        split_line_group_id="G",
+        service_period=p(split, g_end),
+    )
     group = PersistedGroup("G", tl.identity, p(g_start, g_end), (first, second))
     return state(groups=(group,)), first, second
 
@@ -219,7 +238,11 @@ def test_12_5_cancel_before_the_split_on_draft_and_on_issued() -> None:
     tgt = target(cancelled_view("2024-01-01T12:00"), "2024-01-01T12:00", persisted)
     patches = plan(tgt.lines, persisted).patches
     first, second, group = patches
-    assert isinstance(first, UpdateLine) and first.line.id == "L" and first.service_period == p("2024-01-01", "2024-01-01T12:00")
+    assert (
+        isinstance(first, UpdateLine)
+        and first.line.id == "L"
+        and first.service_period == p("2024-01-01", "2024-01-01T12:00")
+    )
     assert first.invoice_at == t("2024-01-02")  # draft: invoice_at unchanged
     assert isinstance(second, DeleteLine) and second.line.id == "L2"
     assert isinstance(group, UpdateGroup) and group.service_period.end == t("2024-01-01T12:00")
@@ -235,7 +258,10 @@ def test_12_5_cancel_before_the_split_on_draft_and_on_issued() -> None:
 
 # 12.6 ---------------------------------------------------------------------------------------
 def test_12_6_one_time_in_arrears_is_not_billable_until_the_phase_ends() -> None:
-    view = sub(phase("default", "2024-01-01", item("setup", flat("5", "in_arrears"), "2024-01-01", cadence=None)), anchor="2023-12-15")
+    view = sub(
+        phase("default", "2024-01-01", item("setup", flat("5", "in_arrears"), "2024-01-01", cadence=None)),
+        anchor="2023-12-15",
+    )
     assert target(view, "2024-02-01").lines == ()
     cancelled = sub(
         phase("default", "2024-01-01", item("setup", flat("5", "in_arrears"), "2024-01-01", cadence=None)),
@@ -250,7 +276,9 @@ def test_12_6_one_time_in_arrears_is_not_billable_until_the_phase_ends() -> None
 
 
 def test_12_6_one_time_in_advance() -> None:
-    view = sub(phase("default", "2024-01-01", item("setup", flat("5"), "2024-01-01", cadence=None)), anchor="2023-12-15")
+    view = sub(
+        phase("default", "2024-01-01", item("setup", flat("5"), "2024-01-01", cadence=None)), anchor="2023-12-15"
+    )
     (line,) = target(view, "2024-02-01").lines
     assert line.service_period == p("2024-01-01", "2024-01-01")
     assert line.billing_period == p("2024-01-01", "2024-01-15")
@@ -272,9 +300,24 @@ def test_12_7_price_change_creates_a_new_version() -> None:
     tgt = target(v1, "2024-02-01", persisted)
     lines = lines_by_id(tgt)
     assert {k: (v.service_period, v.billing_period, v.invoice_at, amount(v)) for k, v in lines.items()} == {
-        "default/fee/v[0]/period[0]": (p("2024-01-01", "2024-01-02"), p("2024-01-01", "2024-02-01"), t("2024-01-01"), Decimal("0.32")),
-        "default/fee/v[1]/period[0]": (p("2024-01-02", "2024-02-01"), p("2024-01-01", "2024-02-01"), t("2024-01-01"), Decimal("19.35")),
-        "default/fee/v[1]/period[1]": (p("2024-02-01", "2024-03-01"), p("2024-02-01", "2024-03-01"), t("2024-02-01"), Decimal("20")),
+        "default/fee/v[0]/period[0]": (
+            p("2024-01-01", "2024-01-02"),
+            p("2024-01-01", "2024-02-01"),
+            t("2024-01-01"),
+            Decimal("0.32"),
+        ),
+        "default/fee/v[1]/period[0]": (
+            p("2024-01-02", "2024-02-01"),
+            p("2024-01-01", "2024-02-01"),
+            t("2024-01-01"),
+            Decimal("19.35"),
+        ),
+        "default/fee/v[1]/period[1]": (
+            p("2024-02-01", "2024-03-01"),
+            p("2024-02-01", "2024-03-01"),
+            t("2024-02-01"),
+            Decimal("20"),
+        ),
     }
     patches = plan(tgt.lines, persisted).patches
     assert [(type(x).__name__, x.reason) for x in patches] == [
@@ -328,6 +371,20 @@ def test_12_8_force_continuous_lines() -> None:
 def test_force_continuous_needs_true_values_not_truthy() -> None:
     view = sub(phase("default", "2025-01-31", item("fee", flat("6"), "2025-01-31")), start="2025-01-31")
     (line0,) = target(view, "2025-01-31").lines
-    edited = line_from(line0, service_period=p("2025-01-31", "2025-03-02"), annotations={IGNORE: True, FORCE_CONTINUOUS: "true"})
+    edited = line_from(
+        line0, service_period=p("2025-01-31", "2025-03-02"), annotations={IGNORE: True, FORCE_CONTINUOUS: "true"}
+    )
     nxt = lines_by_id(target(view, "2025-02-28", state(edited)))["default/fee/v[0]/period[1]"]
     assert nxt.service_period == p("2025-02-28", "2025-03-31")
+
+
+# SPEC §7 ------------------------------------------------------------------------------------
+def test_sync_state_rules() -> None:
+    from worker.domain.sync_state import NOTHING_TO_BILL, after_sync, customer_deleted_before_start
+
+    assert after_sync(t("2024-02-01"), t("2024-01-15")).next_sync_after == t("2024-02-01")
+    assert after_sync(None, t("2024-01-15")).next_sync_after == t("2024-01-15")
+    assert NOTHING_TO_BILL.has_billables is False and NOTHING_TO_BILL.next_sync_after is None
+    assert customer_deleted_before_start(t("2024-01-01"), t("2024-01-01"))
+    assert not customer_deleted_before_start(t("2024-01-02"), t("2024-01-01"))
+    assert not customer_deleted_before_start(None, t("2024-01-01"))

@@ -49,7 +49,9 @@ def test_duration_round_trips(text: str) -> None:
 
 
 def test_period_at_boundary_returns_the_period_starting_there() -> None:
-    assert period_at(t("2024-01-01"), Duration.parse("P1M"), t("2024-02-01")) == Period(t("2024-02-01"), t("2024-03-01"))
+    assert period_at(t("2024-01-01"), Duration.parse("P1M"), t("2024-02-01")) == Period(
+        t("2024-02-01"), t("2024-03-01")
+    )
 
 
 def test_period_at_with_anchor_after_t() -> None:
@@ -65,7 +67,9 @@ def test_trunc_and_format() -> None:
     assert format_instant(trunc(x)) == "2024-01-01T00:00:00Z"
 
 
-durations = st.sampled_from(["P1M", "P1W", "P1Y", "P3M", "P1D", "P2W", "PT1H", "P1M15D", "P1Y1M", "PT90S"]).map(Duration.parse)
+durations = st.sampled_from(["P1M", "P1W", "P1Y", "P3M", "P1D", "P2W", "PT1H", "P1M15D", "P1Y1M", "PT90S"]).map(
+    Duration.parse
+)
 instants = st.datetimes(
     min_value=t("1990-01-01").replace(tzinfo=None), max_value=t("2090-01-01").replace(tzinfo=None)
 ).map(lambda d: t(d.isoformat()))
@@ -75,9 +79,7 @@ instants = st.datetimes(
 def test_period_at_contains_t_and_is_a_step_pair(anchor, d, at) -> None:  # type: ignore[no-untyped-def]
     p = period_at(anchor, d, at)
     assert p.start <= at < p.end
-    # it is exactly one step long, with boundaries from the anchor
-    k = 0
-    # the boundaries are steps of the anchor: find k by walking from the period start
+    # it is exactly one step long, and its boundaries are steps of the anchor
     assert p.end == step(anchor, d, _index_of(anchor, d, p.start) + 1)
 
 

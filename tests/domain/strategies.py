@@ -1,0 +1,72 @@
+"""Hypothesis strategies for random but valid subscriptions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from hypothesis import strategies as st
+
+from tests.domain.builders import t
+from worker.domain.prices import FlatPrice, UsagePrice
+from worker.domain.timeutil import Duration
+from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord, SubscriptionView, build_view
+
+BASE = t("2024-01-01")
+CADENCES = ["P1M", "P1W", "P2W", "P3M", "P1Y", "P1D"]
+
+offsets = st.integers(min_value=0, max_value=400 * 86400).map(lambda s: timedelta(seconds=s))
+prices = st.one_of(
+    st.none(),
+    st.builds(FlatPrice, st.decimals("0.01", "1000", places=2), st.sampled_from(["in_advance", "in_arrears"])),
+    st.just(UsagePrice("unit", {"type": "unit", "amount": "1"})),
+)
+
+
+@st.composite
+def subscriptions(draw: st.DrawFn, same_cadence: bool = False) -> SubscriptionView:
+    cadence = draw(st.sampled_from(CADENCES[:4]))
+    start = BASE + draw(offsets)
+    anchor = BASE + draw(offsets) - timedelta(days=200)
+    n_phases = draw(st.integers(1, 3))
+    phase_starts = sorted({start} | {start + draw(offsets) for _ in range(n_phases - 1)})
+    end = start + draw(offsets) + timedelta(days=1) if draw(st.booleans()) else None
+    phases = []
+    item_id = 0
+    for pi, pstart in enumerate(phase_starts):
+        items = []
+        # versions start inside their phase (the subscription service never stores them elsewhere)
+        span = (phase_starts[pi + 1] - pstart).total_seconds() if pi + 1 < len(phase_starts) else 400 * 86400
+        inside = st.integers(min_value=1, max_value=max(1, int(span) - 1)).map(lambda s: timedelta(seconds=s))
+        for key in draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True)):
+            n_versions = draw(st.integers(1, 3)) if span > 2 else 1
+            bounds = sorted({pstart + draw(inside) for _ in range(n_versions - 1)})
+            starts = [pstart, *bounds]
+            for vi, vstart in enumerate(starts):
+                vend = starts[vi + 1] if vi + 1 < len(starts) else None
+                icad = cadence if same_cadence else draw(st.sampled_from([*CADENCES, None]))
+                price = draw(prices)
+                card = RateCard(key, None, "feat", Duration.parse(icad) if icad else None, price, None, None)
+                item_id += 1
+                items.append(ItemRecord(f"it_{item_id:03d}", key, vstart, vend, card, {}))
+        phases.append(PhaseRecord(f"ph_{pi}", f"p{pi}", f"p{pi}", pstart, None, tuple(items)))
+    record = SubscriptionRecord(
+        "acme",
+        "sub_01",
+        "cust_01",
+        "USD",
+        Duration.parse(cadence),
+        anchor,
+        draw(st.booleans()),
+        "prorate_prices",
+        start,
+        end,
+    )
+    return build_view(record, phases)
+
+
+as_of_offsets = st.integers(min_value=-30 * 86400, max_value=900 * 86400).map(lambda s: timedelta(seconds=s))
+
+
+def full_amount(price: FlatPrice) -> Decimal:
+    return price.amount
