@@ -9,6 +9,7 @@ lets month-end clamping accumulate. Both behaviours differ from the reference, s
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ def ensure_utc(t: datetime) -> datetime:
 
 def trunc(t: datetime) -> datetime:
     """Drop the sub-second part (floor to the whole second)."""
-    return t.replace(microsecond=0)
+    return t if t.microsecond == 0 else t.replace(microsecond=0)
 
 
 def format_instant(t: datetime) -> str:
@@ -180,8 +181,12 @@ def _sign(d: Duration) -> int:
     return 1 if any(v > 0 for v in values) else -1
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def step(anchor: datetime, d: Duration, n: int) -> datetime:
-    """The n-th boundary of the recurrence: multiply every component by n, shift the anchor once."""
+    """The n-th boundary of the recurrence: multiply every component by n, shift the anchor once.
+
+    Memoised: every item of a subscription shares the anchor, and usually the cadence, so a sync asks
+    for the same boundaries over and over (pure function of hashable, immutable arguments)."""
     if n == 0:
         return anchor
     return shift(anchor, d.times(n))

@@ -183,13 +183,16 @@ class SubscriptionView:
         return Period(item.start, end)
 
     def _check_generation_point(self, phase: PhaseView, item: ItemVersion, at: datetime) -> None:
-        where = f"{self.id}/{phase.key}/{item.record.key}/v[{item.version}] at {format_instant(at)}"
+        problem = None
         if at < self.active_from or (self.active_to is not None and at > self.active_to):
-            raise InvalidViewError(f"{where}: outside the subscription")
-        if not (phase.is_active_at(at) or at == self.active_to):
-            raise InvalidViewError(f"{where}: the phase is not active")
-        if not (item.is_active_at(at) or (item.is_zero_length and item.start == at)):
-            raise InvalidViewError(f"{where}: the item is not active")
+            problem = "outside the subscription"
+        elif not (phase.is_active_at(at) or at == self.active_to):
+            problem = "the phase is not active"
+        elif not (item.is_active_at(at) or (item.is_zero_length and item.start == at)):
+            problem = "the item is not active"
+        if problem is not None:
+            where = f"{self.id}/{phase.key}/{item.record.key}/v[{item.version}] at {format_instant(at)}"
+            raise InvalidViewError(f"{where}: {problem}")
 
 
 def _phase_order(a: PhaseRecord, b: PhaseRecord) -> int:
