@@ -193,3 +193,59 @@ def _with_groups(rows: Iterable[Any]) -> list[tuple[str, Any]]:
         if kind == "group":
             expanded += [("line", c) for c in children[row.split_line_group_id]]
     return expanded
+
+
+def created_invoices_json(created: Sequence[Any]) -> dict[str, Any]:
+    """`subsync invoice --format json` (CONTRACT §6)."""
+    return {
+        "invoices": [
+            {"id": c.id, "currency": c.currency, "status": c.status, "line_ids": list(c.line_ids)} for c in created
+        ]
+    }
+
+
+def created_invoices_table(created: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("invoice", "currency", "status", "lines"):
+        table.add_column(col)
+    for c in created:
+        table.add_row(c.id, c.currency, c.status, str(len(c.line_ids)))
+    return table
+
+
+def _issue_json(issue: Any) -> dict[str, Any]:
+    return {
+        "severity": issue.severity,
+        "code": issue.code,
+        "component": issue.component,
+        "message": issue.message,
+        "path": issue.path,
+    }
+
+
+def invoice_json(row: Any, issues: Sequence[Any]) -> dict[str, Any]:
+    """One entry of `subsync invoices list --format json` (CONTRACT §6)."""
+    return {
+        "id": row.id,
+        "type": row.type,
+        "status": row.status,
+        "immutable": row.immutable,
+        "currency": row.currency,
+        "number": row.number,
+        "created_at": format_time(row.created_at),
+        "deleted": row.deleted_at is not None,
+        "validation_issues": [_issue_json(i) for i in issues],
+    }
+
+
+def invoices_table(entries: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("invoice", "type", "status", "currency", "number", "created", "issues"):
+        table.add_column(col)
+    for row, issues in entries:
+        status = row.status + (" (deleted)" if row.deleted_at is not None else "")
+        issue_text = "\n".join(f"{i.severity}: {i.message} [{i.path}]" for i in issues) or "-"
+        table.add_row(
+            row.id, row.type, status, row.currency, row.number or "-", format_time(row.created_at), issue_text
+        )
+    return table

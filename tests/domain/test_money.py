@@ -31,3 +31,17 @@ def test_ratio_is_rounded_to_16_places_with_integers() -> None:
 )
 def test_format_decimal_shortest_exact(value: str, text: str) -> None:
     assert format_decimal(Decimal(value)) == text
+
+
+def test_38_digit_amounts_are_exact() -> None:
+    from worker.domain.money import prorate
+
+    big = Decimal("12345678901234567890123456789012345678")
+    assert format_decimal(big) == "12345678901234567890123456789012345678"
+    assert round_cur(big, "USD") == big
+    assert (
+        format_decimal(Decimal("1234567890123456789012345678901234.5678")) == "1234567890123456789012345678901234.5678"
+    )
+    assert prorate(Decimal("99999999999999999999999999999999.99"), Decimal("0.5"), "USD") == Decimal(
+        "50000000000000000000000000000000.00"
+    )

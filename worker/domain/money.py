@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 # Minor units per gobl's currency data, as used by the reference. Everything else has 2.
 _ZERO_DECIMALS = frozenset(
@@ -42,6 +42,9 @@ _SPECIAL = {"CLF": 4, "MGA": 5, "MRU": 5}
 
 RATIO_PLACES = 16
 _RATIO_SCALE = 10**RATIO_PLACES
+# Amounts have up to 38 digits (CONTRACT §3) and a ratio has 16 places: compute exactly, well beyond
+# the default 28-digit context, so neither multiplication nor rounding loses a digit.
+_EXACT = Context(prec=100, rounding=ROUND_HALF_UP)
 
 
 def currency_precision(currency: str) -> int:
@@ -56,7 +59,12 @@ def currency_precision(currency: str) -> int:
 
 def round_cur(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's precision, half away from zero."""
-    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
+    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP, context=_EXACT)
+
+
+def prorate(amount: Decimal, ratio: Decimal, currency: str) -> Decimal:
+    """`round_cur(amount × ratio)`, the product taken exactly."""
+    return round_cur(_EXACT.multiply(amount, ratio), currency)
 
 
 def proration_ratio(service_seconds: int, full_seconds: int) -> Decimal:
@@ -71,11 +79,26 @@ def proration_ratio(service_seconds: int, full_seconds: int) -> Decimal:
 
 
 def format_decimal(value: Decimal) -> str:
-    """Shortest exact form: `100`, `33.33`, `0.1` (never exponent notation)."""
-    if value == 0:
+    """Shortest exact plain form: `100`, `33.33`, `0.1` — digit-wise, never exponent notation, and
+    never rounded by the decimal context."""
+    if not value.is_finite():
+        raise ValueError("decimal is not finite")
+    if value.is_zero():
         return "0"
-    text = format(value.normalize(), "f")
-    return text
+    sign, digit_tuple, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple))
+    while exponent < 0 and digits.endswith("0"):
+        digits = digits[:-1]
+        exponent += 1
+    if exponent >= 0:
+        text = digits + "0" * exponent
+    else:
+        scale = -exponent
+        digits = digits.rjust(scale + 1, "0")
+        text = f"{digits[:-scale]}.{digits[-scale:]}"
+    integer, dot, fraction = text.partition(".")
+    return ("-" if sign else "") + (integer.lstrip("0") or "0") + dot + fraction
 
 
 def parse_decimal(text: str | int | float | Decimal) -> Decimal:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.domain.errors import InvalidViewError
-from worker.domain.money import proration_ratio, round_cur
+from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
 from worker.domain.timeutil import INFINITY, Period, format_instant, trunc
@@ -267,7 +267,7 @@ def flat_amount(view: SubscriptionView, c: Candidate, price: FlatPrice) -> Decim
     amount = round_cur(price.amount, currency)
     if not c.service.is_empty and prorates(view, c):
         ratio = proration_ratio(c.service.seconds(), c.full.seconds())
-        amount = round_cur(price.amount * ratio, currency)
+        amount = prorate(price.amount, ratio, currency)
     return amount
 
 
