@@ -1,0 +1,105 @@
+"""Text forms shared by documents and command output: RFC 3339 times and shortest exact decimals."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+_RFC3339 = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"[Tt](?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
+    r"(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
+)
+_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?\Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (offset required) into an aware UTC datetime.
+
+    Fractions beyond microseconds are truncated (Postgres stores microseconds).
+    Raises ValueError with a short reason.
+    """
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError("must be an RFC 3339 time with an offset, like 2024-01-01T00:00:00Z")
+    offset_text = match["offset"]
+    if offset_text in ("Z", "z"):
+        tz = UTC
+    else:
+        hours, minutes = int(offset_text[1:3]), int(offset_text[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError("has an invalid UTC offset")
+        delta = timedelta(hours=hours, minutes=minutes)
+        tz = timezone(-delta if offset_text[0] == "-" else delta)
+    fraction = (match["fraction"] or "").ljust(6, "0")[:6]
+    try:
+        local = datetime(
+            int(match["year"]),
+            int(match["month"]),
+            int(match["day"]),
+            int(match["hour"]),
+            int(match["minute"]),
+            int(match["second"]),
+            int(fraction),
+            tzinfo=tz,
+        )
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("is not a valid calendar time") from None
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with `Z`; the fraction is printed only when non-zero (trailing zeros dropped)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    utc = value.astimezone(UTC)
+    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    if utc.microsecond:
+        text += "." + f"{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def format_optional_time(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def parse_decimal(text: str) -> Decimal:
+    """Parse a plain decimal string (`-?digits[.digits]`, no exponent). Raises ValueError."""
+    if not _DECIMAL.match(text):
+        raise ValueError('must be a decimal string like "12.50"')
+    return Decimal(text)
+
+
+def decimal_digits(value: Decimal) -> int:
+    """How many digits the shortest plain form of `value` has (integer digits + fraction digits)."""
+    text = format_decimal(value).lstrip("-")
+    integer, _, fraction = text.partition(".")
+    return len(integer.lstrip("0")) + len(fraction) or 1
+
+
+def format_decimal(value: Decimal) -> str:
+    """Shortest exact plain form: `Decimal("100.00")` → `"100"`, `Decimal("33.330")` → `"33.33"`.
+
+    Works digit-wise, so no precision is lost to the decimal context.
+    """
+    if not value.is_finite():
+        raise ValueError("decimal is not finite")
+    if value.is_zero():
+        return "0"
+    sign, digit_tuple, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(str(d) for d in digit_tuple)
+    while exponent < 0 and digits.endswith("0"):
+        digits = digits[:-1]
+        exponent += 1
+    if exponent >= 0:
+        text = digits + "0" * exponent
+    else:
+        scale = -exponent
+        digits = digits.rjust(scale + 1, "0")
+        text = f"{digits[:-scale]}.{digits[-scale:]}"
+    integer, dot, fraction = text.partition(".")
+    text = (integer.lstrip("0") or "0") + dot + fraction
+    return ("-" if sign else "") + text

@@ -1,0 +1,1 @@
+"""Database access: Core tables and small, namespace-scoped query modules."""

@@ -1,0 +1,466 @@
+"""Write, read and soft-delete subscription documents (subscriptions + phases + items).
+
+`apply_subscription` replaces the stored subscription with the document in the caller's
+transaction. Ids are stable: a document without ids reuses the ids of the stored phase with
+the same key and of the stored item version at the same position of the same key; rows of
+that subscription that the document no longer has are physically deleted (these tables are
+owned by the subscription service, which keeps its own history).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from worker.documents import (
+    ItemVersion,
+    Phase,
+    SubscriptionDocument,
+    format_validation_error,
+    rate_card_to_json,
+)
+from worker.errors import ConflictError, NotFoundError, SubsyncError
+from worker.ids import new_id
+from worker.store.customers import get_customer
+from worker.store.tables import subscription_items, subscription_phases, subscriptions
+
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    document: SubscriptionDocument
+    created: bool | None  # set by apply: whether the subscription was new
+    deleted_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _ids_param(name: str, ids: Sequence[str]) -> Any:
+    return any_(bindparam(name, list(ids), type_=ARRAY(Text)))
+
+
+def _chunks(rows: Sequence[dict[str, Any]], size: int = _CHUNK) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --- apply -------------------------------------------------------------------------------------
+
+
+def apply_subscription(conn: Connection, document: SubscriptionDocument) -> StoredSubscription:
+    """Insert or replace the subscription described by a validated document.
+
+    Runs in the caller's transaction (use `engine.begin()`); on any error nothing should be
+    committed. Returns the stored document with every id filled in.
+    Raises NotFoundError (customer missing) or ConflictError (an id owned by another subscription).
+    """
+    namespace = document.namespace
+    if get_customer(conn, namespace, document.customer_id, for_share=True) is None:
+        raise NotFoundError(
+            f"customer {document.customer_id!r} does not exist in namespace {namespace!r}"
+            " (create it first: subsync customers upsert)"
+        )
+    subscription_id = document.id or new_id("sub")
+    created, created_at, updated_at = _upsert_subscription_row(conn, document, subscription_id)
+
+    existing_phase_ids, existing_item_ids = _existing_ids(conn, namespace, subscription_id)
+    resolved = _with_ids(document, subscription_id, existing_phase_ids, existing_item_ids)
+    _check_ownership(conn, resolved, subscription_id)
+
+    phase_rows, item_rows = _rows(resolved, subscription_id)
+    _upsert_phases(conn, namespace, subscription_id, phase_rows)
+    _upsert_items(conn, namespace, subscription_id, item_rows)
+    _delete_missing(conn, namespace, subscription_id, [r["id"] for r in phase_rows], [r["id"] for r in item_rows])
+    return StoredSubscription(
+        document=resolved, created=created, deleted_at=None, created_at=created_at, updated_at=updated_at
+    )
+
+
+def _upsert_subscription_row(
+    conn: Connection, document: SubscriptionDocument, subscription_id: str
+) -> tuple[bool, datetime, datetime]:
+    values = {
+        "namespace": document.namespace,
+        "id": subscription_id,
+        "customer_id": document.customer_id,
+        "name": document.name if document.name is not None else subscription_id,
+        "currency": document.currency,
+        "billing_cadence": document.billing_cadence,
+        "billing_anchor": document.billing_anchor or document.active_from,
+        "pro_rating_enabled": document.pro_rating.enabled,
+        "pro_rating_mode": document.pro_rating.mode,
+        "active_from": document.active_from,
+        "active_to": document.active_to,
+        "deleted_at": None,
+    }
+    new_row = insert(subscriptions).values(**values)
+    replaced = {key: new_row.excluded[key] for key in values if key not in ("namespace", "id")}
+    statement = new_row.on_conflict_do_update(
+        index_elements=[subscriptions.c.namespace, subscriptions.c.id],
+        set_={**replaced, "updated_at": func.now()},
+    ).returning(
+        (subscriptions.c.created_at == subscriptions.c.updated_at).label("created"),
+        subscriptions.c.created_at,
+        subscriptions.c.updated_at,
+    )
+    # The upsert also locks the row, so concurrent applies of one subscription run one after another.
+    row = conn.execute(statement).one()
+    return bool(row.created), row.created_at, row.updated_at
+
+
+def _existing_ids(
+    conn: Connection, namespace: str, subscription_id: str
+) -> tuple[dict[str, str], dict[tuple[str, str, int], str]]:
+    """Stored phase ids by key, and item ids by (phase key, item key, version position)."""
+    phases_by_key: dict[str, str] = {}
+    phase_rows = conn.execute(
+        select(subscription_phases.c.id, subscription_phases.c.key)
+        .where(
+            subscription_phases.c.namespace == namespace,
+            subscription_phases.c.subscription_id == subscription_id,
+        )
+        .order_by(subscription_phases.c.active_from, subscription_phases.c.id)
+        .with_for_update()
+    )
+    for phase_id, key in phase_rows:
+        phases_by_key.setdefault(key, phase_id)
+
+    items: dict[tuple[str, str, int], str] = {}
+    positions: dict[tuple[str, str], int] = defaultdict(int)
+    item_rows = conn.execute(
+        select(subscription_items.c.id, subscription_phases.c.key, subscription_items.c.key)
+        .join(
+            subscription_phases,
+            and_(
+                subscription_phases.c.namespace == subscription_items.c.namespace,
+                subscription_phases.c.id == subscription_items.c.phase_id,
+            ),
+        )
+        .where(
+            subscription_items.c.namespace == namespace,
+            subscription_phases.c.subscription_id == subscription_id,
+        )
+        .order_by(
+            subscription_phases.c.key,
+            subscription_items.c.key,
+            subscription_items.c.active_from,
+            subscription_items.c.active_to.asc().nulls_last(),
+            subscription_items.c.id,
+        )
+    )
+    for item_id, phase_key, item_key in item_rows:
+        position = positions[(phase_key, item_key)]
+        positions[(phase_key, item_key)] += 1
+        items[(phase_key, item_key, position)] = item_id
+    return phases_by_key, items
+
+
+def _with_ids(
+    document: SubscriptionDocument,
+    subscription_id: str,
+    existing_phase_ids: dict[str, str],
+    existing_item_ids: dict[tuple[str, str, int], str],
+) -> SubscriptionDocument:
+    explicit_phase_ids = {phase.id for phase in document.phases if phase.id is not None}
+    explicit_item_ids = {
+        version.id
+        for phase in document.phases
+        for versions in phase.items.values()
+        for version in versions
+        if version.id is not None
+    }
+    phases: list[Phase] = []
+    for phase in document.phases:
+        phase_id = phase.id
+        if phase_id is None:
+            reused = existing_phase_ids.get(phase.key)
+            phase_id = reused if reused is not None and reused not in explicit_phase_ids else new_id("ph")
+        items: dict[str, list[ItemVersion]] = {}
+        for key, versions in phase.items.items():
+            resolved_versions = []
+            for position, version in enumerate(versions):
+                item_id = version.id
+                if item_id is None:
+                    reused = existing_item_ids.get((phase.key, key, position))
+                    item_id = reused if reused is not None and reused not in explicit_item_ids else new_id("it")
+                resolved_versions.append(version.model_copy(update={"id": item_id}))
+            items[key] = resolved_versions
+        phases.append(phase.model_copy(update={"id": phase_id, "items": items}))
+    return document.model_copy(
+        update={
+            "id": subscription_id,
+            "name": document.name if document.name is not None else subscription_id,
+            "billing_anchor": document.billing_anchor or document.active_from,
+            "phases": phases,
+        }
+    )
+
+
+def _check_ownership(conn: Connection, document: SubscriptionDocument, subscription_id: str) -> None:
+    namespace = document.namespace
+    phase_ids = [phase.id for phase in document.phases if phase.id is not None]
+    if phase_ids:
+        taken = conn.execute(
+            select(subscription_phases.c.id, subscription_phases.c.subscription_id).where(
+                subscription_phases.c.namespace == namespace,
+                subscription_phases.c.id == _ids_param("phase_ids", phase_ids),
+                subscription_phases.c.subscription_id != subscription_id,
+            )
+        ).first()
+        if taken is not None:
+            raise ConflictError(f"phase id {taken.id!r} belongs to subscription {taken.subscription_id!r}")
+    item_ids = [
+        version.id
+        for phase in document.phases
+        for versions in phase.items.values()
+        for version in versions
+        if version.id is not None
+    ]
+    if item_ids:
+        taken = conn.execute(
+            select(subscription_items.c.id, subscription_phases.c.subscription_id)
+            .join(
+                subscription_phases,
+                and_(
+                    subscription_phases.c.namespace == subscription_items.c.namespace,
+                    subscription_phases.c.id == subscription_items.c.phase_id,
+                ),
+            )
+            .where(
+                subscription_items.c.namespace == namespace,
+                subscription_items.c.id == _ids_param("item_ids", item_ids),
+                subscription_phases.c.subscription_id != subscription_id,
+            )
+        ).first()
+        if taken is not None:
+            raise ConflictError(f"item id {taken.id!r} belongs to subscription {taken.subscription_id!r}")
+
+
+def _rows(document: SubscriptionDocument, subscription_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    namespace = document.namespace
+    phase_rows: list[dict[str, Any]] = []
+    item_rows: list[dict[str, Any]] = []
+    for phase in document.phases:
+        assert phase.id is not None
+        phase_rows.append(
+            {
+                "namespace": namespace,
+                "id": phase.id,
+                "subscription_id": subscription_id,
+                "key": phase.key,
+                "name": phase.name if phase.name is not None else phase.key,
+                "active_from": phase.active_from,
+                "sort_hint": phase.sort_hint,
+                "deleted_at": None,
+            }
+        )
+        for key, versions in phase.items.items():
+            for version in versions:
+                assert version.id is not None
+                item_rows.append(
+                    {
+                        "namespace": namespace,
+                        "id": version.id,
+                        "phase_id": phase.id,
+                        "key": key,
+                        "active_from": version.active_from or phase.active_from,
+                        "active_to": version.active_to,
+                        "annotations": version.annotations if version.annotations is not None else {},
+                        "rate_card": rate_card_to_json(version.rate_card),
+                        "deleted_at": None,
+                    }
+                )
+    return phase_rows, item_rows
+
+
+def _upsert_phases(conn: Connection, namespace: str, subscription_id: str, rows: list[dict[str, Any]]) -> None:
+    for chunk in _chunks(rows):
+        new_rows = insert(subscription_phases).values(list(chunk))
+        excluded = new_rows.excluded
+        statement = new_rows.on_conflict_do_update(
+            index_elements=[subscription_phases.c.namespace, subscription_phases.c.id],
+            set_={
+                "key": excluded.key,
+                "name": excluded.name,
+                "active_from": excluded.active_from,
+                "sort_hint": excluded.sort_hint,
+                "deleted_at": excluded.deleted_at,
+                "updated_at": func.now(),
+            },
+            # Never take over another subscription's phase (a concurrent writer may have inserted it).
+            where=subscription_phases.c.subscription_id == excluded.subscription_id,
+        ).returning(subscription_phases.c.id)
+        written = conn.execute(statement).all()
+        if len(written) != len(chunk):
+            raise ConflictError(f"a phase id of subscription {subscription_id!r} belongs to another subscription")
+
+
+def _upsert_items(conn: Connection, namespace: str, subscription_id: str, rows: list[dict[str, Any]]) -> None:
+    own_phase_ids = select(subscription_phases.c.id).where(
+        subscription_phases.c.namespace == namespace,
+        subscription_phases.c.subscription_id == subscription_id,
+    )
+    for chunk in _chunks(rows):
+        new_rows = insert(subscription_items).values(list(chunk))
+        excluded = new_rows.excluded
+        statement = new_rows.on_conflict_do_update(
+            index_elements=[subscription_items.c.namespace, subscription_items.c.id],
+            set_={
+                "phase_id": excluded.phase_id,
+                "key": excluded.key,
+                "active_from": excluded.active_from,
+                "active_to": excluded.active_to,
+                "annotations": excluded.annotations,
+                "rate_card": excluded.rate_card,
+                "deleted_at": excluded.deleted_at,
+                "updated_at": func.now(),
+            },
+            where=subscription_items.c.phase_id.in_(own_phase_ids.scalar_subquery()),
+        ).returning(subscription_items.c.id)
+        written = conn.execute(statement).all()
+        if len(written) != len(chunk):
+            raise ConflictError(f"an item id of subscription {subscription_id!r} belongs to another subscription")
+
+
+def _delete_missing(
+    conn: Connection, namespace: str, subscription_id: str, phase_ids: list[str], item_ids: list[str]
+) -> None:
+    own_phase_ids = select(subscription_phases.c.id).where(
+        subscription_phases.c.namespace == namespace,
+        subscription_phases.c.subscription_id == subscription_id,
+    )
+    conn.execute(
+        subscription_items.delete().where(
+            subscription_items.c.namespace == namespace,
+            subscription_items.c.phase_id.in_(own_phase_ids.scalar_subquery()),
+            ~(subscription_items.c.id == _ids_param("keep_item_ids", item_ids)),
+        )
+    )
+    conn.execute(
+        subscription_phases.delete().where(
+            subscription_phases.c.namespace == namespace,
+            subscription_phases.c.subscription_id == subscription_id,
+            ~(subscription_phases.c.id == _ids_param("keep_phase_ids", phase_ids)),
+        )
+    )
+
+
+# --- read --------------------------------------------------------------------------------------
+
+
+def _live(column: Any) -> Any:
+    return or_(column.is_(None), column > func.now())
+
+
+def get_subscription(conn: Connection, namespace: str, subscription_id: str) -> StoredSubscription | None:
+    """The stored subscription as a document (soft-deleted subscriptions included; phases and
+    items deleted as of now are left out). None when there is no such subscription."""
+    row = conn.execute(
+        select(subscriptions).where(subscriptions.c.namespace == namespace, subscriptions.c.id == subscription_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    phase_rows = conn.execute(
+        select(subscription_phases)
+        .where(
+            subscription_phases.c.namespace == namespace,
+            subscription_phases.c.subscription_id == subscription_id,
+            _live(subscription_phases.c.deleted_at),
+        )
+        .order_by(
+            subscription_phases.c.active_from,
+            subscription_phases.c.sort_hint.asc().nulls_last(),
+            subscription_phases.c.key,
+            subscription_phases.c.id,
+        )
+    ).all()
+    phase_ids = [phase.id for phase in phase_rows]
+    item_rows = (
+        conn.execute(
+            select(subscription_items)
+            .where(
+                subscription_items.c.namespace == namespace,
+                subscription_items.c.phase_id == _ids_param("phase_ids", phase_ids),
+                _live(subscription_items.c.deleted_at),
+            )
+            .order_by(
+                subscription_items.c.key,
+                subscription_items.c.active_from,
+                subscription_items.c.active_to.asc().nulls_last(),
+                subscription_items.c.id,
+            )
+        ).all()
+        if phase_ids
+        else []
+    )
+    items_by_phase: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for item in item_rows:
+        items_by_phase[item.phase_id].setdefault(item.key, []).append(
+            {
+                "id": item.id,
+                "active_from": item.active_from,
+                "active_to": item.active_to,
+                "annotations": item.annotations,
+                "rate_card": item.rate_card,
+            }
+        )
+    data = {
+        "namespace": row.namespace,
+        "id": row.id,
+        "customer_id": row.customer_id,
+        "name": row.name,
+        "currency": row.currency,
+        "billing_cadence": row.billing_cadence,
+        "billing_anchor": row.billing_anchor,
+        "pro_rating": {"enabled": row.pro_rating_enabled, "mode": row.pro_rating_mode},
+        "active_from": row.active_from,
+        "active_to": row.active_to,
+        "phases": [
+            {
+                "key": phase.key,
+                "id": phase.id,
+                "name": phase.name,
+                "active_from": phase.active_from,
+                "sort_hint": phase.sort_hint,
+                "items": items_by_phase.get(phase.id, {}),
+            }
+            for phase in phase_rows
+        ],
+    }
+    try:
+        document = SubscriptionDocument.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(format_validation_error(exc)[:3])
+        raise SubsyncError(f"stored subscription {subscription_id!r} is not a valid document: {problems}") from None
+    return StoredSubscription(
+        document=document,
+        created=None,
+        deleted_at=row.deleted_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+def delete_subscription(conn: Connection, namespace: str, subscription_id: str, at: datetime | None = None) -> datetime:
+    """Soft-delete: set `deleted_at` to `at` (default: now). Returns the stored `deleted_at`."""
+    statement = (
+        update(subscriptions)
+        .where(subscriptions.c.namespace == namespace, subscriptions.c.id == subscription_id)
+        .values(deleted_at=at if at is not None else func.now(), updated_at=func.now())
+        .returning(subscriptions.c.deleted_at)
+    )
+    deleted_at: datetime | None = conn.execute(statement).scalar_one_or_none()
+    if deleted_at is None:
+        raise NotFoundError(f"subscription {subscription_id!r} does not exist in namespace {namespace!r}")
+    return deleted_at
