@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +28,7 @@ from worker.cli_support import (
     get_runtime,
     identifier_callback,
     print_error_lines,
+    print_renderable,
     print_table,
     timestamp_option,
 )
@@ -316,11 +317,35 @@ def sync(
     namespace: NamespaceOption,
     subscription_id: Annotated[str, typer.Option("--subscription", metavar="ID", callback=identifier_callback)],
     as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and print, write nothing.")] = False,
+    invoice_after: Annotated[
+        bool,
+        typer.Option("--invoice", help="Then invoice the customer's pending lines (SPEC 8.3), as the worker does."),
+    ] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """Run one sync now, in this process, and print its patches. (stub)"""
-    _not_implemented("sync")
+    """Run one sync now, in this process, and print the patches it applied (or would apply)."""
+    from worker.presenters import created_invoices_table, patches_table, sync_result_json
+    from worker.sync import sync_subscription
+
+    engine = get_runtime(ctx).engine()
+    result = sync_subscription(engine, namespace, subscription_id, as_of=as_of, dry_run=dry_run)
+    data = sync_result_json(result)
+    created: list[Any] = []
+    if invoice_after and not dry_run and not result.subscription_deleted:
+        from worker.invoicing import invoice_pending_lines
+
+        created = invoice_pending_lines(engine, namespace, result.customer_id, as_of=as_of)
+        data["invoices"] = [
+            {"id": c.id, "currency": c.currency, "status": c.status, "line_ids": list(c.line_ids)} for c in created
+        ]
+
+    def table() -> None:
+        print_renderable(patches_table(result))
+        if created:
+            print_renderable(created_invoices_table(created, "invoiced after sync"))
+
+    emit(fmt, data, table=table)
 
 
 @app.command("lines")
@@ -334,8 +359,22 @@ def lines(
     include_deleted: Annotated[bool, typer.Option("--include-deleted")] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """List invoice lines. (stub)"""
-    _not_implemented("lines")
+    """List invoice lines of a customer or a subscription (split line groups: group, then children)."""
+    from worker.presenters import line_json, lines_table
+    from worker.store.lines import list_lines
+
+    if (customer_id is None) == (subscription_id is None):
+        raise InvalidInputError("give exactly one of --customer and --subscription")
+    with get_runtime(ctx).engine().connect() as conn:
+        rows = list_lines(
+            conn, namespace, customer_id=customer_id, subscription_id=subscription_id, include_deleted=include_deleted
+        )
+    owner = f"customer {customer_id}" if customer_id is not None else f"subscription {subscription_id}"
+    emit(
+        fmt,
+        [line_json(r) for r in rows],
+        table=lambda: print_renderable(lines_table(rows, f"{len(rows)} line(s) of {owner} in {namespace}")),
+    )
 
 
 @app.command("invoice")
@@ -344,12 +383,29 @@ def invoice(
     namespace: NamespaceOption,
     customer_id: Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)],
     as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
-    progressive: Annotated[bool, typer.Option("--progressive")] = False,
-    publish_event: Annotated[bool, typer.Option("--publish")] = False,
+    progressive: Annotated[
+        bool, typer.Option("--progressive", help="Split usage lines whose service period contains the time.")
+    ] = False,
+    publish_event: Annotated[
+        bool, typer.Option("--publish", help="Publish invoice.created for each new invoice (needs the broker).")
+    ] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """Invoice pending lines onto new draft invoices. (stub)"""
-    _not_implemented("invoice")
+    """Invoice pending lines: move what is due onto new draft invoices (one per currency)."""
+    from worker.invoicing import invoice_pending_lines
+    from worker.presenters import created_invoices_json, created_invoices_table
+
+    runtime = get_runtime(ctx)
+    created = invoice_pending_lines(runtime.engine(), namespace, customer_id, as_of=as_of, progressive=progressive)
+    if publish_event and created:
+        from worker.events import InvoiceCreatedEvent, publish
+
+        for inv in created:
+            publish(InvoiceCreatedEvent.new(namespace=namespace, invoice_id=inv.id, as_of=as_of))
+    title = f"{len(created)} invoice(s) created for customer {customer_id}" + (
+        " (nothing was due)" if not created else ""
+    )
+    emit(fmt, created_invoices_json(created), table=lambda: print_renderable(created_invoices_table(created, title)))
 
 
 @invoices_app.command("set-status")
@@ -360,8 +416,15 @@ def invoices_set_status(
     status: Annotated[str, typer.Option("--status", help="draft, issued, paid or voided.")],
     fmt: FormatOption = None,
 ) -> None:
-    """Move a standard invoice to another status. (stub)"""
-    _not_implemented("invoices set-status")
+    """Move a standard invoice to draft, issued, paid or voided (immutable unless draft)."""
+    from worker.presenters import invoice_json, invoices_table
+    from worker.store.invoices import SETTABLE_STATUSES, set_invoice_status
+
+    if status not in SETTABLE_STATUSES:
+        raise InvalidInputError(f"--status: must be one of {', '.join(SETTABLE_STATUSES)} (got {status!r})")
+    with get_runtime(ctx).engine().begin() as conn:
+        row = set_invoice_status(conn, namespace, invoice_id, status, datetime.now(UTC))
+    emit(fmt, invoice_json(row, []), table=lambda: print_renderable(invoices_table([(row, [])], "invoice updated")))
 
 
 @invoices_app.command("list")
@@ -371,5 +434,14 @@ def invoices_list(
     customer_id: Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)],
     fmt: FormatOption = None,
 ) -> None:
-    """List invoices with their validation issues. (stub)"""
-    _not_implemented("invoices list")
+    """List a customer's invoices, newest first, with their validation issues."""
+    from worker.presenters import invoice_json, invoices_table
+    from worker.store.invoices import list_invoices
+
+    with get_runtime(ctx).engine().connect() as conn:
+        entries = list_invoices(conn, namespace, customer_id)
+    emit(
+        fmt,
+        [invoice_json(row, issues) for row, issues in entries],
+        table=lambda: print_renderable(invoices_table(entries, f"{len(entries)} invoice(s) of customer {customer_id}")),
+    )

@@ -151,6 +151,12 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
 
 
+def print_renderable(renderable: Any) -> None:
+    """Print a rich renderable (a table built elsewhere) like `print_table` does."""
+    width = None if _isatty(sys.stdout) else 240
+    Console(file=sys.stdout, soft_wrap=False, width=width).print(renderable)
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
