@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from worker.currencies import is_known_currency
-from worker.durations import parse_duration
+from worker.domain import timeutil
 from worker.formatting import decimal_digits, format_decimal, format_time, parse_decimal, parse_time
 
 # --- limits (CONTRACT §3) ----------------------------------------------------------------------
@@ -137,7 +137,7 @@ def _check_duration(value: str) -> str:
     if len(value) > MAX_TEXT_LENGTH:
         raise _error(f"must be at most {MAX_TEXT_LENGTH} characters")
     try:
-        parse_duration(value)
+        timeutil.Duration.parse(value)
     except ValueError as exc:
         raise _error(str(exc)) from None
     return value

@@ -1,10 +1,15 @@
-"""Text forms shared by documents and command output: RFC 3339 times and shortest exact decimals."""
+"""Text forms shared by documents and command output: RFC 3339 times and shortest exact decimals.
+
+The formatting itself lives in the domain (`format_instant`, `format_decimal`); parsing is here."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+
+from worker.domain.money import format_decimal
+from worker.domain.timeutil import format_instant
 
 _RFC3339 = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
@@ -54,11 +59,7 @@ def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with `Z`; the fraction is printed only when non-zero (trailing zeros dropped)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime")
-    utc = value.astimezone(UTC)
-    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
-    if utc.microsecond:
-        text += "." + f"{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    return format_instant(value)
 
 
 def format_optional_time(value: datetime | None) -> str | None:
@@ -77,29 +78,3 @@ def decimal_digits(value: Decimal) -> int:
     text = format_decimal(value).lstrip("-")
     integer, _, fraction = text.partition(".")
     return len(integer.lstrip("0")) + len(fraction) or 1
-
-
-def format_decimal(value: Decimal) -> str:
-    """Shortest exact plain form: `Decimal("100.00")` → `"100"`, `Decimal("33.330")` → `"33.33"`.
-
-    Works digit-wise, so no precision is lost to the decimal context.
-    """
-    if not value.is_finite():
-        raise ValueError("decimal is not finite")
-    if value.is_zero():
-        return "0"
-    sign, digit_tuple, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(str(d) for d in digit_tuple)
-    while exponent < 0 and digits.endswith("0"):
-        digits = digits[:-1]
-        exponent += 1
-    if exponent >= 0:
-        text = digits + "0" * exponent
-    else:
-        scale = -exponent
-        digits = digits.rjust(scale + 1, "0")
-        text = f"{digits[:-scale]}.{digits[-scale:]}"
-    integer, dot, fraction = text.partition(".")
-    text = (integer.lstrip("0") or "0") + dot + fraction
-    return ("-" if sign else "") + text

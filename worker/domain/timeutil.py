@@ -13,7 +13,7 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from worker.domain.errors import DomainError
 
@@ -81,8 +81,13 @@ class Period:
 
 
 _DURATION_RE = re.compile(
-    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:[.,]\d+)?)S)?)?$"
+    r"P(?!\Z)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?\Z"
+)
+# Same shape with fractions everywhere: used only to explain why a text was refused.
+_WITH_FRACTIONS = re.compile(
+    r"P(?!\Z)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?"
+    r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?\Z"
 )
 _MAX_COMPONENT = 10_000_000
 
@@ -101,20 +106,22 @@ class Duration:
 
     @classmethod
     def parse(cls, text: str) -> Duration:
+        """Strict `PnYnMnWnDTnHnMnS`; raises ValueError with a short reason (usable after a field name)."""
         match = _DURATION_RE.match(text)
         if match is None:
-            raise ValueError(f"{text!r} is not an ISO 8601 duration like P1M, P1W, P1Y, P3M or PT1H")
+            if text.startswith(("-", "+")):
+                raise ValueError("must be a positive ISO 8601 duration (no sign), like P1M")
+            if _WITH_FRACTIONS.match(text):
+                raise ValueError("may have a fractional part only in its seconds, like PT1.5S")
+            raise ValueError("must be an ISO 8601 duration like P1M, P1W, P1Y, P3M, P1D or PT1H")
         parts = match.groupdict()
-        try:
-            seconds = Decimal((parts["seconds"] or "0").replace(",", "."))
-        except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
-            raise ValueError(f"{text!r}: invalid seconds") from exc
+        seconds = Decimal(parts["seconds"] or "0")
         ints = {k: int(v or 0) for k, v in parts.items() if k != "seconds"}
         if any(v > _MAX_COMPONENT for v in ints.values()) or seconds > _MAX_COMPONENT:
-            raise ValueError(f"{text!r}: a component is too large")
+            raise ValueError(f"has a component larger than {_MAX_COMPONENT}")
         duration = cls(seconds=seconds, **ints)
         if not duration.is_positive:
-            raise ValueError(f"{text!r}: the duration must be positive")
+            raise ValueError("must be a positive duration (not zero)")
         return duration
 
     @property
