@@ -32,7 +32,8 @@ class LoadedSubscription:
 
 
 def load_subscription(conn: Connection, namespace: str, subscription_id: str) -> LoadedSubscription:
-    """The subscription row, soft-deleted or not, with its customer's deletion time."""
+    """The subscription row, soft-deleted or not, with its customer's deletion time; the row is
+    share-locked until the end of the transaction."""
     s, c = subscriptions, customers
     row = conn.execute(
         select(
@@ -42,6 +43,9 @@ def load_subscription(conn: Connection, namespace: str, subscription_id: str) ->
         )
         .select_from(s.outerjoin(c, and_(c.c.namespace == s.c.namespace, c.c.id == s.c.customer_id)))
         .where(s.c.namespace == namespace, s.c.id == subscription_id)
+        # FOR SHARE: a concurrent `subscriptions apply` (which locks the row) either finished before
+        # this read or waits for this transaction, so phases and items are read from one version.
+        .with_for_update(read=True, of=s)
     ).one_or_none()
     if row is None:
         raise NotFoundError(f"subscription {subscription_id!r} not found in namespace {namespace!r}")
