@@ -388,3 +388,81 @@ def test_sync_state_rules() -> None:
     assert customer_deleted_before_start(t("2024-01-01"), t("2024-01-01"))
     assert not customer_deleted_before_start(t("2024-01-02"), t("2024-01-01"))
     assert not customer_deleted_before_start(None, t("2024-01-01"))
+
+
+# SPEC §3.1-§3.3 quirks ----------------------------------------------------------------------
+def test_free_trial_then_paid_phase_uses_the_paid_phase_minimum_billable_time() -> None:
+    view = sub(
+        phase("trial", "2024-01-01", item("seats", None, "2024-01-01")),
+        phase("paid", "2024-02-15", item("seats", flat("31"), "2024-02-15")),
+    )
+    tgt = target(view, "2024-01-10")
+    lines = lines_by_id(tgt)
+    assert list(lines) == ["paid/seats/v[0]/period[0]"]
+    assert lines["paid/seats/v[0]/period[0]"].invoice_at == t("2024-02-15")
+    assert tgt.max_limit == t("2024-02-15")
+
+
+def test_loop_stops_after_the_first_processed_phase_that_has_not_ended() -> None:
+    view = sub(
+        phase("one", "2024-01-01", item("fee", flat("10"), "2024-01-01")),
+        phase("two", "2024-01-20", item("fee", flat("20"), "2024-01-20")),
+    )
+    # horizon Feb 1 would admit phase two's first line (invoice_at Jan 1 billing start), but the
+    # loop stops after phase one, which has not ended before as_of
+    assert [k.split("/")[0] for k in lines_by_id(target(view, "2024-01-10"))] == ["one"]
+    # once phase one has ended before as_of, phase two is processed too
+    assert "two/fee/v[0]/period[0]" in lines_by_id(target(view, "2024-01-25"))
+
+
+def test_horizon_at_a_period_start_includes_in_advance_but_not_in_arrears() -> None:
+    view = sub(
+        phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01"), item("api", unit("1"), "2024-01-01"))
+    )
+    at_start = lines_by_id(target(view, "2024-02-01"))
+    assert "default/fee/v[0]/period[1]" in at_start and "default/api/v[0]/period[1]" not in at_start
+    later = lines_by_id(target(view, "2024-02-01T00:00:00.000001"))
+    assert "default/api/v[0]/period[1]" in later and "default/fee/v[0]/period[2]" in later
+
+
+def test_one_time_in_advance_item_clamped_to_the_cancellation_still_bills_in_full() -> None:
+    view = sub(phase("default", "2024-01-01", item("setup", flat("5"), "2024-02-01", cadence=None)), end="2024-01-20")
+    (line,) = target(view, "2024-01-20").lines
+    assert line.service_period == p("2024-01-20", "2024-01-20") and amount(line) == Decimal("5")
+
+
+def test_period_ending_at_the_subscription_end_is_never_prorated_even_a_first_partial_one() -> None:
+    view = sub(
+        phase("default", "2024-01-15", item("fee", flat("31"), "2024-01-15")),
+        start="2024-01-15",
+        anchor="2024-01-01",
+        end="2024-02-01",
+    )
+    (line,) = target(view, "2024-01-20").lines
+    assert line.service_period == p("2024-01-15", "2024-02-01") and amount(line) == Decimal("31")
+
+
+def test_currency_precision_applies_to_prorated_amounts() -> None:
+    view = sub(
+        phase("default", "2024-01-15", item("fee", flat("1000"), "2024-01-15")),
+        start="2024-01-15",
+        anchor="2024-01-01",
+        currency="JPY",
+    )
+    assert amount(target(view, "2024-01-15").lines[0]) == Decimal("548")
+    view = sub(
+        phase("default", "2024-01-15", item("fee", flat("100"), "2024-01-15")),
+        start="2024-01-15",
+        anchor="2024-01-01",
+        currency="BHD",
+    )
+    assert amount(target(view, "2024-01-15").lines[0]) == Decimal("54.839")
+
+
+def test_sub_second_inputs_are_truncated_in_results() -> None:
+    view = sub(
+        phase("default", "2024-01-01T00:00:00.123456", item("api", unit("1"), "2024-01-01T00:00:00.123456")),
+        start="2024-01-01T00:00:00.123456",
+    )
+    (line,) = target(view, "2024-01-10").lines
+    assert line.service_period == p("2024-01-01", "2024-02-01T00:00:00.123456".replace(".123456", ""))
