@@ -3,7 +3,8 @@
 Commands are plain functions registered on `app` or on one of the group apps below
 (`db_app`, `customers_app`, `subscriptions_app`, `invoices_app`). Shared plumbing — the
 Runtime (settings, database, broker), output formats, option types and error handling —
-is in `worker.cli_support`. Commands marked "stub" are placeholders to be replaced.
+is in `worker.cli_support`. The queue commands (demo, worker, scheduler, publish, status,
+dead-letters) are in `worker.cli_worker`.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from worker.cli_support import (
     print_table,
     timestamp_option,
 )
+from worker.cli_worker import register as register_queue_commands
 from worker.config import load_settings
 from worker.documents import MAX_DOCUMENT_BYTES, DocumentError, Problem, parse_document, to_document
-from worker.errors import InvalidInputError, NotFoundError, SubsyncError
+from worker.errors import InvalidInputError, NotFoundError
 from worker.formatting import format_optional_time
 from worker.logging import configure_logging, get_logger
 from worker.store.customers import upsert_customer
@@ -78,7 +80,7 @@ def _command_path(ctx: typer.Context) -> str:
     return " ".join(words[:2] if words[0] in _GROUPS else words[:1])
 
 
-_GROUPS = {"db", "customers", "subscriptions", "invoices"}
+_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters"}
 
 
 def main() -> None:
@@ -264,51 +266,7 @@ def subscriptions_delete(
     emit(fmt, data, table=lambda: print_table("deleted subscription", list(data), [list(data.values())]))
 
 
-# --- stubs: replaced by the commands' owners ---------------------------------------------------
-
-
-def _not_implemented(command: str) -> None:
-    raise SubsyncError(f"`subsync {command}` is not implemented yet")
-
-
-@app.command("demo")
-def demo(ctx: typer.Context, fmt: FormatOption = None) -> None:
-    """Run a demo on the embedded default and print the resulting invoice lines. (stub)"""
-    _not_implemented("demo")
-
-
-@app.command("worker")
-def worker(
-    ctx: typer.Context,
-    processes: Annotated[int, typer.Option("--processes", min=1, help="Worker processes.")] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Threads per process.")] = 4,
-) -> None:
-    """Run the Dramatiq worker. (stub)"""
-    _not_implemented("worker")
-
-
-@app.command("scheduler")
-def scheduler(
-    ctx: typer.Context,
-    interval: Annotated[float, typer.Option("--interval", min=0.1, metavar="SECONDS")] = 60.0,
-) -> None:
-    """Every interval, enqueue reconcile_due. (stub)"""
-    _not_implemented("scheduler")
-
-
-@app.command("publish")
-def publish(
-    ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type, e.g. subscription.updated.")],
-    namespace: NamespaceOption,
-    subscription_id: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", callback=identifier_callback)
-    ] = None,
-    invoice_id: Annotated[str | None, typer.Option("--invoice", metavar="ID", callback=identifier_callback)] = None,
-    as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
-) -> None:
-    """Enqueue one event. (stub)"""
-    _not_implemented("publish")
+# --- sync and invoices ------------------------------------------------------------------------
 
 
 @app.command("sync")
@@ -445,3 +403,8 @@ def invoices_list(
         [invoice_json(row, issues) for row, issues in entries],
         table=lambda: print_renderable(invoices_table(entries, f"{len(entries)} invoice(s) of customer {customer_id}")),
     )
+
+
+# --- queue commands: demo, worker, scheduler, publish, status, dead-letters (worker/cli_worker.py)
+
+register_queue_commands(app)

@@ -1,0 +1,333 @@
+"""Event messages of the `subscription-sync` queue (CONTRACT §4) and `publish(event)`.
+
+An event is the single argument of a Dramatiq message: a JSON object with `type`, `namespace`,
+`subscription_id` (or `invoice_id` for `invoice.created`), `event_id`, `occurred_at` and an optional
+`as_of`. Unknown fields are ignored; anything else that is wrong makes the payload invalid, and the
+worker dead-letters it at once (`InvalidEvent`).
+
+Python producers::
+
+    from worker.events import SubscriptionEvent, publish
+
+    publish(SubscriptionEvent.new("subscription.updated", namespace="acme", subscription_id="sub_01"))
+
+Producers in other languages write the same JSON into a Dramatiq message (see the README,
+"Publishing events from another language").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
+from pydantic_core import PydanticCustomError
+
+from worker.documents import format_validation_error, is_valid_id
+from worker.formatting import format_time, parse_time
+from worker.ids import new_id
+
+if TYPE_CHECKING:
+    import dramatiq
+
+#: The one queue of the worker (CONTRACT §4).
+QUEUE_NAME = "subscription-sync"
+
+#: Actor names (CONTRACT §4), plus the internal per-subscription actor used by `reconcile_due`.
+SUBSCRIPTION_EVENT_ACTOR = "subscription_event"
+INVOICE_CREATED_ACTOR = "invoice_created"
+RECONCILE_DUE_ACTOR = "reconcile_due"
+RECONCILE_SUBSCRIPTION_ACTOR = "reconcile_subscription"
+
+SubscriptionEventType = Literal[
+    "subscription.created",
+    "subscription.updated",
+    "subscription.cancelled",
+    "subscription.continued",
+    "subscription.deleted",
+]
+InvoiceEventType = Literal["invoice.created"]
+
+SUBSCRIPTION_EVENT_TYPES: tuple[str, ...] = get_args(SubscriptionEventType)
+INVOICE_EVENT_TYPES: tuple[str, ...] = get_args(InvoiceEventType)
+EVENT_TYPES: tuple[str, ...] = SUBSCRIPTION_EVENT_TYPES + INVOICE_EVENT_TYPES
+
+MAX_EVENT_ID_LENGTH = 256
+_MIN_YEAR, _MAX_YEAR = 1970, 9998
+
+
+class InvalidEvent(ValueError):
+    """A message payload that is not a valid event; never retried (dead-lettered at once)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems or ["invalid event"]
+        super().__init__("; ".join(self.problems))
+
+
+# --- field types -------------------------------------------------------------------------------
+
+
+def _rule(message: str) -> PydanticCustomError:
+    return PydanticCustomError("event_rule", message)
+
+
+def _check_identifier(value: object) -> str:
+    if not isinstance(value, str):
+        raise _rule("must be a string")
+    if not is_valid_id(value):
+        raise _rule("must be 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit")
+    return value
+
+
+def _check_event_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise _rule("must be a string")
+    if not 1 <= len(value) <= MAX_EVENT_ID_LENGTH:
+        raise _rule(f"must be 1-{MAX_EVENT_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise _rule("must not contain control characters")
+    return value
+
+
+def _check_time(value: object) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise _rule("must have a UTC offset")
+        parsed = value.astimezone(UTC)
+    elif isinstance(value, str):
+        try:
+            parsed = parse_time(value)
+        except ValueError as exc:
+            raise _rule(str(exc)) from None
+    else:
+        raise _rule("must be an RFC 3339 time string, like 2024-01-01T00:00:00Z")
+    if not _MIN_YEAR <= parsed.year <= _MAX_YEAR:
+        raise _rule(f"must be in the years {_MIN_YEAR}-{_MAX_YEAR} (UTC)")
+    return parsed
+
+
+Identifier = Annotated[str, BeforeValidator(_check_identifier)]
+EventId = Annotated[str, BeforeValidator(_check_event_id)]
+Time = Annotated[datetime, BeforeValidator(_check_time), PlainSerializer(format_time, return_type=str)]
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+    namespace: Identifier
+    event_id: EventId
+    occurred_at: Time
+    as_of: Time | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object sent as the actor's argument (`as_of` omitted when unset)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def log_context(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "event_type": self.type, "namespace": self.namespace}
+
+    if TYPE_CHECKING:
+        type: str
+
+
+class SubscriptionEvent(_Event):
+    """`subscription.created|updated|cancelled|continued|deleted` → actor `subscription_event`."""
+
+    type: SubscriptionEventType
+    subscription_id: Identifier
+
+    @classmethod
+    def new(
+        cls,
+        type: str,
+        *,
+        namespace: str,
+        subscription_id: str,
+        as_of: datetime | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> SubscriptionEvent:
+        """A validated event; `event_id` and `occurred_at` default to a new id and now."""
+        return cls.model_validate(
+            {
+                "type": type,
+                "namespace": namespace,
+                "subscription_id": subscription_id,
+                "event_id": event_id or new_id("evt"),
+                "occurred_at": occurred_at or datetime.now(UTC),
+                "as_of": as_of,
+            }
+        )
+
+    @property
+    def actor_name(self) -> str:
+        return SUBSCRIPTION_EVENT_ACTOR
+
+    def log_context(self) -> dict[str, Any]:
+        return {**super().log_context(), "subscription_id": self.subscription_id}
+
+
+class InvoiceCreatedEvent(_Event):
+    """`invoice.created` → actor `invoice_created`."""
+
+    type: InvoiceEventType
+    invoice_id: Identifier
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        namespace: str,
+        invoice_id: str,
+        as_of: datetime | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> InvoiceCreatedEvent:
+        return cls.model_validate(
+            {
+                "type": "invoice.created",
+                "namespace": namespace,
+                "invoice_id": invoice_id,
+                "event_id": event_id or new_id("evt"),
+                "occurred_at": occurred_at or datetime.now(UTC),
+                "as_of": as_of,
+            }
+        )
+
+    @property
+    def actor_name(self) -> str:
+        return INVOICE_CREATED_ACTOR
+
+    def log_context(self) -> dict[str, Any]:
+        return {**super().log_context(), "invoice_id": self.invoice_id}
+
+
+class ReconcileRequest(BaseModel):
+    """Argument of the internal `reconcile_subscription` actor (enqueued by `reconcile_due`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    namespace: Identifier
+    subscription_id: Identifier
+    requested_at: Time | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def log_context(self) -> dict[str, Any]:
+        return {"event_type": "reconcile", "namespace": self.namespace, "subscription_id": self.subscription_id}
+
+
+Event = SubscriptionEvent | InvoiceCreatedEvent
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _parse(model: type[_M], payload: object, what: str) -> _M:
+    if not isinstance(payload, dict):
+        raise InvalidEvent([f"the {what} must be a JSON object, got {_json_kind(payload)}"])
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(format_validation_error(exc)) from None
+
+
+def parse_subscription_event(payload: object) -> SubscriptionEvent:
+    """Validate the argument of `subscription_event`. Raises InvalidEvent with one problem per field."""
+    return _parse(SubscriptionEvent, payload, "event")
+
+
+def parse_invoice_created_event(payload: object) -> InvoiceCreatedEvent:
+    """Validate the argument of `invoice_created`. Raises InvalidEvent."""
+    return _parse(InvoiceCreatedEvent, payload, "event")
+
+
+def parse_reconcile_request(payload: object) -> ReconcileRequest:
+    return _parse(ReconcileRequest, payload, "request")
+
+
+def parse_event(payload: object) -> Event:
+    """Validate any event, choosing the model by its `type`."""
+    if isinstance(payload, dict) and payload.get("type") in INVOICE_EVENT_TYPES:
+        return parse_invoice_created_event(payload)
+    if isinstance(payload, dict) and "type" in payload and payload["type"] not in SUBSCRIPTION_EVENT_TYPES:
+        raise InvalidEvent([f"type: must be one of {', '.join(EVENT_TYPES)}"])
+    return parse_subscription_event(payload)
+
+
+def make_event(
+    type: str,
+    *,
+    namespace: str,
+    subscription_id: str | None = None,
+    invoice_id: str | None = None,
+    as_of: datetime | None = None,
+    event_id: str | None = None,
+) -> Event:
+    """Build an event of any type (used by `subsync publish`). Raises InvalidEvent."""
+    if type in INVOICE_EVENT_TYPES:
+        if invoice_id is None or subscription_id is not None:
+            raise InvalidEvent([f"{type} takes an invoice id (--invoice), not a subscription"])
+        try:
+            return InvoiceCreatedEvent.new(namespace=namespace, invoice_id=invoice_id, as_of=as_of, event_id=event_id)
+        except ValidationError as exc:
+            raise InvalidEvent(format_validation_error(exc)) from None
+    if type not in SUBSCRIPTION_EVENT_TYPES:
+        raise InvalidEvent([f"unknown event type {type!r}; expected one of {', '.join(EVENT_TYPES)}"])
+    if subscription_id is None or invoice_id is not None:
+        raise InvalidEvent([f"{type} takes a subscription id (--subscription), not an invoice"])
+    try:
+        return SubscriptionEvent.new(
+            type, namespace=namespace, subscription_id=subscription_id, as_of=as_of, event_id=event_id
+        )
+    except ValidationError as exc:
+        raise InvalidEvent(format_validation_error(exc)) from None
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+def event_message(event: Event | ReconcileRequest, actor_name: str | None = None) -> dramatiq.Message[Any]:
+    """The Dramatiq message carrying `event` (what a foreign producer writes by hand)."""
+    import dramatiq
+
+    if actor_name is None:
+        if isinstance(event, ReconcileRequest):
+            actor_name = RECONCILE_SUBSCRIPTION_ACTOR
+        else:
+            actor_name = event.actor_name
+    return dramatiq.Message(
+        queue_name=QUEUE_NAME, actor_name=actor_name, args=(event.payload(),), kwargs={}, options={}
+    )
+
+
+def publish(event: Event, *, broker: dramatiq.Broker | None = None) -> str:
+    """Enqueue `event` on the `subscription-sync` queue; returns the Dramatiq message id.
+
+    Uses `broker` or the process's broker (`worker.broker.get_broker()`: `REDIS_URL`, or the embedded
+    Redis when it is unset)."""
+    from worker.broker import get_broker
+
+    target = broker or get_broker()
+    message = target.enqueue(event_message(event))
+    return message.message_id

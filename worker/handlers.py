@@ -1,0 +1,217 @@
+"""What each actor does (SPEC §8.2-8.4), as plain functions of an engine and a validated event.
+
+The actors in `worker.actors` only parse the payload, bind the log context and call these; they are
+tested here directly against a real database. Every handler syncs the **stored** state: the event
+type only chooses `as_of` and whether the customer is invoiced afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, select
+
+from worker.events import InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
+from worker.logging import get_logger
+from worker.store.persisted import MissingInvoiceError
+from worker.store.tables import invoice_lines, invoices, subscriptions
+from worker.store.view import NotFoundError
+from worker.sync import SyncResult, sync_subscription
+
+if TYPE_CHECKING:
+    from worker.invoicing import CreatedInvoice
+
+log = get_logger("worker.handlers")
+
+#: Publishes an `invoice.created` event (the worker passes `worker.events.publish`).
+Publisher = Callable[[InvoiceCreatedEvent], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What handling one message did."""
+
+    syncs: tuple[SyncResult, ...] = ()
+    invoices: tuple[CreatedInvoice, ...] = ()
+    published: tuple[str, ...] = ()  # invoice ids whose invoice.created was published
+    skipped: str | None = None  # why nothing was done, when nothing was
+    customer_id: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Patch counts by op over every sync."""
+        total: dict[str, int] = {}
+        for result in self.syncs:
+            for op, n in result.counts().items():
+                total[op] = total.get(op, 0) + n
+        return total
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- subscription events -----------------------------------------------------------------------
+
+
+def sync_as_of(engine: Engine, event: SubscriptionEvent, now: datetime) -> datetime:
+    """SPEC §8.2: the event's `as_of` if given; `subscription.cancelled` → the stored `active_to`
+    (now when it has none: the subscription was continued since); otherwise now."""
+    if event.as_of is not None:
+        return event.as_of
+    if event.type != "subscription.cancelled":
+        return now
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(subscriptions.c.active_to).where(
+                subscriptions.c.namespace == event.namespace, subscriptions.c.id == event.subscription_id
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"subscription {event.subscription_id!r} not found in namespace {event.namespace!r}")
+    return row.active_to if row.active_to is not None else now
+
+
+def handle_subscription_event(
+    engine: Engine,
+    event: SubscriptionEvent,
+    *,
+    invoice_after_sync: bool = True,
+    publish: Publisher | None = None,
+    now: datetime | None = None,
+) -> Handled:
+    """Sync the subscription; then, unless it is deleted, invoice its customer's pending lines
+    (SPEC §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
+    now = now or utcnow()
+    as_of = sync_as_of(engine, event, now)
+    result = sync_subscription(engine, event.namespace, event.subscription_id, as_of=as_of, now=now)
+    created: list[CreatedInvoice] = []
+    published: list[str] = []
+    if invoice_after_sync and event.type != "subscription.deleted" and not result.subscription_deleted:
+        created, published = invoice_after(engine, event.namespace, result.customer_id, event.as_of, publish, now)
+    return Handled(syncs=(result,), invoices=tuple(created), published=tuple(published), customer_id=result.customer_id)
+
+
+def invoice_after(
+    engine: Engine,
+    namespace: str,
+    customer_id: str,
+    as_of: datetime | None,
+    publish: Publisher | None,
+    now: datetime,
+) -> tuple[list[CreatedInvoice], list[str]]:
+    """SPEC §8.3 then §9 step 6: invoice without progressive splitting, as of the event's override
+    (else now), after the sync committed; publish `invoice.created` for every invoice created.
+
+    The `invoice.created` events carry the same `as_of` override, so a back-fill stays at its horizon."""
+    from worker.invoicing import invoice_pending_lines
+
+    created = invoice_pending_lines(engine, namespace, customer_id, as_of=as_of, progressive=False, now=now)
+    published: list[str] = []
+    for invoice in created:
+        if publish is not None:
+            publish(
+                InvoiceCreatedEvent.new(
+                    namespace=namespace,
+                    invoice_id=invoice.id,
+                    as_of=as_of,
+                    event_id=f"{invoice.id}:created",
+                    occurred_at=now,
+                )
+            )
+            published.append(invoice.id)
+    return created, published
+
+
+# --- invoice.created ---------------------------------------------------------------------------
+
+
+def subscriptions_on_invoice(engine: Engine, namespace: str, invoice_id: str) -> tuple[str | None, list[str]]:
+    """The invoice's type and the distinct existing subscriptions with a live line on it.
+
+    Raises MissingInvoiceError when the invoice does not exist in the namespace."""
+    with engine.connect() as conn:
+        invoice = conn.execute(
+            select(invoices.c.type).where(invoices.c.namespace == namespace, invoices.c.id == invoice_id)
+        ).one_or_none()
+        if invoice is None:
+            raise MissingInvoiceError(f"invoice {invoice_id!r} not found in namespace {namespace!r}")
+        if invoice.type == "gathering":
+            return invoice.type, []
+        on_lines = (
+            select(invoice_lines.c.subscription_id)
+            .where(
+                invoice_lines.c.namespace == namespace,
+                invoice_lines.c.invoice_id == invoice_id,
+                invoice_lines.c.deleted_at.is_(None),
+                invoice_lines.c.subscription_id.is_not(None),
+            )
+            .distinct()
+        )
+        referenced = sorted(str(v) for v in conn.execute(on_lines).scalars())
+        existing: set[str] = set()
+        if referenced:
+            existing = {
+                str(v)
+                for v in conn.execute(
+                    select(subscriptions.c.id).where(
+                        subscriptions.c.namespace == namespace, subscriptions.c.id.in_(referenced)
+                    )
+                ).scalars()
+            }
+    missing = [s for s in referenced if s not in existing]
+    if missing:
+        log.warning("invoice lines reference unknown subscriptions", invoice_id=invoice_id, subscriptions=missing)
+    return invoice.type, [s for s in referenced if s in existing]
+
+
+def handle_invoice_created(engine: Engine, event: InvoiceCreatedEvent, *, now: datetime | None = None) -> Handled:
+    """Re-sync every subscription with a live line on the invoice (ignore gathering invoices)."""
+    now = now or utcnow()
+    invoice_type, subscription_ids = subscriptions_on_invoice(engine, event.namespace, event.invoice_id)
+    if invoice_type == "gathering":
+        return Handled(skipped="gathering invoice")
+    as_of = event.as_of or now
+    results = tuple(
+        sync_subscription(engine, event.namespace, subscription_id, as_of=as_of, now=now)
+        for subscription_id in subscription_ids
+    )
+    customers = {r.customer_id for r in results}
+    return Handled(
+        syncs=results,
+        skipped=None if results else "no subscription lines on the invoice",
+        customer_id=next(iter(customers)) if len(customers) == 1 else None,
+    )
+
+
+# --- reconcile ---------------------------------------------------------------------------------
+
+
+def handle_reconcile_subscription(engine: Engine, request: ReconcileRequest, *, now: datetime | None = None) -> Handled:
+    """SPEC §8.4: sync as of now, with no invoicing step."""
+    now = now or utcnow()
+    result = sync_subscription(engine, request.namespace, request.subscription_id, as_of=now, now=now)
+    return Handled(syncs=(result,), customer_id=result.customer_id)
+
+
+def handle_reconcile_due(
+    engine: Engine,
+    enqueue: Callable[[Sequence[ReconcileRequest]], object],
+    *,
+    now: datetime | None = None,
+    page_size: int = 500,
+    namespace: str | None = None,
+) -> Handled:
+    """SPEC §8.4: enqueue a `reconcile_subscription` for every due subscription, page by page."""
+    from worker.reconcile import iter_due_pages
+
+    now = now or utcnow()
+    total = 0
+    for page in iter_due_pages(engine, now, page_size=page_size, namespace=namespace):
+        requests = [ReconcileRequest(namespace=d.namespace, subscription_id=d.subscription_id) for d in page]
+        enqueue(requests)
+        total += len(requests)
+    return Handled(extra={"enqueued": total})
