@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-from worker.domain.money import format_decimal
+from worker.domain.money import format_decimal as format_decimal  # re-exported
 from worker.domain.timeutil import format_instant
 
 _RFC3339 = re.compile(
