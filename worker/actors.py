@@ -43,6 +43,7 @@ from worker.events import (
     InvalidEvent,
     InvoiceCreatedEvent,
     ReconcileRequest,
+    SubscriptionEvent,
     event_message,
     parse_invoice_created_event,
     parse_reconcile_request,
@@ -53,15 +54,20 @@ from worker.failures import INVALID_PAYLOAD, SyncFailure, classify, describe, ki
 from worker.formatting import format_time
 from worker.handlers import (
     Handled,
+    InvoicesNotPublished,
     handle_invoice_created,
     handle_reconcile_due,
     handle_reconcile_subscription,
     handle_subscription_event,
+    publish_all,
 )
 from worker.logging import get_logger
 from worker.sync import SyncResult
 
 log = get_logger("worker.actors")
+
+#: Message option holding the `invoice.created` payloads an attempt committed but could not publish.
+UNPUBLISHED_OPTION = "subsync_unpublished"
 
 _E = TypeVar("_E")
 
@@ -85,6 +91,10 @@ def get_engine() -> Engine:
             threads = int(os.environ.get("SUBSYNC_WORKER_THREADS", "8") or 8)
             url = resolve_database_url(load_settings())
             _engine = make_engine(url, pool_size=max(threads, 1), max_overflow=4, application_name="subsync-worker")
+            from worker.faults import install_from_environment
+
+            if install_from_environment(_engine):  # tests only: SUBSYNC_FAULT_BLOCK_AFTER_WRITE
+                log.warning("fault injection is on: syncs block after writing invoice lines")
         return _engine
 
 
@@ -153,6 +163,8 @@ def run_message(
             will_retry = settings.retry_policy.should_retry(retries, reason)
             if message is not None:
                 message.options["subsync_failure"] = {"reason": reason, "error": error, "attempt": retries + 1}
+                if isinstance(exc, InvoicesNotPublished):  # committed invoices whose event is still owed
+                    message.options[UNPUBLISHED_OPTION] = [e.payload() for e in exc.events]
             metrics.record_failure(actor_name, reason)
             (log.warning if will_retry else log.error)(
                 "message.failed",
@@ -225,18 +237,36 @@ def declare_actors(
     def publish_invoice_created(event: InvoiceCreatedEvent) -> None:
         publish(event, broker=broker)
 
+    def publish_unpublished() -> None:
+        """Publish the `invoice.created` events an earlier attempt of this message could not."""
+        message = CurrentMessage.get_current_message()
+        kept = message.options.pop(UNPUBLISHED_OPTION, None) if message is not None else None
+        if not isinstance(kept, list) or not kept:
+            return
+        owed: list[InvoiceCreatedEvent] = []
+        for payload in kept:
+            try:
+                owed.append(parse_invoice_created_event(payload))
+            except InvalidEvent as exc:  # the option was edited by hand: not this event's fault
+                log.warning("dropping an invalid owed invoice.created", error=str(exc))
+        publish_all(owed, publish_invoice_created)
+
     def enqueue_reconciles(requests: Sequence[ReconcileRequest]) -> None:
         for request in requests:
             broker.enqueue(event_message(request))
+
+    def handle_subscription(event: SubscriptionEvent) -> Handled:
+        publish_unpublished()
+        return handle_subscription_event(
+            engine(), event, invoice_after_sync=settings.invoice_after_sync, publish=publish_invoice_created
+        )
 
     def subscription_event(*args: object, **kwargs: object) -> None:
         run_message(
             SUBSCRIPTION_EVENT_ACTOR,
             (args, kwargs),
             one_argument(parse_subscription_event),
-            lambda e: handle_subscription_event(
-                engine(), e, invoice_after_sync=settings.invoice_after_sync, publish=publish_invoice_created
-            ),
+            handle_subscription,
             settings,
         )
 

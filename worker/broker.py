@@ -5,8 +5,12 @@ One broker per process, built from the environment (`REDIS_URL`, or the embedded
 
 Middleware, in order: Prometheus (worker processes only, when metrics are on), AgeLimit, TimeLimit,
 GracefulShutdown (a ShutdownNotifications that first lets in-flight syncs finish), Callbacks,
-Pipelines, Retries (the policy of `worker.failures`), CurrentMessage, DeadLetterReasons,
-ForeignMessageIds, and SyncMetrics (with Prometheus).
+Pipelines, DurableRetries (Retries with the policy of `worker.failures`, riding out Redis outages),
+CurrentMessage, DeadLetterReasons, ForeignMessageIds, and SyncMetrics (with Prometheus).
+
+The broker is `GuardedRedisBroker`: Dramatiq's Redis broker, which also dead-letters messages it
+cannot decode (or over 1 MiB) instead of stranding them, and requeues delayed retries its consumer
+dropped after a Redis connection error.
 
 Redis keys (Dramatiq's Redis broker; `NS` is the broker namespace, `dramatiq` by default):
 
@@ -30,7 +34,11 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.message import Message
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -47,8 +55,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.config import Settings, load_settings
-from worker.events import QUEUE_NAME
-from worker.failures import RetryPolicy, classify, describe, kind_of
+from worker.events import MAX_MESSAGE_BYTES, QUEUE_NAME
+from worker.failures import INVALID_PAYLOAD, RetryPolicy, classify, describe, kind_of
 from worker.formatting import format_time
 from worker.logging import get_logger
 
@@ -85,6 +93,13 @@ class WorkerSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     #: Page size of `reconcile_due`.
     reconcile_page_size: int = Field(default=500, ge=1, le=10_000)
+    #: A worker process whose last Redis command is older than this is presumed dead: the next
+    #: maintenance pass of any other worker puts its unacknowledged messages back on the queue.
+    #: Keep it well above the idle poll interval (1 s) and the longest Redis outage you ride out.
+    broker_heartbeat_timeout_ms: int = Field(default=60_000, ge=1_000)
+    #: Out of a million broker commands, how many also run that maintenance (Dramatiq's default 1000:
+    #: an idle worker makes about 2 commands a second, so it runs every ~8 minutes on average).
+    broker_maintenance_chance: int = Field(default=1_000, ge=0, le=1_000_000)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -111,6 +126,27 @@ def dead_letter_reason_key(broker_namespace: str, redis_message_id: str) -> str:
     return f"{broker_namespace}:subsync.dead-letter-reason:{redis_message_id}"
 
 
+def dead_letter_record(
+    reason: str, error: str, attempts: int, message_id: str | None, actor_name: str | None
+) -> dict[str, Any]:
+    """What `NS:subsync.dead-letter-reason:<id>` holds (JSON)."""
+    return {
+        "reason": reason,
+        "error": error,
+        "kind": str(kind_of(reason)),
+        "attempts": attempts,
+        "dead_lettered_at": format_time(datetime.now(UTC).replace(microsecond=0)),
+        "message_id": message_id,
+        "actor_name": actor_name,
+    }
+
+
+def store_dead_letter_reason(broker: RedisBroker, redis_message_id: str, record: dict[str, Any]) -> None:
+    broker.client.set(
+        dead_letter_reason_key(broker.namespace, redis_message_id), json.dumps(record), px=broker.dead_message_ttl
+    )
+
+
 class DeadLetterReasons(Middleware):
     """Logs why a message is dead-lettered and keeps the reason next to it in Redis.
 
@@ -127,15 +163,13 @@ class DeadLetterReasons(Middleware):
             exc = getattr(message, "_exception", None)
             reason = classify(exc) if exc is not None else "unknown"
             failure = {"reason": reason, "error": describe(exc) if exc is not None else "rejected"}
-        record = {
-            "reason": str(failure.get("reason")),
-            "error": str(failure.get("error")),
-            "kind": str(kind_of(str(failure.get("reason")))),
-            "attempts": int(failure.get("attempt") or message.options.get("retries") or 1),
-            "dead_lettered_at": format_time(datetime.now(UTC).replace(microsecond=0)),
-            "message_id": message.message_id,
-            "actor_name": message.actor_name,
-        }
+        record = dead_letter_record(
+            str(failure.get("reason")),
+            str(failure.get("error")),
+            int(failure.get("attempt") or message.options.get("retries") or 1),
+            message.message_id,
+            message.actor_name,
+        )
         payload = message.args[0] if message.args and isinstance(message.args[0], dict) else {}
         event_fields = {
             ("event_type" if key == "type" else key): payload[key]
@@ -154,11 +188,7 @@ class DeadLetterReasons(Middleware):
         if isinstance(broker, RedisBroker):
             redis_id = message.options.get("redis_message_id") or message.message_id
             try:
-                broker.client.set(
-                    dead_letter_reason_key(broker.namespace, redis_id),
-                    json.dumps(record),
-                    px=broker.dead_message_ttl,
-                )
+                store_dead_letter_reason(broker, redis_id, record)
             except redis.RedisError as exc:
                 self.logger.warning("dead-letter reason not stored", error=str(exc))
 
@@ -202,6 +232,45 @@ class GracefulShutdown(ShutdownNotifications):
             interrupt(thread_id, Shutdown)
 
 
+class _EnqueueUntilDone:
+    """A broker whose `enqueue` waits out a Redis outage instead of raising (see DurableRetries)."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        wait = 0.5
+        while True:
+            try:
+                return self._broker.enqueue(message, delay=delay)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning(
+                    "retry not enqueued yet: Redis unreachable",
+                    message_id=message.message_id,
+                    error=str(exc),
+                    next_try_seconds=wait,
+                )
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+
+
+class DurableRetries(Retries):
+    """Dramatiq's Retries, except that a retry which cannot be enqueued because Redis is unreachable
+    is tried again until Redis answers. Dramatiq's own swallows that error (middleware errors are
+    only logged) and then acknowledges the failed message once Redis is back: the message would be
+    lost. A worker killed while waiting here loses nothing either: the message is still in flight."""
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        proxy: Any = _EnqueueUntilDone(broker)
+        retries: Any = super()  # Dramatiq's middleware hooks are untyped
+        retries.after_process_message(proxy, message, result=result, exception=exception)
+
+
 def build_middleware(settings: WorkerSettings, *, metrics: bool = False) -> list[Middleware]:
     policy = settings.retry_policy
     middleware: list[Middleware] = [
@@ -210,7 +279,7 @@ def build_middleware(settings: WorkerSettings, *, metrics: bool = False) -> list
         GracefulShutdown(settings.shutdown_grace_seconds),
         Callbacks(),
         Pipelines(),
-        Retries(
+        DurableRetries(
             max_retries=max(policy.transient_max_retries, policy.domain_max_retries),
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
@@ -233,6 +302,163 @@ def build_middleware(settings: WorkerSettings, *, metrics: bool = False) -> list
 # --- the broker --------------------------------------------------------------------------------
 
 
+_ENVELOPE: dict[str, tuple[type, ...]] = {
+    "queue_name": (str,),
+    "actor_name": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "options": (dict,),
+    "message_id": (str,),
+    "message_timestamp": (int, float),
+}
+_KIND_NAMES = {str: "a string", list: "an array", dict: "an object", int: "a number"}
+
+
+def _envelope_problem(fields: object) -> str | None:
+    """What is wrong with a decoded message body, if anything (Dramatiq does not check the types)."""
+    if not isinstance(fields, dict):
+        return "the message must be a JSON object"
+    for name, kinds in _ENVELOPE.items():
+        if name not in fields:
+            return f"the message has no {name!r}"
+        value = fields[name]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"the message field {name!r} must be {_KIND_NAMES[kinds[0]]}"
+    unknown = sorted(str(k) for k in fields if k not in _ENVELOPE)
+    if unknown:
+        return f"the message has unknown fields: {', '.join(unknown)[:200]}"
+    return None
+
+
+class GuardedRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, except for messages it cannot turn into a `Message`.
+
+    Dramatiq's own consumer raises out of its iterator on a body that is not a Dramatiq message
+    (not JSON, nested too deeply to decode, missing fields): its consumer thread restarts, and the
+    bad message *and every message prefetched with it* stay in this worker's in-flight set until
+    the process dies — then another worker takes them and gets stuck the same way. Here such a
+    message, or one larger than `MAX_MESSAGE_BYTES` (not even decoded), is dead-lettered at once
+    with reason `invalid_payload`, and consuming goes on.
+    """
+
+    def __next__(self) -> MessageProxy | None:  # the loop of `_RedisConsumer.__next__`, plus the checks
+        try:
+            while True:
+                if not self.message_cache:
+                    messages: list[bytes | None] = []
+                    if self.outstanding_message_count < self.prefetch:
+                        self.message_cache = messages = self.broker.do_fetch(
+                            self.queue_name, self.prefetch - self.outstanding_message_count
+                        )
+                    if not messages:
+                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                        time.sleep(backoff_ms / 1000)
+                        return None
+                    continue
+                data = self.message_cache.pop(0)
+                if data is None:  # an id pushed without its body: nothing to run
+                    self.logger.warning("Found an id without a message body in queue %r.", self.queue_name)
+                    continue
+                self.misses = 0
+                message = self._decode(data)
+                if message is None:
+                    continue
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+        except redis.ConnectionError as e:
+            closed: Any = ConnectionClosed  # what the worker's consumer thread expects (untyped in Dramatiq)
+            raise closed(e) from None
+
+    def _decode(self, data: bytes) -> Message[Any] | None:
+        if len(data) > MAX_MESSAGE_BYTES:
+            self._reject(data, f"the message is {len(data)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
+            return None
+        try:
+            fields = dramatiq.get_encoder().decode(data)
+        except Exception as exc:  # not UTF-8, not JSON, or nested too deeply for the decoder
+            cause = exc.error if isinstance(exc, DecodeError) and isinstance(exc.error, BaseException) else exc
+            self._reject(data, f"not a Dramatiq message: {describe(cause, limit=300)}")
+            return None
+        problem = _envelope_problem(fields)
+        if problem is not None:
+            self._reject(data, problem)
+            return None
+        self._check_redis_id(fields["options"], data)
+        return Message(**{**fields, "args": tuple(fields["args"])})
+
+    @property
+    def _in_flight_key(self) -> str:
+        return f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+
+    def _in_flight_ids_with_body(self, data: bytes) -> list[str]:
+        """This worker's in-flight ids on this queue whose stored body is `data` (the fetch script
+        returns bodies only)."""
+        client = self.broker.client
+        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in client.smembers(self._in_flight_key))
+        bodies = client.hmget(queue_keys(self.broker, self.queue_name)["messages"], ids) if ids else []
+        return [redis_id for redis_id, body in zip(ids, bodies, strict=True) if body == data]
+
+    def _check_redis_id(self, options: dict[str, Any], data: bytes) -> None:
+        """A message is acknowledged by `options.redis_message_id` (Dramatiq's own messages always
+        carry the right one). A foreign producer may get it wrong or leave it out; the message could
+        then never be acknowledged, and would run again at every worker restart. Use the id its body
+        was actually fetched under instead."""
+        claimed = options.get("redis_message_id")
+        if isinstance(claimed, str) and self.broker.client.sismember(self._in_flight_key, claimed):
+            return
+        found = self._in_flight_ids_with_body(data)
+        if found:
+            if claimed is not None:
+                log.warning("message's redis_message_id is not its key; using the key", claimed=str(claimed)[:100])
+            options["redis_message_id"] = found[0]
+
+    def _reject(self, data: bytes, error: str) -> None:
+        """Dead-letter the in-flight message(s) of this worker whose body is `data`."""
+        for redis_id in self._in_flight_ids_with_body(data):
+            _dead_letter_log.error(
+                "message.dead_lettered", message_id=redis_id, reason=INVALID_PAYLOAD, error=error, attempts=1
+            )
+            store_dead_letter_reason(self.broker, redis_id, dead_letter_record(INVALID_PAYLOAD, error, 1, None, None))
+            self.broker.do_nack(self.queue_name, redis_id)
+
+
+_dead_letter_log = get_logger("worker.deadletters")
+
+
+class GuardedRedisBroker(RedisBroker):
+    """The worker's Redis broker: Dramatiq's, with `GuardedRedisConsumer`, and one more repair.
+
+    Dramatiq's delay-queue consumer thread keeps the retries it fetched in memory until their eta;
+    on a Redis connection error it drops them and starts a new consumer, while Redis still lists
+    them as in flight for this worker — which is alive and heartbeating, so no maintenance pass
+    ever requeues them: they would wait for this process to die. So each new consumer of a delay
+    queue first puts back whatever this broker still holds in flight on it (at the first start
+    that is nothing; after a restart, exactly what was dropped).
+    """
+
+    @property
+    def consumer_class(self) -> type[GuardedRedisConsumer]:
+        return GuardedRedisConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        if queue_name.endswith(".DQ"):
+            try:
+                self.requeue_in_flight(queue_name)
+            except redis.ConnectionError as e:
+                closed: Any = ConnectionClosed  # the consumer thread waits and tries again
+                raise closed(e) from None
+        return super().consume(queue_name, prefetch=prefetch, timeout=timeout)
+
+    def requeue_in_flight(self, queue_name: str) -> int:
+        """Put this broker's in-flight messages of `queue_name` back on it; returns how many."""
+        in_flight = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.client.smembers(in_flight)]
+        if ids:
+            log.warning("requeueing messages dropped by a restarted consumer", queue=queue_name, count=len(ids))
+            self.do_requeue(queue_name, *ids)
+        return len(ids)
+
+
 def build_broker(url: str, settings: WorkerSettings | None = None, *, metrics: bool = False) -> RedisBroker:
     """A Redis broker for `url` with the worker's middleware; the queue is declared."""
     settings = settings or load_worker_settings()
@@ -240,12 +466,14 @@ def build_broker(url: str, settings: WorkerSettings | None = None, *, metrics: b
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True
     client = redis.Redis.from_url(url, **options)
-    make: Any = RedisBroker
+    make: Any = GuardedRedisBroker
     broker: RedisBroker = make(
         client=client,
         namespace=settings.broker_namespace,
         middleware=build_middleware(settings, metrics=metrics),
         dead_message_ttl=settings.dead_letter_ttl_seconds * 1000,
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
     )
     broker.declare_queue(QUEUE_NAME)
     return broker

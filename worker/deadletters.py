@@ -53,8 +53,16 @@ class DeadLetter:
             "reason": reason.get("reason", "unknown"),
             "error": reason.get("error"),
             "attempts": reason.get("attempts", int(options.get("retries") or 0) + 1),
-            "event": self.payload if self.message is not None else self.raw,
+            "event": self.payload if self.message is not None else _preview(self.raw),
         }
+
+
+#: How much of an undecodable dead letter `to_json` shows (it may be up to the message size limit).
+RAW_PREVIEW_CHARS = 2000
+
+
+def _preview(raw: str) -> str:
+    return raw if len(raw) <= RAW_PREVIEW_CHARS else f"{raw[:RAW_PREVIEW_CHARS]}… ({len(raw)} characters)"
 
 
 def _decode(value: bytes | str | None) -> tuple[dict[str, Any] | None, str]:
@@ -63,7 +71,7 @@ def _decode(value: bytes | str | None) -> tuple[dict[str, Any] | None, str]:
     raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to decode (a poison message)
         return None, raw
     return (decoded if isinstance(decoded, dict) else None), raw
 

@@ -3,7 +3,9 @@
 An event is the single argument of a Dramatiq message: a JSON object with `type`, `namespace`,
 `subscription_id` (or `invoice_id` for `invoice.created`), `event_id`, `occurred_at` and an optional
 `as_of`. Unknown fields are ignored; anything else that is wrong makes the payload invalid, and the
-worker dead-letters it at once (`InvalidEvent`).
+worker dead-letters it at once (`InvalidEvent`). So is an event larger than `MAX_EVENT_BYTES` (64 KiB of
+JSON) or nested deeper than `MAX_EVENT_DEPTH` (32), and a message larger than `MAX_MESSAGE_BYTES`
+(1 MiB) is refused before it is even decoded.
 
 Python producers::
 
@@ -17,6 +19,7 @@ Producers in other languages write the same JSON into a Dramatiq message (see th
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
@@ -53,6 +56,14 @@ INVOICE_EVENT_TYPES: tuple[str, ...] = get_args(InvoiceEventType)
 EVENT_TYPES: tuple[str, ...] = SUBSCRIPTION_EVENT_TYPES + INVOICE_EVENT_TYPES
 
 MAX_EVENT_ID_LENGTH = 256
+
+#: Limits of what the worker will even look at (a larger or deeper payload is invalid: dead-lettered
+#: at once). An event is a handful of short fields; these leave room for a producer's extra fields.
+#: The whole Dramatiq message, as stored in Redis, is checked before it is decoded
+#: (`worker.broker.GuardedRedisBroker`); the event argument is checked before it is validated.
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_EVENT_BYTES = 64 * 1024
+MAX_EVENT_DEPTH = 32
 _MIN_YEAR, _MAX_YEAR = 1970, 9998
 
 
@@ -229,9 +240,30 @@ Event = SubscriptionEvent | InvoiceCreatedEvent
 _M = TypeVar("_M", bound=BaseModel)
 
 
+def check_event_size(payload: object, what: str = "event") -> None:
+    """Refuse a payload nested deeper than MAX_EVENT_DEPTH or larger than MAX_EVENT_BYTES as compact
+    UTF-8 JSON (InvalidEvent), without recursing: the check itself is bounded by the limits."""
+    stack: list[tuple[object, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth > MAX_EVENT_DEPTH:
+                raise InvalidEvent([f"the {what} is nested deeper than {MAX_EVENT_DEPTH} levels"])
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    try:
+        encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent([f"the {what} is not JSON: {exc}"]) from None
+    size = len(encoded.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_EVENT_BYTES:
+        raise InvalidEvent([f"the {what} is {size} bytes of JSON, over the limit of {MAX_EVENT_BYTES}"])
+
+
 def _parse(model: type[_M], payload: object, what: str) -> _M:
     if not isinstance(payload, dict):
         raise InvalidEvent([f"the {what} must be a JSON object, got {_json_kind(payload)}"])
+    check_event_size(payload, what)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

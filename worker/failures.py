@@ -85,12 +85,15 @@ def classify(exc: BaseException) -> str:
     from worker.domain.errors import DomainError
     from worker.errors import NotFoundError as CliNotFoundError
     from worker.events import InvalidEvent
+    from worker.handlers import InvoicesNotPublished
     from worker.store.apply import GatheringInvoiceConflict
     from worker.store.persisted import MissingInvoiceError
     from worker.store.view import NotFoundError
 
     if isinstance(exc, SyncFailure):
         return exc.reason
+    if isinstance(exc, InvoicesNotPublished):
+        return classify(exc.cause)
     if isinstance(exc, InvalidEvent):
         return INVALID_PAYLOAD
     if isinstance(exc, TimeLimitExceeded):

@@ -95,6 +95,31 @@ def handle_subscription_event(
     return Handled(syncs=(result,), invoices=tuple(created), published=tuple(published), customer_id=result.customer_id)
 
 
+class InvoicesNotPublished(Exception):
+    """Invoicing committed, but `invoice.created` could not be published for `events` (Redis down).
+
+    A retry of the message would create no new invoice, so it would never publish them: the actor
+    keeps them with the message (`options.subsync_unpublished`) and publishes them first on the
+    next attempt. Classified like `cause` (usually `broker_unavailable`, transient)."""
+
+    def __init__(self, events: Sequence[InvoiceCreatedEvent], cause: BaseException) -> None:
+        super().__init__(f"invoice.created not published for {', '.join(e.invoice_id for e in events)}: {cause}")
+        self.events = tuple(events)
+        self.cause = cause
+
+
+def publish_all(events: Sequence[InvoiceCreatedEvent], publish: Publisher) -> list[str]:
+    """Publish each event; on a failure raise InvoicesNotPublished with it and the ones after it."""
+    published: list[str] = []
+    for index, invoice_event in enumerate(events):
+        try:
+            publish(invoice_event)
+        except Exception as exc:
+            raise InvoicesNotPublished(events[index:], exc) from exc
+        published.append(invoice_event.invoice_id)
+    return published
+
+
 def invoice_after(
     engine: Engine,
     namespace: str,
@@ -110,20 +135,15 @@ def invoice_after(
     from worker.invoicing import invoice_pending_lines
 
     created = invoice_pending_lines(engine, namespace, customer_id, as_of=as_of, progressive=False, now=now)
-    published: list[str] = []
-    for invoice in created:
-        if publish is not None:
-            publish(
-                InvoiceCreatedEvent.new(
-                    namespace=namespace,
-                    invoice_id=invoice.id,
-                    as_of=as_of,
-                    event_id=f"{invoice.id}:created",
-                    occurred_at=now,
-                )
-            )
-            published.append(invoice.id)
-    return created, published
+    if publish is None:
+        return created, []
+    events = [
+        InvoiceCreatedEvent.new(
+            namespace=namespace, invoice_id=invoice.id, as_of=as_of, event_id=f"{invoice.id}:created", occurred_at=now
+        )
+        for invoice in created
+    ]
+    return created, publish_all(events, publish)
 
 
 # --- invoice.created ---------------------------------------------------------------------------

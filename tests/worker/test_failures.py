@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 from worker.domain.errors import PlanningError
 from worker.events import InvalidEvent
 from worker.failures import FailureKind, RetryPolicy, SyncFailure, classify, describe, kind_of
+from worker.handlers import InvoicesNotPublished
 from worker.store.apply import GatheringInvoiceConflict
 from worker.store.locks import lock_customer
 from worker.store.persisted import MissingInvoiceError
@@ -45,6 +46,7 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
             "domain",
         ),
         (ZeroDivisionError("boom"), "unexpected", "domain"),
+        (InvoicesNotPublished((), redis.exceptions.ConnectionError("lost")), "broker_unavailable", "transient"),
     ],
 )
 def test_classification(exc: BaseException, reason: str, kind: str) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import redis
 from sqlalchemy import Engine, select
 
 from tests.worker.support import apply, document, fee, lines_json, usage
 from worker.events import InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.handlers import (
+    InvoicesNotPublished,
     handle_invoice_created,
     handle_reconcile_subscription,
     handle_subscription_event,
@@ -48,6 +50,22 @@ def test_created_syncs_then_invoices_and_publishes_invoice_created(db: Engine) -
         ("2024-02-01", "draft"),
         ("2024-03-01", "gathering"),
     ]
+
+
+def test_invoices_whose_event_could_not_be_published_are_reported(db: Engine) -> None:
+    """Invoicing committed; publishing failed: the error carries the events still owed."""
+    seed(db)
+
+    def broker_down(_: InvoiceCreatedEvent) -> None:
+        raise redis.exceptions.ConnectionError("Redis is down")
+
+    with pytest.raises(InvoicesNotPublished) as info:
+        handle_subscription_event(db, event("subscription.created"), publish=broker_down, now=NOW)
+    [owed] = info.value.events
+    with db.connect() as conn:
+        standard = conn.execute(select(invoices.c.id).where(invoices.c.type == "standard")).scalars().all()
+    assert standard == [owed.invoice_id] and owed.as_of == AS_OF
+    assert isinstance(info.value.cause, redis.exceptions.ConnectionError)
 
 
 def test_the_same_event_twice_changes_nothing(db: Engine) -> None:

@@ -1,0 +1,42 @@
+"""Fixtures of the process-level reliability tests: a collector of subprocesses (killed at teardown)
+and a Redis key namespace of their own on the test Redis (its keys deleted at teardown)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+
+from tests.reliability.processes import Processes, delete_keys
+from tests.worker.support import unique
+from worker.broker import WorkerSettings, build_broker
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    collector = Processes(tmp_path)
+    try:
+        yield collector
+    finally:
+        collector.close()
+
+
+@pytest.fixture
+def broker_namespace(redis_url: str) -> Iterator[str]:
+    namespace = unique("subsync-rel")
+    yield namespace
+    broker = build_broker(redis_url, WorkerSettings(broker_namespace=namespace))
+    try:
+        delete_keys(broker.client, namespace)
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def broker(redis_url: str, broker_namespace: str) -> Iterator[RedisBroker]:
+    """A producer-side broker on the test namespace (what `publish` sends through)."""
+    producer = build_broker(redis_url, WorkerSettings(broker_namespace=broker_namespace))
+    yield producer
+    producer.close()
