@@ -1,7 +1,7 @@
 # PY: the interpreter of the project's virtualenv (override: make test PY=/path/to/python).
 PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: test lint fmt typecheck pytest demo
+.PHONY: test lint fmt typecheck pytest demo bench
 
 test: lint typecheck pytest
 
@@ -21,3 +21,6 @@ fmt:
 
 demo:
 	$(PY) -m worker demo
+
+bench:
+	$(PY) -m bench

@@ -19,10 +19,9 @@ from worker.domain.updater import Changes, PrintedPatch, resolve
 from worker.domain.view import build_view
 from worker.ids import new_id
 from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
-from worker.store.locks import lock_customer
 from worker.store.persisted import load_persisted
 from worker.store.sync_state import write_sync_state
-from worker.store.view import NotFoundError, load_phases, load_subscription
+from worker.store.view import NotFoundError, load_and_lock_subscription, load_phases
 
 log = structlog.get_logger("worker.sync")
 
@@ -69,10 +68,9 @@ def sync_subscription(
 def sync_in_transaction(
     conn: Connection, namespace: str, subscription_id: str, *, as_of: datetime, dry_run: bool, now: datetime
 ) -> SyncResult:
-    loaded = load_subscription(conn, namespace, subscription_id)
+    loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
     record = loaded.record
     bound = log.bind(namespace=namespace, subscription_id=subscription_id, customer_id=record.customer_id)
-    lock_customer(conn, namespace, record.customer_id)
     deleted = loaded.is_deleted(now)
     view = None if deleted else build_view(record, load_phases(conn, namespace, subscription_id, now))
 

@@ -166,6 +166,13 @@ class PersistedState:
 
 def normalise_line(line: PersistedLine) -> PersistedLine:
     """Truncate every period and `invoice_at` to seconds (SPEC §4.4)."""
+    service, billing, invoice_at = (
+        line.service_period.truncated(),
+        line.billing_period.truncated(),
+        trunc(line.invoice_at),
+    )
+    if service is line.service_period and billing is line.billing_period and invoice_at is line.invoice_at:
+        return line  # already whole seconds, as sync writes them: no copy (one per loaded line)
     return PersistedLine(
         id=line.id,
         invoice_id=line.invoice_id,
@@ -173,9 +180,9 @@ def normalise_line(line: PersistedLine) -> PersistedLine:
         unique_reference_id=line.unique_reference_id,
         split_line_group_id=line.split_line_group_id,
         annotations=line.annotations,
-        service_period=line.service_period.truncated(),
-        billing_period=line.billing_period.truncated(),
-        invoice_at=trunc(line.invoice_at),
+        service_period=service,
+        billing_period=billing,
+        invoice_at=invoice_at,
         price=line.price,
         deleted=line.deleted,
     )

@@ -34,17 +34,13 @@ class Candidate:
     service: Period
     full: Period
     billing: Period
+    price: Price
+    """The version's price, held here (not looked up through the item: ~5 look-ups per candidate)."""
 
     @property
     def identity(self) -> str:
         base = f"{self.item.record.key}/v[{self.item.version}]"
         return base if self.one_time else f"{base}/period[{self.index}]"
-
-    @property
-    def price(self) -> Price:
-        price = self.item.price
-        assert price is not None  # candidates are generated only for priced versions
-        return price
 
     def invoice_at(self) -> datetime:
         """SPEC §1.5: in-advance flat fees at the billing start, everything else at the later end."""
@@ -103,7 +99,8 @@ def build_target(
         max_limit = limit if max_limit is None else max(max_limit, limit)
         if phase.end is None or phase.end >= as_of:
             break
-    candidates = [_continuity_correction(view, c, persisted) for c in candidates]
+    if _may_continue(persisted):
+        candidates = [_continuity_correction(view, c, persisted) for c in candidates]
     lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
     return Target(lines, max_limit)
 
@@ -158,6 +155,7 @@ def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limi
     at = item.start
     index = 0
     limit_s = trunc(limit)
+    price = _price(item)
     while True:
         billing = view.aligned_billing_period(at)
         full = view.full_service_period(phase, item, at)
@@ -165,7 +163,7 @@ def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limi
             service = Period(at, at)
         else:
             service = full.intersect(item.start, item.end) or Period(at, at)
-        cand = Candidate(phase, item, index, False, service, full, billing)
+        cand = Candidate(phase, item, index, False, service, full, billing, price)
         index += 1
         at = service.end
         if trunc(cand.invoice_at()) > limit_s:
@@ -190,7 +188,13 @@ def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Ca
                 f"{view.id}/{phase.key}/{item.record.key}/v[{item.version}]: one-time item has an empty service period"
             )
         service = full
-    return Candidate(phase, item, 0, True, service, full, billing)
+    return Candidate(phase, item, 0, True, service, full, billing, _price(item))
+
+
+def _price(item: ItemVersion) -> Price:
+    price = item.price
+    assert price is not None  # candidates are generated only for priced versions
+    return price
 
 
 def _truncate(candidates: list[Candidate]) -> list[Candidate]:
@@ -200,8 +204,21 @@ def _truncate(candidates: list[Candidate]) -> list[Candidate]:
         service = c.service.truncated()
         if service.is_empty and not c.price.is_flat:
             continue
-        out.append(replace(c, service=service, billing=c.billing.truncated(), full=c.full.truncated()))
+        billing, full = c.billing.truncated(), c.full.truncated()
+        if service is not c.service or billing is not c.billing or full is not c.full:
+            c = replace(c, service=service, billing=billing, full=full)  # `replace` costs ~3 µs: only when needed
+        out.append(c)
     return out
+
+
+def _may_continue(persisted: PersistedState) -> bool:
+    """Whether some persisted item carries force-continuous-lines (SPEC §3.7 rule 2). Without one the
+    correction leaves every candidate as it is, and the ~3 µs per candidate it costs are saved."""
+    for item in persisted.items.values():
+        source = item.continuity_source()
+        if source is not None and source.has_annotation(FORCE_CONTINUOUS):
+            return True
+    return False
 
 
 def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: PersistedState) -> Candidate:
@@ -266,8 +283,11 @@ def flat_amount(view: SubscriptionView, c: Candidate, price: FlatPrice) -> Decim
     currency = view.record.currency
     amount = round_cur(price.amount, currency)
     if not c.service.is_empty and prorates(view, c):
-        ratio = proration_ratio(c.service.seconds(), c.full.seconds())
-        amount = prorate(price.amount, ratio, currency)
+        service, full = c.service.seconds(), c.full.seconds()
+        # A whole period, like an empty full period, has the ratio exactly 1 and so the amount rounded
+        # above: skipping the exact product gives the same result, ~4 µs sooner per line (bench/).
+        if service != full and full > 0:
+            amount = prorate(price.amount, proration_ratio(service, full), currency)
     return amount
 
 

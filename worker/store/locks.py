@@ -7,7 +7,9 @@ timed-out wait raises `LockNotAvailable`, which the worker treats as transient a
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from typing import Any
+
+from sqlalchemy import Connection, func, literal_column, text
 
 DEFAULT_LOCK_TIMEOUT = "30s"
 
@@ -17,6 +19,12 @@ _LOCK = text("SELECT set_config('lock_timeout', :timeout, true), pg_advisory_xac
 def customer_lock_key(namespace: str, customer_id: str) -> str:
     # '/' can appear in neither a namespace nor an id (CONTRACT §3), so the key is unambiguous.
     return f"{namespace}/{customer_id}"
+
+
+def customer_lock_key_sql(namespace: Any, customer_id: Any) -> Any:
+    """The advisory lock key of `customer_lock_key` as a SQL expression of two columns, for statements
+    that take the lock while reading the row that names the customer (`worker.store.view.load_and_lock_subscription`)."""
+    return func.hashtextextended(namespace.concat(literal_column("'/'")).concat(customer_id), literal_column("0"))
 
 
 def lock_customer(conn: Connection, namespace: str, customer_id: str, timeout: str = DEFAULT_LOCK_TIMEOUT) -> None:

@@ -1,13 +1,13 @@
-"""Loading the persisted state of one subscription (SPEC §4) in a constant number of queries:
-its lines and group children (one query), its live groups (one), the invoices those rows reference
-(one), and the existing sync issues of the immutable ones among them (one, only when there are any)."""
+"""Loading the persisted state of one subscription (SPEC §4) in a constant number of queries: its
+lines, its live groups and their children, and the invoices those lines are on (one query), then the
+existing sync issues of the immutable invoices among them (one, only when there are any)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, union_all
+from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, select, text
 
 from worker.domain.persisted import (
     Invoice,
@@ -20,44 +20,78 @@ from worker.domain.persisted import (
 from worker.domain.prices import price_from_json
 from worker.domain.timeutil import Period
 from worker.domain.updater import COMPONENT
-from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
+from worker.store.tables import invoice_validation_issues
 
 
 class MissingInvoiceError(LookupError):
     """A loaded line references an invoice that does not exist."""
 
 
-_LINE_COLUMNS = (
-    invoice_lines.c.id,
-    invoice_lines.c.invoice_id,
-    invoice_lines.c.managed_by,
-    invoice_lines.c.unique_reference_id,
-    invoice_lines.c.split_line_group_id,
-    invoice_lines.c.annotations,
-    invoice_lines.c.service_period_start,
-    invoice_lines.c.service_period_end,
-    invoice_lines.c.billing_period_start,
-    invoice_lines.c.billing_period_end,
-    invoice_lines.c.invoice_at,
-    invoice_lines.c.price,
-    invoice_lines.c.deleted_at,
+# SPEC §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
+# statement costs a small steady-state sync ~0.4 ms, measured with bench/). Rows say what they are:
+#   'line'    a line of the subscription or a child of one of its live groups;
+#   'group'   a live group: its id, identity and service period in the line columns;
+#   'invoice' an invoice referenced by those lines: its id, type, status, immutable and deleted_at.
+# The invoices are looked up once, by the distinct ids of the lines (`= ANY(ARRAY(...))`, as the former
+# query of their own did), never joined line by line: such a join, planned on stale statistics, scanned
+# every invoice of the namespace for each line (1.5 s for 10,000 lines).
+# Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line).
+_PERSISTED = text(
+    """
+    WITH live_groups AS (
+        SELECT id, unique_reference_id, service_period_start, service_period_end
+        FROM split_line_groups
+        WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
+    ), lines AS MATERIALIZED (
+        SELECT id, invoice_id, managed_by, unique_reference_id, split_line_group_id,
+            NULLIF(annotations, '{}'::jsonb) AS annotations, service_period_start, service_period_end,
+            billing_period_start, billing_period_end, invoice_at, price, deleted_at
+        FROM invoice_lines
+        WHERE namespace = :namespace AND subscription_id = :subscription_id AND split_line_group_id IS NULL
+            AND (deleted_at IS NULL OR managed_by = 'manual')
+        UNION ALL
+        SELECT id, invoice_id, managed_by, unique_reference_id, split_line_group_id,
+            NULLIF(annotations, '{}'::jsonb), service_period_start, service_period_end,
+            billing_period_start, billing_period_end, invoice_at, price, deleted_at
+        FROM invoice_lines
+        WHERE namespace = :namespace AND split_line_group_id IN (SELECT id FROM live_groups)
+    )
+    SELECT 'line' AS kind, lines.*, NULL::text AS invoice_type, NULL::text AS invoice_status,
+        NULL::boolean AS invoice_immutable
+    FROM lines
+    UNION ALL
+    SELECT 'group', id, NULL, NULL, unique_reference_id, NULL, NULL, service_period_start, service_period_end,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM live_groups
+    UNION ALL
+    SELECT 'invoice', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, deleted_at,
+        type, status, immutable
+    FROM invoices
+    WHERE namespace = :namespace AND id = ANY(ARRAY(SELECT DISTINCT invoice_id FROM lines))
+    """
+)
+
+_v = invoice_validation_issues
+_ISSUES = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c.message).where(
+    _v.c.namespace == bindparam("namespace"),
+    _v.c.invoice_id == any_(bindparam("ids", type_=ARRAY(Text))),
+    _v.c.component == COMPONENT,
+    _v.c.deleted_at.is_(None),
 )
 
 
 def load_persisted(conn: Connection, namespace: str, subscription_id: str) -> PersistedState:
-    groups = conn.execute(
-        select(
-            split_line_groups.c.id,
-            split_line_groups.c.unique_reference_id,
-            split_line_groups.c.service_period_start,
-            split_line_groups.c.service_period_end,
-        ).where(
-            split_line_groups.c.namespace == namespace,
-            split_line_groups.c.subscription_id == subscription_id,
-            split_line_groups.c.deleted_at.is_(None),
-        )
-    ).all()
-    lines = _load_lines(conn, namespace, subscription_id, [g.id for g in groups])
+    rows = conn.execute(_PERSISTED, {"namespace": namespace, "subscription_id": subscription_id}).all()
+    lines = [_line(row) for row in rows if row[0] == "line"]
+    groups = [row for row in rows if row[0] == "group"]
+    invoice_rows = [
+        Invoice(r.id, r.invoice_type, r.invoice_status, r.invoice_immutable, r.deleted_at is not None)
+        for r in rows
+        if r[0] == "invoice"
+    ]
+    missing = {line.invoice_id for line in lines} - {i.id for i in invoice_rows}
+    if missing:
+        raise MissingInvoiceError(f"invoice lines reference missing invoice(s): {', '.join(sorted(missing))}")
     plain = [line for line in lines if line.split_line_group_id is None]
     children: dict[str, list[PersistedLine]] = {g.id: [] for g in groups}
     for line in lines:
@@ -72,74 +106,46 @@ def load_persisted(conn: Connection, namespace: str, subscription_id: str) -> Pe
         )
         for g in groups
     ]
-    invoice_rows = _load_invoices(conn, namespace, {line.invoice_id for line in lines})
     issues = _load_issues(conn, namespace, [i.id for i in invoice_rows if i.immutable])
     return build_persisted_state(plain, persisted_groups, invoice_rows, issues)
 
 
-def _load_lines(
-    conn: Connection, namespace: str, subscription_id: str, group_ids: Sequence[str]
-) -> list[PersistedLine]:
-    l = invoice_lines  # noqa: E741
-    own = select(*_LINE_COLUMNS).where(
-        l.c.namespace == namespace,
-        l.c.subscription_id == subscription_id,
-        l.c.split_line_group_id.is_(None),
-        or_(l.c.deleted_at.is_(None), l.c.managed_by == "manual"),
-    )
-    if group_ids:
-        kids = select(*_LINE_COLUMNS).where(l.c.namespace == namespace, l.c.split_line_group_id.in_(group_ids))
-        rows = conn.execute(union_all(own, kids)).all()
-    else:
-        rows = conn.execute(own).all()
-    return [_line(row) for row in rows]
-
-
-def _line(row: Row[Any]) -> PersistedLine:
+def _line(row: Sequence[Any]) -> PersistedLine:
+    # Unpacked by position: ~5 µs less per loaded line than 13 attribute lookups on the row (bench/).
+    (
+        _,
+        line_id,
+        invoice_id,
+        managed_by,
+        identity,
+        group_id,
+        annotations,
+        service_start,
+        service_end,
+        billing_start,
+        billing_end,
+        invoice_at,
+        price,
+        deleted_at,
+        *_,
+    ) = row
     return PersistedLine(
-        id=row.id,
-        invoice_id=row.invoice_id,
-        managed_by=row.managed_by,
-        unique_reference_id=row.unique_reference_id,
-        split_line_group_id=row.split_line_group_id,
-        annotations=row.annotations or {},
-        service_period=Period(row.service_period_start, row.service_period_end),
-        billing_period=Period(
-            row.billing_period_start or row.service_period_start, row.billing_period_end or row.service_period_end
-        ),
-        invoice_at=row.invoice_at,
-        price=price_from_json(row.price),
-        deleted=row.deleted_at is not None,
+        id=line_id,
+        invoice_id=invoice_id,
+        managed_by=managed_by,
+        unique_reference_id=identity,
+        split_line_group_id=group_id,
+        annotations=annotations or {},
+        service_period=Period(service_start, service_end),
+        billing_period=Period(billing_start or service_start, billing_end or service_end),
+        invoice_at=invoice_at,
+        price=price_from_json(price),
+        deleted=deleted_at is not None,
     )
-
-
-def _load_invoices(conn: Connection, namespace: str, ids: set[str]) -> list[Invoice]:
-    if not ids:
-        return []
-    rows = conn.execute(
-        select(invoices.c.id, invoices.c.type, invoices.c.status, invoices.c.immutable, invoices.c.deleted_at).where(
-            invoices.c.namespace == namespace, invoices.c.id.in_(sorted(ids))
-        )
-    ).all()
-    found = [Invoice(r.id, r.type, r.status, r.immutable, r.deleted_at is not None) for r in rows]
-    missing = ids - {i.id for i in found}
-    if missing:
-        raise MissingInvoiceError(f"invoice lines reference missing invoice(s): {', '.join(sorted(missing))}")
-    return found
 
 
 def _load_issues(conn: Connection, namespace: str, invoice_ids: list[str]) -> list[IssueKey]:
     if not invoice_ids:
         return []
-    v = invoice_validation_issues
-    rows = conn.execute(
-        select(v.c.invoice_id, v.c.path, v.c.component, v.c.code, v.c.message).where(
-            and_(
-                v.c.namespace == namespace,
-                v.c.invoice_id.in_(invoice_ids),
-                v.c.component == COMPONENT,
-                v.c.deleted_at.is_(None),
-            )
-        )
-    ).all()
+    rows = conn.execute(_ISSUES, {"namespace": namespace, "ids": invoice_ids}).all()
     return [IssueKey(r.invoice_id, r.path or "", r.component, r.code, r.message) for r in rows]

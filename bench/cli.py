@@ -1,0 +1,195 @@
+"""`python -m bench`: how many subscriptions per second per worker, and what happens at 10,000 lines.
+
+Seeds N customers each with one subscription (P phases x I items x M months of history per phase, a
+mix of flat in-advance, flat in-arrears, unit-priced usage and one-time items) in a scratch database
+on the configured Postgres (`DATABASE_URL`, else the embedded server), then measures:
+
+1. the first sync (creates every line), 2. a steady-state sync (nothing to change), 3. a sync after an
+edit (one item changed mid-period), 4. end to end through Redis with K worker processes;
+
+each next to the floor (the same database work in three hand-written statements, no planning), and the
+scaling of one subscription from 10 to 10,000 lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from bench import seeding
+from bench.database import CountingEngine, scratch_database, server_url, timing_engine
+from bench.e2e import EndToEnd, run_end_to_end
+from bench.measure import Comparison, run_pass, warm_up
+from bench.report import Results, ScalePoint, render
+from worker.config import describe_url
+from worker.logging import configure_logging
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    subscriptions: int = 200  # N
+    phases: int = 2  # P
+    items: int = 4  # I
+    months: int = 6  # M, per phase
+    repeats: int = 3  # passes of the steady-state and edit scenarios, and end-to-end rounds
+    workers: int = 2  # K worker processes end to end (0: skip)
+    threads: int = 2  # threads per worker process
+    scale_days: tuple[int, ...] = (1, 10, 100, 1000)  # ~10 lines per day: 14, 104, 1004, 10004 lines
+    scale_repeats: int = 3  # timed first syncs (and steady-state syncs) per size
+    keep: bool = False
+
+
+QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1)
+
+
+def run(options: Options, database_url: str | None = None, *, scratch: bool = True) -> Results:
+    """Run the whole benchmark. With `scratch` (the default) a new database is created next to
+    `database_url` (default: `DATABASE_URL` or the embedded server) and dropped afterwards; without it,
+    `database_url` must be an empty migrated database (the test suite's)."""
+    url = database_url or server_url()
+    if not scratch:
+        return _run_on(url, options, describe_url(url))
+    with scratch_database(url, keep=options.keep) as db_url:
+        results = _run_on(db_url, options, describe_url(db_url))
+    if options.keep:
+        results.notes.append(f"kept the scratch database: {describe_url(db_url)}")
+    return results
+
+
+def _run_on(url: str, options: Options, where: str) -> Results:
+    began = time.perf_counter()
+    engine = timing_engine(url)
+    counting = CountingEngine(url)
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(text("SHOW server_version")).scalar_one()
+        shape = seeding.Shape(options.phases, options.items, options.months)
+        mixed = seeding.seed_mixed(engine, options.subscriptions, shape)
+        # One extra copy per size: the first of each list is the one the counting pass uses. Sizes under
+        # 1,000 lines are cheap and noisy: at least 10 timed runs each.
+        scale = [
+            seeding.seed_scale(
+                engine, days, (options.scale_repeats if days >= 100 else max(options.scale_repeats, 10)) + 1
+            )
+            for days in options.scale_days
+        ]
+        warm_up(engine, counting)
+
+        first, steady, edit = Comparison("first sync"), Comparison("steady state"), Comparison("after an edit")
+        run_pass(engine, counting, mixed, first)
+        for _ in range(options.repeats):
+            run_pass(engine, counting, mixed, steady)
+        for n in range(options.repeats):
+            seeding.edit_mixed(engine, mixed, shape, edited=n % 2 == 0)
+            run_pass(engine, counting, mixed, edit)
+
+        e2e: EndToEnd | None = None
+        e2e_error = None
+        if options.workers > 0:
+            try:
+                e2e = run_end_to_end(
+                    engine, url, mixed, processes=options.workers, threads=options.threads, rounds=options.repeats
+                )
+            except Exception as exc:  # measured what we could; say why the rest is missing
+                e2e_error = f"{type(exc).__name__}: {exc}"
+
+        points = []
+        for copies in scale:
+            point = ScalePoint(Comparison("first sync"), Comparison("steady state"))
+            run_pass(engine, counting, copies, point.first)
+            run_pass(engine, counting, copies, point.steady)
+            points.append(point)
+    finally:
+        counting.close()
+        engine.dispose()
+    header = [
+        f"subsync benchmark — Postgres {version} at {where}, Python {platform.python_version()}, {_cpus()} CPU(s)",
+        f"N={options.subscriptions} subscriptions of P={options.phases} phases x I={options.items} items x "
+        f"M={options.months} months per phase ({first.lines} lines each); {options.repeats} steady/edit pass(es); "
+        f"K={options.workers} worker process(es) x {options.threads} thread(s)",
+    ]
+    results = Results(header, [first, steady, edit], e2e, e2e_error, points)
+    results.elapsed = time.perf_counter() - began
+    return results
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Database: DATABASE_URL (a scratch database is created on that server and dropped), else the "
+        "embedded Postgres. Broker: REDIS_URL, else the embedded Redis. Defaults finish in under 5 minutes "
+        "on 2 cores; --quick in under a minute.",
+    )
+    d = Options()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs: finishes in under a minute")
+    parser.add_argument(
+        "-n", "--subscriptions", type=int, help=f"N customers with one subscription (default {d.subscriptions})"
+    )
+    parser.add_argument("-p", "--phases", type=int, help=f"P phases per subscription (default {d.phases})")
+    parser.add_argument("-i", "--items", type=int, help=f"I items per phase (default {d.items})")
+    parser.add_argument("-m", "--months", type=int, help=f"M months of history per phase (default {d.months})")
+    parser.add_argument(
+        "-k", "--workers", type=int, help=f"K worker processes end to end, 0 skips (default {d.workers})"
+    )
+    parser.add_argument("--threads", type=int, help=f"threads per worker process (default {d.threads})")
+    parser.add_argument(
+        "-r", "--repeats", type=int, help=f"steady-state/edit passes and end-to-end rounds (default {d.repeats})"
+    )
+    parser.add_argument(
+        "--scale-days",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        help="days of history of the scaling subscription, ~10 lines per day (default 1,10,100,1000)",
+    )
+    parser.add_argument(
+        "--scale-repeats",
+        type=int,
+        help=f"timed runs per scaling size of 1,000 lines or more; smaller sizes get at least 10 (default {d.scale_repeats})",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else d
+    values = {
+        name: getattr(args, name)
+        for name in (
+            "subscriptions",
+            "phases",
+            "items",
+            "months",
+            "workers",
+            "threads",
+            "repeats",
+            "scale_days",
+            "scale_repeats",
+        )
+        if getattr(args, name) is not None
+    }
+    options = dataclasses.replace(base, **values, keep=args.keep)  # type: ignore[arg-type]
+    if options.subscriptions < 2 or options.phases < 1 or options.items < 1 or options.months < 1:
+        parser.error("need N >= 2 and P, I, M >= 1")
+    if options.repeats < 1 or options.scale_repeats < 1 or options.workers < 0 or options.threads < 1:
+        parser.error("repeats and threads must be >= 1, workers >= 0")
+    if any(d < 1 or d > 1000 for d in options.scale_days):
+        parser.error("--scale-days values must be 1..1000 (at most 1001 periods per item version and sync)")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    configure_logging("console", level=logging.WARNING)  # the sync's info lines would drown the report
+    print(render(run(options)))
+    sys.stdout.flush()

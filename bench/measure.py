@@ -1,0 +1,102 @@
+"""Timed passes: the real sync and the floor, side by side, on twin subscriptions.
+
+Each pass walks a list of subscriptions. The first one of the list goes through the counting engine
+(statements, round trips, executions, rows written — measured once, they do not vary between twins);
+every other one is timed on the plain engine: the real sync of the `bench` twin, then the floor of the
+`floor` twin (its rows prepared from dry runs before the pass starts).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, text
+
+from bench import floor
+from bench.database import CountingEngine, Counts
+from bench.seeding import REAL, Seeded
+from worker.sync import sync_subscription
+
+
+@dataclass(slots=True)
+class Figures:
+    """Wall times (seconds) of repeated runs, and the database work of one run."""
+
+    seconds: list[float] = field(default_factory=list)
+    counts: Counts | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else math.nan
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.seconds, 95)
+
+
+@dataclass(slots=True)
+class Comparison:
+    """One scenario: the real sync against the floor."""
+
+    name: str
+    lines: int = 0  # live lines of one subscription after the scenario
+    real: Figures = field(default_factory=Figures)
+    floor: Figures = field(default_factory=Figures)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (the value below which q% of the runs fall)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def live_lines(engine: Engine, subscription_id: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM invoice_lines WHERE namespace = :ns AND subscription_id = :id"
+                    " AND deleted_at IS NULL"
+                ),
+                {"ns": REAL, "id": subscription_id},
+            ).scalar_one()
+        )
+
+
+def _sync(subscription: Seeded) -> Callable[[Engine], object]:
+    return lambda engine: sync_subscription(engine, REAL, subscription.subscription_id, as_of=subscription.as_of)
+
+
+def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[Seeded], into: Comparison) -> None:
+    """Sync every subscription once, real and floor; add the timings (and counts) to `into`.
+
+    The floor's work is prepared for the whole pass first (a twin's state changes only when the floor
+    runs on it), so the timed loop alternates only the two measured operations, each preceded by the
+    other. (A dry run just before each real sync made that sync ~0.7 ms slower, the floor's not.)"""
+    works = [floor.prepare(engine, s.subscription_id, s.as_of) for s in subscriptions]
+    for n, (subscription, work) in enumerate(zip(subscriptions, works, strict=True)):
+        if n == 0:
+            into.real.counts = counting.measure(_sync(subscription))
+            into.floor.counts = counting.measure(lambda e, w=work: floor.run(e, w))  # type: ignore[misc]
+            continue
+        began = time.perf_counter()
+        _sync(subscription)(engine)
+        synced = time.perf_counter()
+        floor.run(engine, work)
+        into.real.seconds.append(synced - began)
+        into.floor.seconds.append(time.perf_counter() - synced)
+    into.lines = live_lines(engine, subscriptions[-1].subscription_id)
+
+
+def warm_up(engine: Engine, counting: CountingEngine) -> None:
+    """Fill both pools and import everything the first sync touches."""
+    for target in (engine, counting.engine):
+        with target.connect() as conn:
+            conn.execute(text("SELECT 1"))

@@ -1,0 +1,243 @@
+"""Printing the benchmark: tables of figures with their ratio to the floor, the scaling curve with its
+fitted exponent, and the targets of issue 7 checked one by one."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.database import Counts
+from bench.e2e import EndToEnd
+from bench.measure import Comparison, percentile
+
+STEADY_MAX_STATEMENTS = 8
+WRITING_MAX_STATEMENTS = 12
+STEADY_MAX_RATIO = 2.0
+FIRST_MAX_RATIO = 3.0
+LARGE_LINES = 10_000
+LARGE_MAX_SECONDS = 2.0
+MAX_EXPONENT = 1.3  # linear is 1; quadratic would be 2
+
+
+@dataclass(slots=True)
+class ScalePoint:
+    first: Comparison
+    steady: Comparison
+
+
+@dataclass(slots=True)
+class Results:
+    header: list[str]
+    scenarios: list[Comparison]  # first sync, steady state, after an edit
+    end_to_end: EndToEnd | None
+    end_to_end_error: str | None
+    scaling: list[ScalePoint]
+    elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def exponent(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of log(y) against log(x)."""
+    pts = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx = statistics.mean(x for x, _ in pts)
+    my = statistics.mean(y for _, y in pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den else math.nan
+
+
+def marginal_exponent(points: Sequence[tuple[float, float]]) -> float:
+    """The exponent of the time above the smallest size's, against the lines above it: the fixed cost of
+    a transaction (round trips, commit) hides the growth at small sizes; this removes it."""
+    (x0, y0), *rest = sorted(points)
+    return exponent([(x - x0, y - y0) for x, y in rest])
+
+
+def _ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.2f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    if math.isnan(a) or math.isnan(b) or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _count(counts: Counts | None, name: str) -> str:
+    return "-" if counts is None else str(getattr(counts, name))
+
+
+def _count_ratio(a: Counts | None, b: Counts | None, name: str) -> str:
+    if a is None or b is None:
+        return "-"
+    return _ratio(float(getattr(a, name)), float(getattr(b, name)))
+
+
+_COLUMNS = ("median ms", "p95 ms", "statements", "round trips", "executions", "rows written")
+_COUNTS = ("statements", "round_trips", "executions", "rows_written")
+
+
+def scenario_rows(c: Comparison) -> list[list[str]]:
+    real, floor = c.real, c.floor
+    return [
+        [f"{c.name} ({c.lines} lines)", _ms(real.median), _ms(real.p95), *(_count(real.counts, n) for n in _COUNTS)],
+        ["  floor", _ms(floor.median), _ms(floor.p95), *(_count(floor.counts, n) for n in _COUNTS)],
+        [
+            "  ratio to floor",
+            _ratio(real.median, floor.median),
+            _ratio(real.p95, floor.p95),
+            *(_count_ratio(real.counts, floor.counts, n) for n in _COUNTS),
+        ],
+    ]
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+
+    def fmt(row: Sequence[str]) -> str:
+        cells = [str(row[0]).ljust(widths[0])] + [str(v).rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
+
+
+def render(results: Results) -> str:
+    out: list[str] = [*results.header, ""]
+    out.append(f"Per sync, {len(results.scenarios[0].real.seconds)}+ runs each (median and p95 of wall time):")
+    rows: list[list[str]] = []
+    for c in results.scenarios:
+        rows += scenario_rows(c)
+    out += table(["scenario", *_COLUMNS], rows)
+    out.append("")
+    out += _render_end_to_end(results)
+    out.append("")
+    out += _render_scaling(results.scaling)
+    out.append("")
+    out += _render_targets(results)
+    if results.notes:
+        out += ["", *results.notes]
+    out += ["", f"benchmark ran in {results.elapsed:.0f} s"]
+    return "\n".join(out)
+
+
+def _render_end_to_end(results: Results) -> list[str]:
+    e2e = results.end_to_end
+    if e2e is None:
+        return [f"End to end through Redis: not measured ({results.end_to_end_error or 'disabled'})"]
+    steady = results.scenarios[1]
+    throughput = statistics.median(e2e.per_round)
+    msg_median = statistics.median(e2e.message_ms) / 1000 if e2e.message_ms else math.nan
+    msg_p95 = percentile(e2e.message_ms, 95) / 1000 if e2e.message_ms else math.nan
+    head = ["end to end (steady-state syncs)", "syncs/s", "per process", "message median ms", "message p95 ms"]
+    rows = [
+        [
+            f"{e2e.processes} process(es) x {e2e.threads} thread(s), {len(e2e.per_round)} round(s)",
+            f"{throughput:.0f}",
+            f"{throughput / e2e.processes:.0f}",
+            _ms(msg_median),
+            _ms(msg_p95),
+        ],
+        [
+            "  ratio to the steady-state floor",
+            _ratio(1 / steady.floor.median, throughput) if steady.floor.seconds else "-",
+            "",
+            _ratio(msg_median, steady.floor.median),
+            _ratio(msg_p95, steady.floor.p95),
+        ],
+    ]
+    lines = table(head, rows)
+    lines.append(
+        "  (syncs/s ratio = one connection running the floor back to back, over the workers' throughput; "
+        "statements, round trips and rows are those of the steady-state sync above)"
+    )
+    return lines
+
+
+def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
+    if not points:
+        return ["Scaling: not measured"]
+    head = ["lines in one subscription", "first sync ms", "x floor", "steady ms", "x floor", "statements first/steady"]
+    rows = []
+    for p in points:
+        f, s = p.first, p.steady
+        stmts = f"{_count(f.real.counts, 'statements')}/{_count(s.real.counts, 'statements')}"
+        rows.append(
+            [
+                str(f.lines),
+                _ms(f.real.median),
+                _ratio(f.real.median, f.floor.median),
+                _ms(s.real.median),
+                _ratio(s.real.median, s.floor.median),
+                stmts,
+            ]
+        )
+    out = ["Scaling (median of runs, one subscription of 10 daily items):", *table(head, rows)]
+    if len(points) >= 3:
+        first = [(float(p.first.lines), p.first.real.median) for p in points]
+        steady = [(float(p.steady.lines), p.steady.real.median) for p in points]
+        out.append(
+            f"fitted exponent of time in lines: first sync {marginal_exponent(first):.2f}, "
+            f"steady state {marginal_exponent(steady):.2f} (marginal: time above the smallest size; 1.00 = linear)"
+        )
+        out.append(
+            f"  plain log-log slope over all sizes: first sync {exponent(first):.2f}, steady state {exponent(steady):.2f}"
+            " (below 1 because the fixed per-transaction cost dominates small subscriptions)"
+        )
+    return out
+
+
+def _check(ok: bool, text: str) -> str:
+    return f"  [{'PASS' if ok else 'FAIL'}] {text}"
+
+
+def _render_targets(results: Results) -> list[str]:
+    first, steady, edit = results.scenarios
+    out = ["Targets:"]
+    counts = [(c.name, c.real.counts) for c in results.scenarios]
+    if all(c is not None for _, c in counts):
+        s = steady.real.counts.statements  # type: ignore[union-attr]
+        writing = max(first.real.counts.statements, edit.real.counts.statements)  # type: ignore[union-attr]
+        out.append(_check(s <= STEADY_MAX_STATEMENTS, f"steady-state statements {s} <= {STEADY_MAX_STATEMENTS}"))
+        out.append(
+            _check(writing <= WRITING_MAX_STATEMENTS, f"statements when writing {writing} <= {WRITING_MAX_STATEMENTS}")
+        )
+    if results.scaling:
+        per_kind = {
+            "first": {p.first.real.counts.statements for p in results.scaling if p.first.real.counts},
+            "steady": {p.steady.real.counts.statements for p in results.scaling if p.steady.real.counts},
+        }
+        constant = all(len(v) == 1 for v in per_kind.values())
+        sizes = ", ".join(str(p.first.lines) for p in results.scaling)
+        out.append(_check(constant, f"statements constant in lines ({sizes} lines: {per_kind})"))
+    ratio = steady.real.median / steady.floor.median
+    out.append(
+        _check(ratio <= STEADY_MAX_RATIO, f"steady-state sync {ratio:.2f}x the floor <= {STEADY_MAX_RATIO:.0f}x")
+    )
+    ratio = first.real.median / first.floor.median
+    out.append(
+        _check(
+            ratio <= FIRST_MAX_RATIO,
+            f"first sync ({first.lines} lines) {ratio:.2f}x the floor <= {FIRST_MAX_RATIO:.0f}x",
+        )
+    )
+    large = [p for p in results.scaling if p.first.lines >= LARGE_LINES]
+    if large:
+        p = large[-1]
+        worst = max(p.first.real.median, p.steady.real.median)
+        out.append(
+            _check(
+                worst < LARGE_MAX_SECONDS,
+                f"{p.first.lines}-line subscription syncs in {worst:.2f} s < {LARGE_MAX_SECONDS:.0f} s",
+            )
+        )
+    if len(results.scaling) >= 3:
+        for name, pts in (
+            ("first sync", [(float(p.first.lines), p.first.real.median) for p in results.scaling]),
+            ("steady state", [(float(p.steady.lines), p.steady.real.median) for p in results.scaling]),
+        ):
+            k = marginal_exponent(pts)
+            out.append(_check(k <= MAX_EXPONENT, f"{name} grows linearly in lines: exponent {k:.2f} <= {MAX_EXPONENT}"))
+    return out

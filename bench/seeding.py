@@ -1,0 +1,182 @@
+"""Seeding the benchmark's subscriptions through the real write path (validated documents).
+
+Every subscription is seeded twice, in two namespaces with the same ids: `bench` is synced by the
+real code, `floor` by the hand-written floor (`bench.floor`), so both always see the same state.
+
+The default subscription ("mixed"): P phases, each lasting M months, each with I items whose
+price kinds cycle through a realistic mix — flat in advance, flat in arrears, unit-priced usage,
+one-time (flat, in advance). `as_of` lies in the middle of the last month of the last phase,
+which stays open. The scaling subscription: daily cadence, ten recurring items, D days of history.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from worker.documents import validate_document
+from worker.store.customers import upsert_customer
+from worker.store.subscriptions import apply_subscription
+
+REAL = "bench"
+FLOOR = "floor"
+NAMESPACES = (REAL, FLOOR)
+
+MIXED_START = datetime(2023, 1, 1, tzinfo=UTC)
+SCALE_START = datetime(2020, 1, 1, tzinfo=UTC)
+SCALE_ITEMS = 10
+
+# (price, cadence) of each kind; the one-time item has no cadence.
+KINDS: tuple[tuple[str, dict[str, Any], str | None], ...] = (
+    ("seats", {"type": "flat", "amount": "30", "payment_term": "in_advance"}, "P1M"),
+    ("support", {"type": "flat", "amount": "12.50", "payment_term": "in_arrears"}, "P1M"),
+    ("api-calls", {"type": "unit", "amount": "0.002"}, "P1M"),
+    ("setup", {"type": "flat", "amount": "99", "payment_term": "in_advance"}, None),
+)
+EDITED_KIND = 0  # the edit scenario changes the in-advance flat fee of the last phase mid-period
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The default subscription: P phases × I items × M months of history per phase."""
+
+    phases: int
+    items: int
+    months: int
+
+    @property
+    def as_of(self) -> datetime:
+        """Mid-month (the 15th, 12:00) of the last month of the last phase."""
+        last_month = _add_months(MIXED_START, self.phases * self.months - 1)
+        return last_month + timedelta(days=14, hours=12)
+
+    @property
+    def edit_at(self) -> datetime:
+        """Mid-period change of the edited item: the 10th of the current month."""
+        return self.as_of.replace(day=10, hour=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    """One subscription, present in both namespaces under the same ids."""
+
+    subscription_id: str
+    customer_id: str
+    as_of: datetime
+
+
+def _add_months(t: datetime, months: int) -> datetime:
+    total = t.year * 12 + t.month - 1 + months
+    year, month = divmod(total, 12)
+    day = min(t.day, calendar.monthrange(year, month + 1)[1])
+    return t.replace(year=year, month=month + 1, day=day)
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rate_card(key: str, price: dict[str, Any], cadence: str | None) -> dict[str, Any]:
+    return {
+        "name": key.replace("-", " ").title(),
+        "description": None,
+        "feature_key": key if price["type"] != "flat" else None,
+        "billing_cadence": cadence,
+        "price": price,
+        "discounts": {"percentage": None, "usage": None},
+        "tax_config": None,
+    }
+
+
+def _version(start: datetime, end: datetime | None, card: dict[str, Any]) -> dict[str, Any]:
+    return {"active_from": _iso(start), "active_to": _iso(end) if end else None, "annotations": {}, "rate_card": card}
+
+
+def mixed_document(namespace: str, sub_id: str, customer_id: str, shape: Shape, *, edited: bool) -> dict[str, Any]:
+    """The default subscription; `edited` splits one item of the last phase mid-period at a new price."""
+    phases = []
+    for p in range(shape.phases):
+        start = _add_months(MIXED_START, p * shape.months)
+        items: dict[str, list[dict[str, Any]]] = {}
+        for i in range(shape.items):
+            name, price, cadence = KINDS[i % len(KINDS)]
+            key = f"{name}-{i}"
+            card = _rate_card(key, price, cadence)
+            if edited and p == shape.phases - 1 and i == EDITED_KIND:
+                raised = _rate_card(key, {**price, "amount": "45"}, cadence)
+                items[key] = [_version(start, shape.edit_at, card), _version(shape.edit_at, None, raised)]
+            else:
+                items[key] = [_version(start, None, card)]
+        phases.append({"key": f"phase-{p}", "active_from": _iso(start), "items": items})
+    return _document(namespace, sub_id, customer_id, "P1M", MIXED_START, phases)
+
+
+def scale_as_of(days: int) -> datetime:
+    return SCALE_START + timedelta(days=days - 1, hours=12)
+
+
+def scale_document(namespace: str, sub_id: str, customer_id: str) -> dict[str, Any]:
+    """Ten recurring daily items (flat in advance, flat in arrears, usage): ~10 lines per day of history."""
+    items = {}
+    for i in range(SCALE_ITEMS):
+        name, price, _ = KINDS[i % 3]
+        key = f"{name}-{i}"
+        items[key] = [_version(SCALE_START, None, _rate_card(key, price, "P1D"))]
+    phases = [{"key": "default", "active_from": _iso(SCALE_START), "items": items}]
+    return _document(namespace, sub_id, customer_id, "P1D", SCALE_START, phases)
+
+
+def _document(
+    namespace: str, sub_id: str, customer_id: str, cadence: str, start: datetime, phases: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "namespace": namespace,
+        "id": sub_id,
+        "customer_id": customer_id,
+        "name": f"Bench {sub_id}",
+        "currency": "USD",
+        "billing_cadence": cadence,
+        "billing_anchor": _iso(start),
+        "pro_rating": {"enabled": True, "mode": "prorate_prices"},
+        "active_from": _iso(start),
+        "active_to": None,
+        "phases": phases,
+    }
+
+
+def _apply(engine: Engine, documents: list[dict[str, Any]]) -> None:
+    with engine.begin() as conn:
+        for doc in documents:
+            upsert_customer(conn, doc["namespace"], doc["customer_id"])
+            apply_subscription(conn, validate_document(doc))
+
+
+def seed_mixed(engine: Engine, count: int, shape: Shape) -> list[Seeded]:
+    """`count` customers, each with one default subscription, in both namespaces."""
+    seeded = [Seeded(f"sub_{n:05d}", f"cust_{n:05d}", shape.as_of) for n in range(count)]
+    docs = [
+        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=False) for s in seeded for ns in NAMESPACES
+    ]
+    for start in range(0, len(docs), 100):
+        _apply(engine, docs[start : start + 100])
+    return seeded
+
+
+def edit_mixed(engine: Engine, seeded: list[Seeded], shape: Shape, *, edited: bool) -> None:
+    """Change (or change back) one item of every default subscription, mid-period (not timed)."""
+    docs = [
+        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=edited) for s in seeded for ns in NAMESPACES
+    ]
+    for start in range(0, len(docs), 100):
+        _apply(engine, docs[start : start + 100])
+
+
+def seed_scale(engine: Engine, days: int, repeats: int) -> list[Seeded]:
+    """`repeats` copies of the daily subscription with `days` of history (each copy synced once first)."""
+    seeded = [Seeded(f"scale_{days}_{r}", f"cust_scale_{days}_{r}", scale_as_of(days)) for r in range(repeats)]
+    _apply(engine, [scale_document(ns, s.subscription_id, s.customer_id) for s in seeded for ns in NAMESPACES])
+    return seeded

@@ -1,0 +1,57 @@
+"""The benchmark's quick path on a tiny size, against the test database: it must produce every figure
+(timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import Engine
+
+from bench.cli import Options, parse_args, run
+from bench.report import render
+from bench.seeding import FLOOR, REAL, Shape
+from worker.sync import sync_subscription
+
+TINY = Options(
+    subscriptions=3, phases=2, items=4, months=1, repeats=2, workers=0, scale_days=(1, 2, 4), scale_repeats=1
+)
+AS_OF = Shape(TINY.phases, TINY.items, TINY.months).as_of
+
+
+def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None:
+    results = run(TINY, database_url, scratch=False)
+
+    first, steady, _ = results.scenarios
+    for scenario in results.scenarios:
+        assert scenario.lines > 0
+        for figures in (scenario.real, scenario.floor):
+            assert figures.seconds and not math.isnan(figures.median) and not math.isnan(figures.p95)
+            assert figures.counts is not None
+            assert figures.counts.statements > 0 and figures.counts.round_trips > 0
+    # The floor does the same database work: the same rows, in three statements.
+    for scenario in results.scenarios:
+        assert scenario.real.counts is not None and scenario.floor.counts is not None
+        assert scenario.real.counts.rows_written == scenario.floor.counts.rows_written
+        assert scenario.floor.counts.statements == 3
+    assert steady.real.counts is not None and steady.real.counts.rows_written == 1  # the sync state only
+    assert first.real.counts is not None and first.real.counts.rows_written > first.lines
+
+    # Statements per sync do not depend on the number of lines.
+    assert [p.first.lines for p in results.scaling] == sorted({p.first.lines for p in results.scaling})
+    assert len({p.first.real.counts.statements for p in results.scaling if p.first.real.counts}) == 1
+    assert len({p.steady.real.counts.statements for p in results.scaling if p.steady.real.counts}) == 1
+
+    report = render(results)
+    assert "ratio to floor" in report and "fitted exponent" in report and "Targets:" in report
+
+    # The floor left each twin as the sync would have: syncing either one again changes nothing.
+    for namespace in (REAL, FLOOR):
+        for n in range(TINY.subscriptions):
+            again = sync_subscription(db, namespace, f"sub_{n:05d}", as_of=AS_OF, dry_run=True)
+            assert again.patches == (), namespace
+
+
+def test_options() -> None:
+    assert parse_args([]) == Options()
+    quick = parse_args(["--quick", "-k", "0", "--scale-days", "1,10"])
+    assert quick.subscriptions < Options().subscriptions and quick.workers == 0 and quick.scale_days == (1, 10)

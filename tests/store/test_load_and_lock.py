@@ -1,0 +1,47 @@
+"""`load_and_lock_subscription`: the share-locked subscription row and the customer lock, in one statement."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, create_engine, pool, text, update
+from sqlalchemy import exc as sa_exc
+
+from tests.seed import flat, item, phase, seed_subscription, t
+from worker.store.locks import lock_customer
+from worker.store.tables import subscriptions
+from worker.store.view import NotFoundError, load_and_lock_subscription, load_subscription
+
+
+def test_same_row_as_load_subscription(db: Engine) -> None:
+    seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")), end="2024-06-01")
+    with db.begin() as conn:
+        assert load_and_lock_subscription(conn, "acme", "sub_01") == load_subscription(conn, "acme", "sub_01")
+        with pytest.raises(NotFoundError, match="sub_02"):
+            load_and_lock_subscription(conn, "acme", "sub_02")
+
+
+def test_it_takes_the_customer_lock_of_lock_customer(db: Engine) -> None:
+    seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")))
+    other = create_engine(db.url, poolclass=pool.NullPool)
+    try:
+        with db.begin() as holder:
+            lock_customer(holder, "acme", "cust_01")
+            with pytest.raises(sa_exc.DBAPIError, match="lock timeout"), other.begin() as waiter:
+                load_and_lock_subscription(waiter, "acme", "sub_01", lock_timeout="50ms")
+        with other.begin() as waiter:  # released at commit
+            load_and_lock_subscription(waiter, "acme", "sub_01", lock_timeout="50ms")
+    finally:
+        other.dispose()
+
+
+def test_it_share_locks_the_subscription_row(db: Engine) -> None:
+    seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")))
+    other = create_engine(db.url, poolclass=pool.NullPool)
+    try:
+        with db.begin() as reader:
+            load_and_lock_subscription(reader, "acme", "sub_01")
+            with pytest.raises(sa_exc.DBAPIError, match="lock timeout"), other.begin() as writer:
+                writer.execute(text("SET LOCAL lock_timeout = '50ms'"))
+                writer.execute(update(subscriptions).values(active_to=t("2024-06-01")))
+    finally:
+        other.dispose()
