@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 from worker.domain.planner import plan as make_plan
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
 from worker.domain.target import Target, build_target
-from worker.domain.updater import Changes, PrintedPatch, resolve
+from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
 from worker.domain.view import build_view
 from worker.ids import new_id
 from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
@@ -94,7 +94,7 @@ def sync_in_transaction(
     target = build_target(view, as_of, persisted, customer_deleted_at) if view is not None else Target((), None)
     plan = make_plan(target.lines, persisted)
     gathering_id = None
-    if plan.creates:
+    if needs_gathering_invoice(plan, persisted):
         if dry_run:
             gathering_id = find_gathering_invoice(conn, namespace, record.customer_id, record.currency)
         else:

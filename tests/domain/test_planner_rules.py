@@ -289,3 +289,24 @@ def test_customer_deletion_caps_the_target() -> None:
     capped = lines["default/fee/v[0]/period[1]"]
     assert capped.service_period == p("2024-02-01", "2024-02-10")
     assert capped.price == FlatPrice(Decimal("10"))  # ends at the (capped) subscription end: not prorated
+
+
+def test_revived_child_on_a_deleted_gathering_invoice_moves_to_the_live_one() -> None:
+    from worker.domain.persisted import Invoice
+    from worker.domain.updater import needs_gathering_invoice
+
+    gone = Invoice("inv_gone", "gathering", "gathering", False, True)
+    persisted = hierarchy(
+        [
+            child("a", "2024-01-01", "2024-01-05", invoice=DRAFT),
+            child("b", "2024-01-05", "2024-01-10", invoice=gone, deleted=True),
+        ],
+        g=("2024-01-01", "2024-01-10"),
+    )
+    persisted = type(persisted)(persisted.items, {**persisted.invoices, "inv_gone": gone}, persisted.existing_issues)
+    the_plan = plan((only(usage_view(), "2024-01-09"),), persisted)
+    assert needs_gathering_invoice(the_plan, persisted)
+    changes = resolve(the_plan, persisted, gathering_invoice_id="inv_live", new_id=new_ids())
+    (write,) = changes.line_writes
+    assert write.line_id == "b" and write.resurrect and write.move_to_invoice_id == "inv_live"
+    assert changes.patches[0].invoice_id == "inv_live"

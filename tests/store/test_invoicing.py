@@ -137,7 +137,15 @@ def test_continue_after_cancel_extends_and_resurrects_the_deleted_child(db: Engi
     sync_subscription(db, "acme", "sub_01", as_of=t("2024-01-02T00:00:00.010"))
     set_subscription_end(db, None)
     result = sync_subscription(db, "acme", "sub_01", as_of=t("2024-01-03"))
-    assert ("line_update", l2_id) in [(p.op, p.line_id) for p in result.patches]
+    (update,) = [p for p in result.patches if p.op == "line_update"]
+    assert update.line_id == l2_id
     revived = all_lines(db)[l2_id]
     assert revived["deleted_at"] is None and revived["service_period_end"] == t("2024-02-01")
     assert groups(db)[group_id]["service_period_end"] == t("2024-02-01")
+    # its gathering invoice was deleted when the cancellation emptied it: the revived child moves to a
+    # live gathering invoice, so that invoicing still finds it
+    live = invoice(db, revived["invoice_id"])
+    assert (live["type"], live["deleted_at"]) == ("gathering", None) and update.invoice_id == live["id"]
+    (created,) = invoice_pending_lines(db, "acme", "cust_01", as_of=t("2024-02-01"))
+    assert l2_id in created.line_ids
+    assert sync_subscription(db, "acme", "sub_01", as_of=t("2024-01-03")).patches == ()

@@ -36,7 +36,8 @@ class NewLine:
 @dataclass(frozen=True, slots=True)
 class LineWrite:
     """An update of one line row: the new service period and `invoice_at`, the row's truncated billing
-    period, a new price when it changed, and whether the row comes back from deletion."""
+    period, a new price when it changed, whether the row comes back from deletion, and the gathering
+    invoice it moves to when its own gathering invoice was deleted meanwhile (else None)."""
 
     line_id: str
     service_period: Period
@@ -44,6 +45,7 @@ class LineWrite:
     billing_period: Period
     price: Price | None
     resurrect: bool
+    move_to_invoice_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,11 @@ class _Resolver:
             if message is not None:
                 self._issue(patch, NewIssue(invoice.id, "warning", message, f"lines/{line.id}"), patch.service_period)
             return
+        move_to = None
+        if moves_to_live_gathering_invoice(patch, self.persisted):
+            move_to = self.gathering_invoice_id
+            if move_to is None:
+                raise PlanningError(f"{patch.identity}: line {line.id} needs the live gathering invoice")
         self.changes.line_writes.append(
             LineWrite(
                 line.id,
@@ -183,6 +190,7 @@ class _Resolver:
                 line.billing_period,
                 patch.price,
                 patch.resurrects,
+                move_to,
             )
         )
         self.changes.touched_invoices.add(invoice.id)
@@ -193,7 +201,7 @@ class _Resolver:
                 patch.reason,
                 patch.service_period,
                 line.id,
-                invoice.id,
+                move_to or invoice.id,
                 patch.group_id,
             )
         )
@@ -268,6 +276,23 @@ class _Resolver:
         self.changes.patches.append(
             PrintedPatch("group_update", patch.identity, patch.reason, patch.service_period, group_id=patch.group.id)
         )
+
+
+def moves_to_live_gathering_invoice(patch: UpdateLine, persisted: PersistedState) -> bool:
+    """(project) A line that is live after the update but sits on a soft-deleted gathering invoice —
+    a group child resurrected after its emptied gathering invoice was deleted (SPEC §5.4, §6.3) — moves
+    to the customer's live gathering invoice; on the deleted one it would never be invoiced."""
+    invoice = persisted.invoice_of(patch.line)
+    live_after = patch.resurrects or not patch.line.deleted
+    return invoice.is_gathering and invoice.deleted and live_after
+
+
+def needs_gathering_invoice(plan: Plan, persisted: PersistedState) -> bool:
+    """Whether resolving `plan` needs the customer's live gathering invoice: for new lines, or for lines
+    moving off a deleted gathering invoice."""
+    return bool(plan.creates) or any(
+        isinstance(p, UpdateLine) and moves_to_live_gathering_invoice(p, persisted) for p in plan.patches
+    )
 
 
 def _update_issue_message(patch: UpdateLine) -> str | None:

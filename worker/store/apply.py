@@ -218,10 +218,11 @@ _UPDATE_LINES = text(
         billing_period_end = v.billing_end,
         price = COALESCE(v.price::jsonb, l.price),
         deleted_at = CASE WHEN v.resurrect THEN NULL ELSE l.deleted_at END,
+        invoice_id = COALESCE(v.move_to, l.invoice_id),
         updated_at = :now
     FROM unnest(:ids, :service_starts, :service_ends, :invoice_ats, :billing_starts, :billing_ends, :prices,
-                :resurrects)
-        AS v(id, service_start, service_end, invoice_at, billing_start, billing_end, price, resurrect)
+                :resurrects, :move_tos)
+        AS v(id, service_start, service_end, invoice_at, billing_start, billing_end, price, resurrect, move_to)
     WHERE l.namespace = :namespace AND l.id = v.id
     """
 ).bindparams(
@@ -233,6 +234,7 @@ _UPDATE_LINES = text(
     bindparam("billing_ends", type_=_TS_ARRAY),
     bindparam("prices", type_=_TEXT_ARRAY),
     bindparam("resurrects", type_=ARRAY(Boolean)),
+    bindparam("move_tos", type_=_TEXT_ARRAY),
 )
 
 
@@ -252,6 +254,7 @@ def _update_lines(conn: Connection, namespace: str, changes: Changes, now: datet
             "billing_ends": [trunc(w.billing_period.end) for w in writes],
             "prices": [json.dumps(w.price.to_json()) if w.price is not None else None for w in writes],
             "resurrects": [w.resurrect for w in writes],
+            "move_tos": [w.move_to_invoice_id for w in writes],
         },
     )
 
