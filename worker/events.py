@@ -27,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, Va
 from pydantic_core import PydanticCustomError
 
 from worker.documents import format_validation_error, is_valid_id
-from worker.formatting import format_time, parse_time
+from worker.formatting import format_time, parse_time_value
 from worker.ids import new_id
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ MAX_EVENT_ID_LENGTH = 256
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 64 * 1024
 MAX_EVENT_DEPTH = 32
-_MIN_YEAR, _MAX_YEAR = 1970, 9998
 
 
 class InvalidEvent(ValueError):
@@ -101,20 +100,10 @@ def _check_event_id(value: object) -> str:
 
 
 def _check_time(value: object) -> datetime:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise _rule("must have a UTC offset")
-        parsed = value.astimezone(UTC)
-    elif isinstance(value, str):
-        try:
-            parsed = parse_time(value)
-        except ValueError as exc:
-            raise _rule(str(exc)) from None
-    else:
-        raise _rule("must be an RFC 3339 time string, like 2024-01-01T00:00:00Z")
-    if not _MIN_YEAR <= parsed.year <= _MAX_YEAR:
-        raise _rule(f"must be in the years {_MIN_YEAR}-{_MAX_YEAR} (UTC)")
-    return parsed
+    try:
+        return parse_time_value(value)
+    except ValueError as exc:
+        raise _rule(str(exc)) from None
 
 
 Identifier = Annotated[str, BeforeValidator(_check_identifier)]

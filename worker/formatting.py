@@ -55,6 +55,25 @@ def parse_time(text: str) -> datetime:
         raise ValueError("is not a valid calendar time") from None
 
 
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
+def parse_time_value(value: object) -> datetime:
+    """A time field of a document or an event: an aware datetime or an RFC 3339 string, in the years
+    MIN_YEAR-MAX_YEAR (CONTRACT §3 limits), as UTC. Raises ValueError with a short reason."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("must have a UTC offset")
+        parsed = value.astimezone(UTC)
+    elif isinstance(value, str):
+        parsed = parse_time(value)
+    else:
+        raise ValueError("must be an RFC 3339 time string, like 2024-01-01T00:00:00Z")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"must be in the years {MIN_YEAR}-{MAX_YEAR} (UTC)")
+    return parsed
+
+
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with `Z`; the fraction is printed only when non-zero (trailing zeros dropped)."""
     if value.tzinfo is None:
