@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from worker.domain.timeutil import Period
@@ -111,8 +112,8 @@ def _price_text(price: Any) -> str:
     if not price:
         return "-"
     if price.get("type") == "flat":
-        term = "advance" if price.get("payment_term", "in_advance") == "in_advance" else "arrears"
-        return f"flat {price.get('amount')} ({term})"
+        arrears = price.get("payment_term") == "in_arrears"
+        return f"flat {price.get('amount')}" + (" arrears" if arrears else "")
     if "amount" in price:
         return f"{price['type']} {price['amount']}"
     return str(price.get("type"))
@@ -125,7 +126,7 @@ def patches_table(result: SyncResult) -> Table:
     )
     table = Table(title=title, title_justify="left")
     for col in ("op", "reason", "unique reference id", "service period", "line", "invoice"):
-        table.add_column(col, no_wrap=col != "unique reference id")
+        table.add_column(col, overflow="fold")  # wrap long ids on narrow terminals, never cut them
     for p in result.patches:
         table.add_row(
             p.op,
@@ -143,35 +144,51 @@ def patches_table(result: SyncResult) -> Table:
 
 
 def lines_table(rows: Sequence[Any], title: str) -> Table:
-    """Plain lines in order; the children of a split line group follow a row for their group."""
-    table = Table(title=title, title_justify="left")
-    for col in ("unique reference id", "service period", "invoice at", "price", "invoice", "managed", "state"):
-        table.add_column(col, justify="right" if col == "price" else "left")
+    """Plain lines in order; the children of a split line group follow a row for their group.
+
+    Compact enough for an 80-column terminal: the identity column wraps, the others do not; how a line
+    is managed and whether it is deleted are noted after its identity."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("line", overflow="fold", ratio=1, min_width=16)
+    table.add_column("service period", min_width=12)  # wraps after the arrow on narrow terminals
+    table.add_column("invoice at", no_wrap=True)
+    table.add_column("price", justify="right", no_wrap=True)
+    table.add_column("invoice", no_wrap=True, min_width=9)
+    subscriptions = {r.subscription_id for r in rows}
+    prefix = f"{next(iter(subscriptions))}/" if len(subscriptions) == 1 and None not in subscriptions else ""
+    if prefix:  # one subscription: its id heads every identity, say it once in the title
+        table.title = f"{title} — identities below are under {prefix}"
     for kind, item in _with_groups(rows):
         if kind == "group":
+            notes = " [deleted]" if item.group_deleted_at is not None else ""
             table.add_row(
-                f"[bold]{item.group_unique_reference_id or item.split_line_group_id}[/bold]",
+                f"[bold]{_strip(item.group_unique_reference_id, prefix) or item.split_line_group_id}[/bold]"
+                f" (split){notes}",
                 f"{_short_time(item.group_service_period_start)} → {_short_time(item.group_service_period_end)}",
                 "",
                 _price_text(item.price),
-                "split line group",
                 "",
-                "deleted" if item.group_deleted_at is not None else "",
             )
             continue
-        name = item.unique_reference_id or item.id
+        name = _strip(item.unique_reference_id, prefix) or item.id
         if item.split_line_group_id is not None:
-            name = f"  └ {item.id}"
+            name = f"└ {item.id}"
+        if item.managed_by != "subscription":
+            name += f" [{item.managed_by}]"
+        if item.deleted_at is not None:
+            name += " [deleted]"
         table.add_row(
             name,
             f"{_short_time(item.service_period_start)} → {_short_time(item.service_period_end)}",
             _short_time(item.invoice_at),
             _price_text(item.price),
-            f"{item.invoice_type}/{item.invoice_status}",
-            item.managed_by,
-            "deleted" if item.deleted_at is not None else "",
+            item.invoice_status,  # gathering, draft, issued, ... (a gathering invoice has status gathering)
         )
     return table
+
+
+def _strip(identity: str | None, prefix: str) -> str | None:
+    return identity.removeprefix(prefix) if identity is not None else None
 
 
 def _with_groups(rows: Iterable[Any]) -> list[tuple[str, Any]]:
@@ -207,7 +224,7 @@ def created_invoices_json(created: Sequence[Any]) -> dict[str, Any]:
 def created_invoices_table(created: Sequence[Any], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("invoice", "currency", "status", "lines"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for c in created:
         table.add_row(c.id, c.currency, c.status, str(len(c.line_ids)))
     return table
@@ -241,7 +258,7 @@ def invoice_json(row: Any, issues: Sequence[Any]) -> dict[str, Any]:
 def invoices_table(entries: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("invoice", "type", "status", "currency", "number", "created", "issues"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row, issues in entries:
         status = row.status + (" (deleted)" if row.deleted_at is not None else "")
         issue_text = "\n".join(f"{i.severity}: {i.message} [{i.path}]" for i in issues) or "-"
