@@ -26,4 +26,6 @@ def test_demo_prints_the_lines_and_is_idempotent(db: Engine, cli_env: dict[str, 
     assert comparable(json.loads(second.stdout)) == comparable(lines)
     assert [line["id"] for line in json.loads(second.stdout)] == [line["id"] for line in lines]
     table = runner.invoke(app, ["demo", "--format", "table"], env=env)
-    assert table.exit_code == 0 and "demo-subscription/growth/platform-fee" in table.stdout
+    # the table names the subscription once (in its title) and each line by the rest of its identity
+    assert table.exit_code == 0 and "demo-subscription/" in table.stdout
+    assert "growth/platform-fee/v[0]/period[0]" in table.stdout
