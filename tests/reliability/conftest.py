@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.reliability.processes import Processes, delete_keys
-from tests.worker.support import unique
+from tests.reliability.processes import Processes
+from tests.worker.support import delete_redis_namespace, unique
 from worker.broker import WorkerSettings, build_broker
 
 
@@ -29,7 +29,7 @@ def broker_namespace(redis_url: str) -> Iterator[str]:
     yield namespace
     broker = build_broker(redis_url, WorkerSettings(broker_namespace=namespace))
     try:
-        delete_keys(broker.client, namespace)
+        delete_redis_namespace(broker.client, namespace)
     finally:
         broker.close()
 

@@ -295,9 +295,3 @@ def backend_exists(engine: Engine, backend_pid: int) -> bool:
         return bool(
             conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend_pid}).scalar()
         )
-
-
-def delete_keys(client: redis.Redis, namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
