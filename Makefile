@@ -1,13 +1,16 @@
 # PY: the interpreter of the project's virtualenv (override: make test PY=/path/to/python).
 PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: test lint fmt typecheck pytest demo bench
+.PHONY: test lint imports fmt typecheck pytest demo bench
 
-test: lint typecheck pytest
+test: lint imports typecheck pytest
 
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+imports:  # lint-imports: the layers of [tool.importlinter] in pyproject.toml
+	$(PY) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()' --no-cache --no-logo
 
 typecheck:
 	$(PY) -m mypy worker

@@ -30,7 +30,7 @@ from bench.e2e import EndToEnd, run_end_to_end
 from bench.measure import Comparison, run_pass, warm_up
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
-from worker.logging import configure_logging
+from worker.infra.logging import configure_logging
 
 
 @dataclass(frozen=True, slots=True)

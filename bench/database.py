@@ -1,6 +1,6 @@
 """The benchmark's database: a scratch database on the configured server, and a counting engine.
 
-`DATABASE_URL` when set, else the embedded server (`worker.db.resolve_database_url`). The benchmark
+`DATABASE_URL` when set, else the embedded server (`worker.bootstrap.database_url`). The benchmark
 never writes to that database itself: it creates `subsync_bench_<pid>_<hex>` next to it, migrates it to
 head, and drops it at the end (unless `--keep`).
 """
@@ -18,9 +18,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, pool, text
 from sqlalchemy.engine import make_url
 
 from bench.wire import CountingProxy
-from worker import migrate
+from worker.bootstrap import database_url as resolve_database_url
 from worker.config import load_settings
-from worker.db import make_engine, replace_database, resolve_database_url
+from worker.store import migrations as migrate
+from worker.store.db import make_engine, replace_database
 
 ROWS_WRITTEN = text("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables")
 
@@ -122,5 +123,5 @@ class CountingEngine:
 
 
 def timing_engine(url: str) -> Engine:
-    """The engine timings are taken on: the worker's own settings (`worker.db.make_engine`)."""
+    """The engine timings are taken on: the worker's own settings (`worker.store.db.make_engine`)."""
     return make_engine(url, pool_size=2)

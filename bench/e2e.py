@@ -26,9 +26,11 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from bench.seeding import REAL, Seeded
-from worker.broker import WorkerSettings, build_broker, resolve_redis_url
-from worker.config import load_settings
-from worker.events import SubscriptionEvent, publish
+from worker.bootstrap import redis_url as resolve_redis_url
+from worker.config import Settings, load_settings
+from worker.contract.events import SubscriptionEvent
+from worker.queue.broker import build_broker
+from worker.queue.publish import publish
 
 
 class EndToEndError(RuntimeError):
@@ -68,7 +70,7 @@ def run_end_to_end(
 ) -> EndToEnd:
     redis_url = resolve_redis_url(load_settings())
     namespace = f"subsync-bench-{os.getpid()}"
-    broker = build_broker(redis_url, WorkerSettings(broker_namespace=namespace, metrics_port=0))
+    broker = build_broker(redis_url, Settings(broker_namespace=namespace, metrics_port=0))
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

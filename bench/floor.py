@@ -17,9 +17,9 @@ from sqlalchemy import ARRAY, Engine, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from bench.seeding import FLOOR
+from worker.app.sync import sync_subscription
 from worker.domain.timeutil import trunc
-from worker.ids import new_id
-from worker.sync import sync_subscription
+from worker.infra.ids import new_id
 
 _TS = ARRAY(TIMESTAMP(timezone=True))
 _TXT = ARRAY(Text)

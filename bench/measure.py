@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from bench import floor
 from bench.database import CountingEngine, Counts
 from bench.seeding import REAL, Seeded
-from worker.sync import sync_subscription
+from worker.app.sync import sync_subscription
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ import logging
 
 from bench import seeding
 from bench.database import scratch_database, server_url, timing_engine
-from worker.logging import configure_logging
-from worker.sync import sync_subscription
+from worker.app.sync import sync_subscription
+from worker.infra.logging import configure_logging
 
 
 def main() -> None:

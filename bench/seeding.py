@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from worker.documents import validate_document
+from worker.contract.documents import validate_document
 from worker.store.customers import upsert_customer
 from worker.store.subscriptions import apply_subscription
 

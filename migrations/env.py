@@ -1,6 +1,6 @@
 """Alembic environment for subsync.
 
-Configured programmatically by `worker.migrate` (no alembic.ini needed): the database URL
+Configured programmatically by `worker.store.migrations` (no alembic.ini needed): the database URL
 comes from `config.attributes["url"]`, else the `sqlalchemy.url` option, else `DATABASE_URL`.
 Online runs take a Postgres advisory lock so concurrent `subsync db upgrade` runs (several
 containers starting at once) apply each migration exactly once.
@@ -13,7 +13,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from worker.db import normalize_database_url
+from worker.store.db import normalize_database_url
 from worker.store.tables import metadata
 
 # Arbitrary constant shared by every subsync process: "subsync migrations".

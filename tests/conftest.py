@@ -15,12 +15,16 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, create_engine, pool, text
 
-from worker import migrate
+from tests.support import delete_redis_namespace, fast_settings, unique
+from worker import bootstrap
 from worker.config import load_settings
-from worker.db import make_engine, normalize_database_url, replace_database
-from worker.logging import configure_logging
+from worker.infra.logging import configure_logging
+from worker.queue.broker import build_broker
+from worker.store import migrations as migrate
+from worker.store.db import make_engine, replace_database
 from worker.store.tables import ALL_TABLES
 
 configure_logging("console")
@@ -56,12 +60,7 @@ def _unique_name(prefix: str) -> str:
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """URL of a maintenance database on the test server (used to create/drop databases)."""
-    settings = load_settings()
-    if settings.database_url is not None:
-        return normalize_database_url(settings.database_url)
-    from worker.embedded import ensure_postgres
-
-    return replace_database(ensure_postgres(settings.home_path), "postgres")
+    return replace_database(bootstrap.database_url(load_settings()), "postgres")
 
 
 @pytest.fixture(scope="session")
@@ -110,15 +109,28 @@ def empty_database(server_url: str) -> Iterator[Callable[[], str]]:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """`REDIS_URL`, or the embedded Redis under `SUBSYNC_HOME` (started or reused)."""
-    settings = load_settings()
-    if settings.redis_url is not None:
-        return settings.redis_url
-    from worker.embedded import ensure_redis
-
-    return ensure_redis(settings.home_path)
+    return bootstrap.redis_url(load_settings())
 
 
 @pytest.fixture
 def cli_env(database_url: str, redis_url: str) -> dict[str, str]:
     """Environment for invoking the CLI (CliRunner or subprocess) against the test database."""
     return {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SUBSYNC_LOG_FORMAT": "json"}
+
+
+@pytest.fixture
+def broker_namespace(redis_url: str) -> Iterator[str]:
+    namespace = unique("subsync-test")
+    yield namespace
+    cleanup = build_broker(redis_url, fast_settings(namespace))
+    try:
+        delete_redis_namespace(cleanup.client, namespace)
+    finally:
+        cleanup.close()
+
+
+@pytest.fixture
+def redis_broker(redis_url: str, broker_namespace: str) -> Iterator[RedisBroker]:
+    broker = build_broker(redis_url, fast_settings(broker_namespace))
+    yield broker
+    broker.close()

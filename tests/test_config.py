@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import Settings, describe_url
-from worker.db import normalize_database_url
+from worker.store.db import normalize_database_url
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,8 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUBSYNC_HOME", "/var/lib/subsync")
     monkeypatch.setenv("SUBSYNC_LOG_FORMAT", "json")
     settings = Settings()
-    assert settings.database_url == "postgresql+psycopg://u@h/db"
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == "postgresql+psycopg://u@h/db"
     assert settings.redis_url is None and settings.uses_embedded_redis
     assert settings.home_path == Path("/var/lib/subsync")
     assert settings.effective_log_format == "json"
@@ -55,3 +56,19 @@ def test_plain_postgres_urls_use_psycopg3() -> None:
     assert normalize_database_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg://u:p@h:5432/d"
     assert normalize_database_url("postgres://h/d") == "postgresql+psycopg://h/d"
     assert normalize_database_url("postgresql+psycopg://h/d") == "postgresql+psycopg://h/d"
+
+
+def test_the_database_url_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u:s3cret@h/db")
+    monkeypatch.setenv("REDIS_URL", "redis://:s3cret@cache:6379/0")
+    settings = Settings()
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+def test_worker_settings_come_from_subsync_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBSYNC_TIME_LIMIT_SECONDS", "12.5")
+    monkeypatch.setenv("SUBSYNC_WORKER_THREADS", "3")
+    monkeypatch.setenv("SUBSYNC_FAULT_BLOCK_AFTER_WRITE", " ")
+    settings = Settings()
+    assert settings.time_limit_seconds == 12.5 and settings.worker_threads == 3
+    assert settings.fault_block_after_write is None

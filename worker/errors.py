@@ -1,23 +1,42 @@
-"""Errors that the command line turns into one line on stderr and an exit code."""
+"""The project's errors. Each type carries its meaning as class attributes: the failure `reason` the
+worker classifies it as (README "Failures"; `worker.queue.failures`) and the `exit_code` the command
+line exits with (CONTRACT §5: 1 the operation failed, 2 bad input)."""
 
 from __future__ import annotations
 
 
 class SubsyncError(Exception):
-    """An operation failed for a reason the message explains (exit code 1)."""
+    """An operation failed for a reason the message explains."""
 
+    reason = "unexpected"
     exit_code = 1
 
 
 class NotFoundError(SubsyncError):
-    """A referenced row does not exist (in that namespace)."""
+    """A row the operation needs does not exist (in that namespace)."""
+
+    reason = "not_found"
+
+
+class MissingInvoiceError(SubsyncError):
+    """An invoice the operation needs (or a loaded line references) does not exist."""
+
+    reason = "missing_invoice"
 
 
 class ConflictError(SubsyncError):
     """The request contradicts what is stored (e.g. an id owned by another subscription)."""
 
 
-class InvalidInputError(SubsyncError):
-    """The input is malformed or breaks a rule (exit code 2)."""
+class ConcurrentWriteError(SubsyncError):
+    """Another writer changed what this transaction relies on without holding the customer lock;
+    trying again will see it."""
 
+    reason = "concurrent_write"
+
+
+class InvalidInputError(SubsyncError):
+    """The input is malformed or breaks a rule."""
+
+    reason = "invalid_payload"
     exit_code = 2

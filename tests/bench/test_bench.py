@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from bench.cli import Options, parse_args, run
 from bench.report import render
 from bench.seeding import FLOOR, REAL, Shape
-from worker.sync import sync_subscription
+from worker.app.sync import sync_subscription
 
 TINY = Options(
     subscriptions=3, phases=2, items=4, months=1, repeats=2, workers=0, scale_days=(1, 2, 4), scale_repeats=1

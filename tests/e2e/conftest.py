@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.worker.support import delete_redis_namespace, unique
-from worker.broker import WorkerSettings, build_broker, queue_keys
+from tests.support import delete_redis_namespace, unique
+from worker.config import Settings
+from worker.queue.broker import build_broker
+from worker.queue.keys import queue_keys
 
 STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 30.0
@@ -70,7 +72,7 @@ class WorkerProcess:
 def e2e_broker_namespace(redis_url: str) -> Iterator[str]:
     namespace = unique("subsync-e2e")
     yield namespace
-    broker = build_broker(redis_url, WorkerSettings(broker_namespace=namespace))
+    broker = build_broker(redis_url, Settings(broker_namespace=namespace))
     try:
         delete_redis_namespace(broker.client, namespace)
     finally:
@@ -98,7 +100,7 @@ def worker_process(
     }
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env["SUBSYNC_METRICS_DIR"] = str(tmp_path_factory.mktemp("metrics"))
-    settings = WorkerSettings(broker_namespace=e2e_broker_namespace)
+    settings = Settings(broker_namespace=e2e_broker_namespace)
     broker = build_broker(redis_url, settings)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -13,9 +13,10 @@ import dramatiq
 from sqlalchemy import Engine, func, select
 
 from tests.e2e.conftest import WorkerProcess
-from tests.worker.support import apply, comparable, document, fee, lines_json, unique, usage
-from worker.deadletters import list_dead_letters
-from worker.events import QUEUE_NAME, SubscriptionEvent, publish
+from tests.support import apply, comparable, document, fee, lines_json, unique, usage
+from worker.contract.events import QUEUE_NAME, SubscriptionEvent
+from worker.queue.dead_letters import list_dead_letters
+from worker.queue.publish import publish
 from worker.store.subscriptions import delete_subscription
 from worker.store.tables import invoice_lines, subscription_sync_states
 

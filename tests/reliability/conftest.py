@@ -10,8 +10,9 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 
 from tests.reliability.processes import Processes
-from tests.worker.support import delete_redis_namespace, unique
-from worker.broker import WorkerSettings, build_broker
+from tests.support import delete_redis_namespace, unique
+from worker.config import Settings
+from worker.queue.broker import build_broker
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def broker_namespace(redis_url: str) -> Iterator[str]:
     namespace = unique("subsync-rel")
     yield namespace
-    broker = build_broker(redis_url, WorkerSettings(broker_namespace=namespace))
+    broker = build_broker(redis_url, Settings(broker_namespace=namespace))
     try:
         delete_redis_namespace(broker.client, namespace)
     finally:
@@ -37,6 +38,6 @@ def broker_namespace(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def broker(redis_url: str, broker_namespace: str) -> Iterator[RedisBroker]:
     """A producer-side broker on the test namespace (what `publish` sends through)."""
-    producer = build_broker(redis_url, WorkerSettings(broker_namespace=broker_namespace))
+    producer = build_broker(redis_url, Settings(broker_namespace=broker_namespace))
     yield producer
     producer.close()

@@ -24,8 +24,8 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, text
 
-from worker.broker import queue_keys
-from worker.faults import APPLICATION_NAME_PREFIX
+from worker.infra.faults import APPLICATION_NAME_PREFIX
+from worker.queue.keys import queue_keys
 
 STARTUP_TIMEOUT = 30.0
 WORKER_COMMAND = (sys.executable, "-m", "worker", "worker")
@@ -126,7 +126,7 @@ class RedisServer:
         found = shutil.which("redis-server")
         if found:
             return found
-        from worker.embedded import redis_server_executable
+        from worker.infra.embedded import redis_server_executable
 
         return os.fspath(redis_server_executable())
 
@@ -244,7 +244,7 @@ def drain(broker: RedisBroker, workers: list[WorkerProcess], timeout: float) -> 
     wait_until(drained, "the queue to drain", timeout, on_timeout=lambda: "\n".join(w.tail() for w in workers))
 
 
-# --- the blocked sync of worker.faults ----------------------------------------------------------
+# --- the blocked sync of worker.infra.faults ----------------------------------------------------------
 
 
 class AdvisoryLock:

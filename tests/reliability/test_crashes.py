@@ -1,6 +1,6 @@
 """Crashes in the middle of a sync, with real worker processes.
 
-The window is made deterministic by `worker.faults`: the worker runs with
+The window is made deterministic by `worker.infra.faults`: the worker runs with
 `SUBSYNC_FAULT_BLOCK_AFTER_WRITE=<key>` while the test holds the advisory lock `<key>`, so the sync
 stops inside its transaction right after it wrote invoice lines, and stays there until the test
 has done its damage:
@@ -43,11 +43,14 @@ from tests.reliability.processes import (
     wait_until,
     worker_env,
 )
-from tests.worker.support import apply, comparable, document, fee, lines_json, unique, usage
-from worker.broker import WorkerSettings, build_broker, queue_keys
-from worker.deadletters import list_dead_letters
-from worker.events import InvoiceCreatedEvent, SubscriptionEvent, publish
-from worker.handlers import handle_invoice_created, handle_subscription_event
+from tests.support import apply, comparable, document, fee, lines_json, unique, usage
+from worker.app.handlers import handle_invoice_created, handle_subscription_event
+from worker.config import Settings
+from worker.contract.events import InvoiceCreatedEvent, SubscriptionEvent
+from worker.queue.broker import build_broker
+from worker.queue.dead_letters import list_dead_letters
+from worker.queue.keys import queue_keys
+from worker.queue.publish import publish
 from worker.store.tables import invoice_lines, invoices, subscription_sync_states
 
 AS_OF = datetime(2024, 2, 15, tzinfo=UTC)
@@ -211,7 +214,7 @@ def test_messages_survive_a_redis_restart_and_the_running_worker_reconnects(
     expected = reference_lines(engine)
     server = processes.redis()
     namespace = unique("subsync-restart")
-    settings = WorkerSettings(broker_namespace=namespace)
+    settings = Settings(broker_namespace=namespace)
     producer = build_broker(server.url, settings)
     tenants = [unique("restart") for _ in range(8)]  # one subscription each: the same expected lines
     for ns in tenants:
@@ -266,7 +269,7 @@ def test_a_retry_waiting_for_its_backoff_survives_a_redis_outage(
         SUBSYNC_MAX_BACKOFF_MS="6000",
     )
     worker = processes.worker(env, threads=2)
-    producer = build_broker(server.url, WorkerSettings(broker_namespace=namespace))
+    producer = build_broker(server.url, Settings(broker_namespace=namespace))
     try:
         keys = queue_keys(producer)
         publish(created(ns), broker=producer)
@@ -298,7 +301,7 @@ def test_a_retry_waiting_for_its_backoff_survives_a_redis_outage(
         wait_until(delay_consumer_lost_redis, "the delay-queue consumer to lose Redis", WAIT, on_timeout=worker.tail)
         server.start()
         producer.close()
-        producer = build_broker(server.url, WorkerSettings(broker_namespace=namespace))
+        producer = build_broker(server.url, Settings(broker_namespace=namespace))
         drain(producer, [worker], WAIT)
         assert producer.client.zcard(keys["dead"]) == 0
     finally:
@@ -322,7 +325,7 @@ def test_a_message_that_fails_while_redis_is_down_is_still_retried(
     apply(engine, subscription(ns))
     env = worker_env(database_url, server.url, namespace, SUBSYNC_FAULT_BLOCK_AFTER_WRITE=str(fault_lock.key))
     worker = processes.worker(env, threads=2)
-    producer = build_broker(server.url, WorkerSettings(broker_namespace=namespace))
+    producer = build_broker(server.url, Settings(broker_namespace=namespace))
     try:
         message_id = publish(created(ns), broker=producer)
         wait_blocked(engine)
@@ -337,7 +340,7 @@ def test_a_message_that_fails_while_redis_is_down_is_still_retried(
         wait_until(failed_on_redis, "the publish of invoice.created to fail", WAIT, on_timeout=worker.tail)
         server.start()
         producer.close()
-        producer = build_broker(server.url, WorkerSettings(broker_namespace=namespace))
+        producer = build_broker(server.url, Settings(broker_namespace=namespace))
         drain(producer, [worker], WAIT)
 
         def retried() -> bool:

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from tests.sample_documents import contract_example
 from worker.cli import app
-from worker.documents import DocumentError, parse_document
+from worker.contract.documents import parse_document
+from worker.contract.problems import DocumentError
 from worker.store.tables import subscription_items, subscription_phases, subscriptions
 
 json_values = st.recursive(

@@ -12,12 +12,12 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from tests.seed import flat, item, phase, seed_subscription, set_subscription_end, t, unit
+from worker.app.invoicing import invoice_pending_lines
+from worker.app.sync import sync_subscription
 from worker.cli import app
-from worker.invoicing import invoice_pending_lines
 from worker.store.invoices import list_invoices, set_invoice_status
 from worker.store.lines import list_lines
 from worker.store.tables import ALL_TABLES
-from worker.sync import sync_subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_NAMES = {t.name for t in ALL_TABLES}

@@ -1,7 +1,7 @@
 """Poison and hostile events: rejected at once with the reason (dead-lettered, never retried),
 nothing written, no crash loop, bounded time and memory per message.
 
-Limits (CONTRACT §4 and `worker.events`): a message body over 1 MiB (`MAX_MESSAGE_BYTES`) is refused
+Limits (CONTRACT §4 and `worker.contract.events`): a message body over 1 MiB (`MAX_MESSAGE_BYTES`) is refused
 before it is decoded; an event argument over 64 KiB of JSON (`MAX_EVENT_BYTES`) or nested deeper than
 32 levels (`MAX_EVENT_DEPTH`) is refused before it is validated; ids are 1-128 characters, event ids
 1-256, times within the years 1970-9998. Each message also runs under the TimeLimit middleware
@@ -30,13 +30,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from tests.reliability.processes import Processes, drain, worker_env
-from tests.worker.conftest import fast_settings
-from tests.worker.support import apply, document, fee, lines_json, unique
-from worker.actors import Actors, declare_actors
-from worker.broker import build_middleware
-from worker.deadletters import list_dead_letters
-from worker.documents import is_valid_id
-from worker.events import (
+from tests.support import apply, document, fast_settings, fee, lines_json, unique
+from worker.contract.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
@@ -45,7 +40,11 @@ from worker.events import (
     InvalidEvent,
     SubscriptionEvent,
 )
-from worker.failures import INVALID_PAYLOAD, classify
+from worker.contract.fields import is_valid_id
+from worker.queue.actors import Actors, declare_actors
+from worker.queue.broker import build_middleware
+from worker.queue.dead_letters import list_dead_letters
+from worker.queue.failures import INVALID_PAYLOAD, RetryPolicy, classify
 from worker.store.tables import ALL_TABLES
 
 NS = "acme"
@@ -175,7 +174,7 @@ def test_fuzzed_payloads_are_rejected_at_once_by_the_actor_bodies(
         getattr(actors, actor).fn(payload)
     assert time.monotonic() - began < 1.0
     assert classify(info.value) == INVALID_PAYLOAD
-    assert not worker_settings.retry_policy.retry_when(0, info.value)  # dead-lettered at once
+    assert not RetryPolicy.from_settings(worker_settings).retry_when(0, info.value)  # dead-lettered at once
     assert info.value.problems and all(0 < len(p) < 2_000 for p in info.value.problems)  # a readable reason
     assert row_counts(db) == before
 

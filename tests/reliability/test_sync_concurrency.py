@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from tests.seed import flat, item, phase, seed_subscription, t, unit
-from worker.db import make_engine
+from worker.app.sync import sync_subscription
+from worker.store.db import make_engine
 from worker.store.tables import invoice_lines, invoices
-from worker.sync import sync_subscription
 
 AS_OF = t("2024-03-10")
 NOW = t("2024-03-10T00:00:05")

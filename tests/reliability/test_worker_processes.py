@@ -18,9 +18,10 @@ from sqlalchemy import Engine, select
 
 from tests.reliability.processes import Processes, drain, worker_env
 from tests.reliability.test_sync_concurrency import AS_OF, CUSTOMERS, invariants, seed
-from worker.deadletters import list_dead_letters
-from worker.events import InvoiceCreatedEvent, SubscriptionEvent, publish
-from worker.handlers import handle_invoice_created, handle_subscription_event
+from worker.app.handlers import handle_invoice_created, handle_subscription_event
+from worker.contract.events import InvoiceCreatedEvent, SubscriptionEvent
+from worker.queue.dead_letters import list_dead_letters
+from worker.queue.publish import publish
 from worker.store.tables import invoice_lines, invoices
 
 SUBSCRIPTIONS, VERSIONS = 40, 4  # two subscriptions per customer

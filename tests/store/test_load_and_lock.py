@@ -7,9 +7,10 @@ from sqlalchemy import Engine, create_engine, pool, text, update
 from sqlalchemy import exc as sa_exc
 
 from tests.seed import flat, item, phase, seed_subscription, t
+from worker.errors import NotFoundError
 from worker.store.locks import lock_customer
 from worker.store.tables import subscriptions
-from worker.store.view import NotFoundError, load_and_lock_subscription, load_subscription
+from worker.store.view import load_and_lock_subscription, load_subscription
 
 
 def test_same_row_as_load_subscription(db: Engine) -> None:

@@ -27,17 +27,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
-from worker.db import json_dumps
 from worker.domain.timeutil import trunc
 from worker.domain.updater import Changes
-from worker.ids import new_id
+from worker.errors import ConcurrentWriteError
+from worker.infra.ids import new_id
+from worker.store.db import json_dumps
 from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 _TS_ARRAY = ARRAY(TIMESTAMP(timezone=True))
 _TEXT_ARRAY = ARRAY(Text)
 
 
-class GatheringInvoiceConflict(RuntimeError):
+class GatheringInvoiceConflict(ConcurrentWriteError):
     """Another writer created the gathering invoice without holding the customer lock."""
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.formatting import format_optional_time, format_time
+from worker.contract.text import format_optional_time, format_time
 from worker.store.tables import customers
 
 

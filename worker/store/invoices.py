@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from worker.errors import NotFoundError
 from worker.store.locks import lock_customer
 from worker.store.tables import invoice_validation_issues, invoices
-from worker.store.view import NotFoundError
 
 SETTABLE_STATUSES = ("draft", "issued", "paid", "voided")
 

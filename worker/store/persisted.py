@@ -20,12 +20,8 @@ from worker.domain.persisted import (
 from worker.domain.prices import price_from_json
 from worker.domain.timeutil import Period
 from worker.domain.updater import COMPONENT
+from worker.errors import MissingInvoiceError
 from worker.store.tables import invoice_validation_issues
-
-
-class MissingInvoiceError(LookupError):
-    """A loaded line references an invoice that does not exist."""
-
 
 # SPEC §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
 # statement costs a small steady-state sync ~0.4 ms, measured with bench/). Rows say what they are:

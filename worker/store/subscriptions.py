@@ -19,15 +19,10 @@ from pydantic import ValidationError
 from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.documents import (
-    ItemVersion,
-    Phase,
-    SubscriptionDocument,
-    format_validation_error,
-    rate_card_to_json,
-)
+from worker.contract.documents import ItemVersion, Phase, SubscriptionDocument, rate_card_to_json
+from worker.contract.problems import format_validation_error
 from worker.errors import ConflictError, NotFoundError, SubsyncError
-from worker.ids import new_id
+from worker.infra.ids import new_id
 from worker.store.customers import get_customer
 from worker.store.tables import subscription_items, subscription_phases, subscriptions
 

@@ -13,12 +13,9 @@ from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, s
 from worker.domain.prices import price_from_json
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
+from worker.errors import NotFoundError
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
 from worker.store.tables import customers, subscription_items, subscription_phases, subscriptions
-
-
-class NotFoundError(LookupError):
-    """A row the operation needs does not exist (in that namespace)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,190 @@
+"""Actor bodies and the failure policy in-process, on Dramatiq's StubBroker with a real database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+import psycopg
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Shutdown
+from sqlalchemy import Engine, select
+from sqlalchemy import exc as sa_exc
+
+from tests.support import apply, document, fast_settings, fee, lines_json
+from worker.contract.events import QUEUE_NAME, SubscriptionEvent
+from worker.queue.actors import Actors, declare_actors
+from worker.queue.broker import build_middleware
+from worker.queue.middleware.graceful_shutdown import GracefulShutdown
+from worker.store.tables import subscription_sync_states
+
+NS = "acme"
+AS_OF = datetime(2024, 2, 15, tzinfo=UTC)
+
+
+class Harness:
+    def __init__(self, engine: Callable[[], Engine], **settings: object) -> None:
+        self.settings = fast_settings("stub", **settings)
+        self.broker = StubBroker(middleware=build_middleware(self.settings))
+        self.broker.emit_after("process_boot")
+        self.actors: Actors = declare_actors(self.broker, self.settings, engine=engine)
+        self.worker = dramatiq.Worker(self.broker, worker_timeout=20, worker_threads=2)
+
+    def send(self, actor: dramatiq.Actor[..., Any], *args: Any) -> dramatiq.Message[Any]:
+        return actor.send(*args)
+
+    def drain(self) -> None:
+        self.broker.join(QUEUE_NAME, fail_fast=False, timeout=20_000)
+        self.worker.join()
+
+    @property
+    def dead(self) -> list[Any]:
+        return self.broker.dead_letters
+
+
+@pytest.fixture
+def harness(db: Engine) -> Iterator[Harness]:
+    h = Harness(lambda: db)
+    h.worker.start()
+    yield h
+    h.worker.stop()
+    h.broker.close()
+
+
+def created(subscription_id: str = "sub_1") -> dict[str, Any]:
+    return SubscriptionEvent.new(
+        "subscription.created", namespace=NS, subscription_id=subscription_id, as_of=AS_OF, event_id="e1"
+    ).payload()
+
+
+def seed(engine: Engine) -> None:
+    apply(engine, document(NS, {"platform-fee": [fee("it_fee", "100", "2024-01-01T00:00:00Z")]}))
+
+
+def test_a_subscription_event_is_synced_and_invoiced(db: Engine, harness: Harness) -> None:
+    seed(db)
+    harness.send(harness.actors.subscription_event, created())
+    harness.drain()
+    assert harness.dead == []
+    lines = lines_json(db, NS)
+    assert [line["invoice_status"] for line in lines] == ["draft", "draft", "gathering"]
+
+
+def test_an_invalid_payload_is_dead_lettered_at_once(db: Engine, harness: Harness) -> None:
+    seed(db)
+    bad = {**created(), "namespace": "not/valid"}
+    harness.send(harness.actors.subscription_event, bad)
+    harness.drain()
+    [dead] = harness.dead
+    assert dead.options.get("retries", 0) == 0
+    assert dead.options["subsync_failure"]["reason"] == "invalid_payload"
+    assert "namespace" in dead.options["subsync_failure"]["error"]
+    assert lines_json(db, NS) == []
+
+
+def test_a_domain_error_is_retried_a_few_times_then_dead_lettered(db: Engine, harness: Harness) -> None:
+    harness.send(harness.actors.subscription_event, created("missing"))
+    harness.drain()
+    [dead] = harness.dead
+    assert dead.options["retries"] == harness.settings.domain_max_retries + 1
+    assert dead.options["subsync_failure"]["reason"] == "not_found"
+
+
+def test_a_transient_error_is_retried_until_it_succeeds(db: Engine) -> None:
+    seed(db)
+    failures = iter([sa_exc.OperationalError("SELECT", {}, psycopg.errors.SerializationFailure("conflict"))])
+
+    def engine() -> Engine:
+        for exc in failures:
+            raise exc
+        return db
+
+    h = Harness(engine)
+    h.worker.start()
+    try:
+        h.send(h.actors.subscription_event, created())
+        h.drain()
+    finally:
+        h.worker.stop()
+    assert h.dead == []
+    assert len(lines_json(db, NS)) == 3
+
+
+def test_a_message_over_its_time_limit_is_interrupted(db: Engine) -> None:
+    def slow_engine() -> Engine:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+        return db
+
+    h = Harness(slow_engine, time_limit_seconds=0.1, domain_max_retries=0)
+    h.worker.start()
+    started = time.monotonic()
+    try:
+        h.send(h.actors.subscription_event, created())
+        h.drain()
+    finally:
+        h.worker.stop()
+    [dead] = h.dead
+    assert dead.options["subsync_failure"]["reason"] == "time_limit"
+    assert time.monotonic() - started < 3
+
+
+def test_reconcile_due_enqueues_and_syncs_due_subscriptions(db: Engine, harness: Harness) -> None:
+    seed(db)
+    harness.send(harness.actors.reconcile_due)
+    harness.drain()
+    assert harness.dead == []
+    with db.connect() as conn:
+        state = conn.execute(select(subscription_sync_states)).one()
+    assert state.subscription_id == "sub_1" and state.has_billables
+    assert {line["invoice_status"] for line in lines_json(db, NS)} == {"gathering"}  # no invoicing
+
+
+def test_reconcile_due_rejects_arguments(harness: Harness) -> None:
+    harness.send(harness.actors.reconcile_due, ["nope"])
+    harness.drain()
+    [dead] = harness.dead
+    assert dead.options["subsync_failure"]["reason"] == "invalid_payload"
+
+
+def test_graceful_shutdown_interrupts_what_is_still_running_after_the_grace_period() -> None:
+    middleware = GracefulShutdown(grace_seconds=0.05)
+    outcome: list[str] = []
+    ready = threading.Event()
+
+    def busy() -> None:
+        middleware.manager.add_notification()
+        ready.set()
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+            outcome.append("finished")
+        except Shutdown:
+            outcome.append("interrupted")
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    ready.wait()
+    started = time.monotonic()
+    middleware.before_worker_shutdown(StubBroker(), None)
+    thread.join(5)
+    assert outcome == ["interrupted"]
+    assert 0.04 <= time.monotonic() - started < 2
+
+
+def test_an_actor_called_with_the_wrong_arguments_dead_letters_at_once(harness: Harness) -> None:
+    harness.send(harness.actors.subscription_event, created(), "extra")
+    harness.broker.enqueue(
+        dramatiq.Message(queue_name=QUEUE_NAME, actor_name="invoice_created", args=(), kwargs={"x": 1}, options={})
+    )
+    harness.drain()
+    reasons = sorted(d.options["subsync_failure"]["reason"] for d in harness.dead)
+    assert reasons == ["invalid_payload", "invalid_payload"]
+    assert all(d.options.get("retries", 0) == 0 for d in harness.dead)

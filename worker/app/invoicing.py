@@ -1,0 +1,59 @@
+"""The invoicing use case (SPEC §9): move what is due onto new draft invoices, under the customer lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Engine
+
+from worker.domain.invoicing import plan_invoicing
+from worker.infra.clock import utcnow
+from worker.infra.ids import new_id
+from worker.store.invoicing import apply_invoicing, load_pending_lines
+from worker.store.locks import lock_customer
+
+log = structlog.get_logger("worker.app.invoicing")
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedInvoice:
+    id: str
+    currency: str
+    status: str
+    line_ids: tuple[str, ...]
+
+
+def invoice_pending_lines(
+    engine: Engine,
+    namespace: str,
+    customer_id: str,
+    *,
+    as_of: datetime | None = None,
+    progressive: bool = False,
+    now: datetime | None = None,
+) -> list[CreatedInvoice]:
+    """Invoice the customer's pending lines as of `as_of` (default now); an empty list when nothing is due.
+
+    Publishing `invoice.created` for the result is the caller's business (after this commit)."""
+    now = now or utcnow()
+    x = as_of or now
+    with engine.begin() as conn:
+        lock_customer(conn, namespace, customer_id)
+        lines = load_pending_lines(conn, namespace, customer_id)
+        plan = plan_invoicing(lines, x, progressive=progressive, new_id=new_id)
+        if plan.is_empty:
+            return []
+        apply_invoicing(conn, namespace, customer_id, plan, now)
+    created = [CreatedInvoice(inv.id, inv.currency, "draft", inv.line_ids) for inv in plan.invoices]
+    log.info(
+        "invoicing.done",
+        namespace=namespace,
+        customer_id=customer_id,
+        as_of=x.isoformat(),
+        invoices=[c.id for c in created],
+        lines=sum(len(c.line_ids) for c in created),
+        splits=len(plan.splits),
+    )
+    return created

@@ -1,0 +1,116 @@
+"""The sync use case (SPEC §8.1): lock, load, plan, apply, record — one transaction per subscription.
+
+Used alike by the Dramatiq actors and the command line. Everything it decides comes from the pure
+core in `worker.domain`; this module only orders the I/O around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Connection, Engine
+
+from worker.domain.planner import plan as make_plan
+from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
+from worker.domain.target import Target, build_target
+from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
+from worker.domain.view import build_view
+from worker.errors import NotFoundError
+from worker.infra.clock import utcnow
+from worker.infra.ids import new_id
+from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
+from worker.store.persisted import load_persisted
+from worker.store.sync_state import write_sync_state
+from worker.store.view import load_and_lock_subscription, load_phases
+
+log = structlog.get_logger("worker.app.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    namespace: str
+    subscription_id: str
+    customer_id: str
+    as_of: datetime
+    dry_run: bool
+    patches: tuple[PrintedPatch, ...]
+    state: SyncState
+    subscription_deleted: bool = False
+    changes: Changes | None = field(default=None, compare=False, repr=False)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.patches:
+            out[p.op] = out.get(p.op, 0) + 1
+        return out
+
+
+def sync_subscription(
+    engine: Engine,
+    namespace: str,
+    subscription_id: str,
+    *,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> SyncResult:
+    """Sync one subscription in one transaction; any error rolls everything back."""
+    now = now or utcnow()
+    as_of = as_of or now
+    with engine.begin() as conn:
+        return sync_in_transaction(conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now)
+
+
+def sync_in_transaction(
+    conn: Connection, namespace: str, subscription_id: str, *, as_of: datetime, dry_run: bool, now: datetime
+) -> SyncResult:
+    loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
+    record = loaded.record
+    bound = log.bind(namespace=namespace, subscription_id=subscription_id, customer_id=record.customer_id)
+    deleted = loaded.is_deleted(now)
+    view = None if deleted else build_view(record, load_phases(conn, namespace, subscription_id, now))
+
+    def result(patches: tuple[PrintedPatch, ...], state: SyncState, changes: Changes | None = None) -> SyncResult:
+        return SyncResult(
+            namespace, subscription_id, record.customer_id, as_of, dry_run, patches, state, deleted, changes
+        )
+
+    customer_deleted_at = None
+    if view is not None and view.has_billables:
+        if not loaded.customer_exists:
+            raise NotFoundError(f"customer {record.customer_id!r} of subscription {subscription_id!r} not found")
+        if customer_deleted_before_start(loaded.customer_deleted_at, record.active_from):
+            bound.info("sync.customer_deleted_before_start")
+            if not dry_run:
+                write_sync_state(conn, namespace, subscription_id, NOTHING_TO_BILL, now)
+            return result((), NOTHING_TO_BILL)
+        customer_deleted_at = loaded.customer_deleted_at
+
+    persisted = load_persisted(conn, namespace, subscription_id)
+    target = build_target(view, as_of, persisted, customer_deleted_at) if view is not None else Target((), None)
+    plan = make_plan(target.lines, persisted)
+    gathering_id = None
+    if needs_gathering_invoice(plan, persisted):
+        if dry_run:
+            gathering_id = find_gathering_invoice(conn, namespace, record.customer_id, record.currency)
+        else:
+            gathering_id = get_or_create_gathering_invoice(conn, namespace, record.customer_id, record.currency, now)
+    changes = resolve(
+        plan,
+        persisted,
+        gathering_invoice_id=gathering_id,
+        new_id=lambda: new_id("il"),
+        customer_deleted_at=customer_deleted_at,
+    )
+    if view is None or not view.has_billables:
+        state = NOTHING_TO_BILL
+    else:
+        state = after_sync(target.max_limit, now)
+    if not dry_run:
+        apply_changes(conn, namespace, changes, now)
+        write_sync_state(conn, namespace, subscription_id, state, now)
+    out = result(tuple(changes.patches), state, changes)
+    bound.info("sync.done", as_of=as_of.isoformat(), dry_run=dry_run, patches=out.counts())
+    return out

@@ -1,0 +1,35 @@
+"""`subsync customers`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from worker.app.subscriptions import upsert_customer
+from worker.cli.options import IdOption, NamespaceOption, timestamp_option
+from worker.cli.output import FormatOption, emit, print_table
+from worker.cli.runtime import get_runtime
+from worker.errors import InvalidInputError
+
+app = typer.Typer(help="Customers.", no_args_is_help=True)
+
+
+@app.command("upsert")
+def customers_upsert(
+    ctx: typer.Context,
+    namespace: NamespaceOption,
+    customer_id: IdOption,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (kept when omitted).")] = None,
+    deleted_at: Annotated[
+        datetime | None, timestamp_option("--deleted-at", help="Soft-delete time (RFC 3339).")
+    ] = None,
+    fmt: FormatOption = None,
+) -> None:
+    """Write a customer."""
+    if name is not None and len(name) > 1024:
+        raise InvalidInputError("--name must be at most 1024 characters")
+    customer = upsert_customer(get_runtime(ctx).engine(), namespace, customer_id, name=name, deleted_at=deleted_at)
+    data = customer.to_json()
+    emit(fmt, data, table=lambda: print_table("customer", list(data), [list(data.values())]))

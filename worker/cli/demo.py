@@ -1,0 +1,169 @@
+"""`subsync demo`: seed a sample subscription, publish its event, run a worker until it is handled.
+
+The demo lives in namespace `demo` with fixed ids, so running it again re-applies the same
+subscription and converges to the same lines. Dates are relative to the current month: the
+subscription started two months ago with a "launch" phase (a flat in-advance platform fee and a
+usage-based API-calls item) and moved to a "growth" phase last month.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+import typer
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import QueueJoinTimeout
+from sqlalchemy import Engine
+
+from worker import bootstrap
+from worker.app.subscriptions import apply_subscription, upsert_customer
+from worker.cli.output import FormatOption, emit, print_renderable
+from worker.cli.presenters import line_json, lines_table
+from worker.cli.runtime import get_runtime
+from worker.config import Settings
+from worker.contract.documents import validate_document
+from worker.contract.events import QUEUE_NAME, SubscriptionEvent
+from worker.contract.text import format_time
+from worker.errors import SubsyncError
+from worker.infra.logging import get_logger
+from worker.queue.broker import boot_once
+from worker.queue.publish import publish
+from worker.store.lines import list_lines
+
+log = get_logger(__name__)
+
+DEMO_NAMESPACE = "demo"
+DEMO_CUSTOMER = "demo-customer"
+DEMO_SUBSCRIPTION = "demo-subscription"
+
+
+class DemoTimeout(RuntimeError):
+    """The worker did not drain the queue in time."""
+
+
+def _month_start(now: datetime, months_back: int) -> datetime:
+    month_index = now.year * 12 + (now.month - 1) - months_back
+    return datetime(month_index // 12, month_index % 12 + 1, 1, tzinfo=UTC)
+
+
+def _rate_card(name: str, price: dict[str, Any], feature_key: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": None,
+        "feature_key": feature_key,
+        "billing_cadence": "P1M",
+        "price": price,
+        "discounts": {"percentage": None, "usage": None},
+        "tax_config": None,
+    }
+
+
+def demo_document(now: datetime) -> dict[str, Any]:
+    """The demo subscription (CONTRACT §3 shape), dated relative to `now`."""
+    start = format_time(_month_start(now, 2))
+    growth = format_time(_month_start(now, 1))
+
+    def phase(key: str, name: str, active_from: str, fee: str, per_call: str) -> dict[str, Any]:
+        return {
+            "key": key,
+            "id": f"demo-phase-{key}",
+            "name": name,
+            "active_from": active_from,
+            "sort_hint": None,
+            "items": {
+                "platform-fee": [
+                    {
+                        "id": f"demo-item-{key}-fee",
+                        "active_from": active_from,
+                        "active_to": None,
+                        "annotations": {},
+                        "rate_card": _rate_card(
+                            "Platform fee", {"type": "flat", "amount": fee, "payment_term": "in_advance"}
+                        ),
+                    }
+                ],
+                "api-calls": [
+                    {
+                        "id": f"demo-item-{key}-calls",
+                        "active_from": active_from,
+                        "active_to": None,
+                        "annotations": {},
+                        "rate_card": _rate_card("API calls", {"type": "unit", "amount": per_call}, "api-calls"),
+                    }
+                ],
+            },
+        }
+
+    return {
+        "namespace": DEMO_NAMESPACE,
+        "id": DEMO_SUBSCRIPTION,
+        "customer_id": DEMO_CUSTOMER,
+        "name": "Demo plan",
+        "currency": "USD",
+        "billing_cadence": "P1M",
+        "billing_anchor": start,
+        "pro_rating": {"enabled": True, "mode": "prorate_prices"},
+        "active_from": start,
+        "active_to": None,
+        "phases": [
+            phase("launch", "Launch", start, "49", "0.002"),
+            phase("growth", "Growth", growth, "99", "0.0015"),
+        ],
+    }
+
+
+def seed(engine: Engine, now: datetime) -> bool:
+    """Write the demo customer and subscription; True when the subscription was new."""
+    document = validate_document(demo_document(now))
+    upsert_customer(engine, DEMO_NAMESPACE, DEMO_CUSTOMER, name="Demo customer")
+    return bool(apply_subscription(engine, document).created)
+
+
+def drain(broker: RedisBroker, *, timeout_seconds: float = 60.0, threads: int = 2) -> None:
+    """Run an in-process worker until the queue (ready, in-flight and delayed) is empty."""
+    boot_once(broker)
+    worker = dramatiq.Worker(broker, queues={QUEUE_NAME}, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        broker.join(QUEUE_NAME, interval=50, timeout=int(timeout_seconds * 1000))
+    except QueueJoinTimeout:
+        raise DemoTimeout(
+            f"the worker did not handle the demo events within {timeout_seconds:g} s "
+            "(see `subsync status` and `subsync dead-letters list`)"
+        ) from None
+    finally:
+        worker.stop(timeout=10_000)
+
+
+def run_demo(settings: Settings, engine: Engine, broker: RedisBroker, *, now: datetime | None = None) -> list[Any]:
+    """Seed, publish `subscription.created` (or `.updated` on a re-run), drain, return the lines."""
+    now = now or datetime.now(UTC)
+    bootstrap.worker(settings, broker, engine=lambda: engine)
+    created = seed(engine, now)
+    event = SubscriptionEvent.new(
+        "subscription.created" if created else "subscription.updated",
+        namespace=DEMO_NAMESPACE,
+        subscription_id=DEMO_SUBSCRIPTION,
+    )
+    message_id = publish(event, broker=broker)
+    log.info("demo event published", event_type=event.type, message_id=message_id)
+    drain(broker)
+    with engine.connect() as conn:
+        return list_lines(conn, DEMO_NAMESPACE, customer_id=DEMO_CUSTOMER)
+
+
+def demo(ctx: typer.Context, fmt: FormatOption = None) -> None:
+    """Seed a sample subscription, publish its event, run a worker until it is handled, print the lines."""
+    runtime = get_runtime(ctx)
+    try:
+        rows = run_demo(runtime.settings, runtime.engine(), runtime.broker())
+    except DemoTimeout as exc:
+        raise SubsyncError(str(exc)) from None
+    title = f"Invoice lines of customer {DEMO_CUSTOMER} (namespace {DEMO_NAMESPACE})"
+    emit(fmt, [line_json(row) for row in rows], table=lambda: print_renderable(lines_table(rows, title)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

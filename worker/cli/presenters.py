@@ -1,0 +1,268 @@
+"""JSON shapes of CONTRACT §6 and the readable tables printed by default on a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from worker.app.sync import SyncResult
+from worker.contract.text import format_decimal, format_optional_time, format_time
+from worker.domain.timeutil import Period
+from worker.domain.updater import PrintedPatch
+
+
+def _period(start: datetime | None, end: datetime | None) -> dict[str, str | None]:
+    return {"from": format_optional_time(start), "to": format_optional_time(end)}
+
+
+def _json_value(value: Any) -> Any:
+    """Decimals inside stored JSON print as strings in shortest form."""
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def line_json(row: Any) -> dict[str, Any]:
+    group = None
+    if row.split_line_group_id is not None:
+        group = {
+            "id": row.split_line_group_id,
+            "unique_reference_id": row.group_unique_reference_id,
+            "service_period": _period(row.group_service_period_start, row.group_service_period_end),
+            "deleted": row.group_deleted_at is not None,
+        }
+    subscription = None
+    if row.subscription_id is not None:
+        subscription = {
+            "subscription_id": row.subscription_id,
+            "phase_id": row.subscription_phase_id,
+            "item_id": row.subscription_item_id,
+            "billing_period": _period(row.billing_period_start, row.billing_period_end),
+        }
+    return {
+        "id": row.id,
+        "invoice_id": row.invoice_id,
+        "invoice_type": row.invoice_type,
+        "invoice_status": row.invoice_status,
+        "invoice_immutable": row.invoice_immutable,
+        "managed_by": row.managed_by,
+        "unique_reference_id": row.unique_reference_id,
+        "split_line_group": group,
+        "subscription": subscription,
+        "service_period": _period(row.service_period_start, row.service_period_end),
+        "invoice_at": format_time(row.invoice_at),
+        "currency": row.currency,
+        "name": row.name,
+        "feature_key": row.feature_key,
+        "price": _json_value(row.price),
+        "discounts": _json_value(row.discounts),
+        "tax_config": row.tax_config,
+        "annotations": row.annotations or {},
+        "quantity": format_decimal(row.quantity) if row.quantity is not None else None,
+        "deleted": row.deleted_at is not None,
+    }
+
+
+def _patch_period(period: Period) -> dict[str, str | None]:
+    return _period(period.start, period.end)
+
+
+def patch_json(patch: PrintedPatch) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "op": patch.op,
+        "unique_reference_id": patch.unique_reference_id,
+        "line_id": patch.line_id,
+        "invoice_id": patch.invoice_id,
+        "service_period": _patch_period(patch.service_period),
+        "reason": patch.reason,
+    }
+    if patch.op in ("group_update", "group_delete"):
+        out["line_id"] = None
+        out["invoice_id"] = None
+        out["group_id"] = patch.group_id
+    return out
+
+
+def sync_result_json(result: SyncResult) -> dict[str, Any]:
+    return {
+        "namespace": result.namespace,
+        "subscription_id": result.subscription_id,
+        "as_of": format_time(result.as_of),
+        "dry_run": result.dry_run,
+        "patches": [patch_json(p) for p in result.patches],
+        "has_billables": result.state.has_billables,
+        "next_sync_after": format_optional_time(result.state.next_sync_after),
+    }
+
+
+def _short_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    text = format_time(value)
+    return text.removesuffix("T00:00:00Z")
+
+
+def _price_text(price: Any) -> str:
+    if not price:
+        return "-"
+    if price.get("type") == "flat":
+        arrears = price.get("payment_term") == "in_arrears"
+        return f"flat {price.get('amount')}" + (" arrears" if arrears else "")
+    if "amount" in price:
+        return f"{price['type']} {price['amount']}"
+    return str(price.get("type"))
+
+
+def patches_table(result: SyncResult) -> Table:
+    title = (
+        f"sync {result.namespace}/{result.subscription_id} as of {format_time(result.as_of)}"
+        f"{' (dry run)' if result.dry_run else ''}: {len(result.patches)} patch(es)"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("op", "reason", "unique reference id", "service period", "line", "invoice"):
+        table.add_column(col, overflow="fold")  # wrap long ids on narrow terminals, never cut them
+    for p in result.patches:
+        table.add_row(
+            p.op,
+            p.reason,
+            p.unique_reference_id,
+            f"{_short_time(p.service_period.start)} → {_short_time(p.service_period.end)}",
+            p.line_id or p.group_id or "-",
+            p.invoice_id or "-",
+        )
+    table.caption = (
+        f"has_billables={str(result.state.has_billables).lower()} "
+        f"next_sync_after={format_optional_time(result.state.next_sync_after) or '-'}"
+    )
+    return table
+
+
+def lines_table(rows: Sequence[Any], title: str) -> Table:
+    """Plain lines in order; the children of a split line group follow a row for their group.
+
+    Compact enough for an 80-column terminal: the identity column wraps, the others do not; how a line
+    is managed and whether it is deleted are noted after its identity."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("line", overflow="fold", ratio=1, min_width=16)
+    table.add_column("service period", min_width=12)  # wraps after the arrow on narrow terminals
+    table.add_column("invoice at", no_wrap=True)
+    table.add_column("price", justify="right", no_wrap=True)
+    table.add_column("invoice", no_wrap=True, min_width=9)
+    subscriptions = {r.subscription_id for r in rows}
+    prefix = f"{next(iter(subscriptions))}/" if len(subscriptions) == 1 and None not in subscriptions else ""
+    if prefix:  # one subscription: its id heads every identity, say it once in the title
+        table.title = f"{title} — identities below are under {prefix}"
+    for kind, item in _with_groups(rows):
+        if kind == "group":
+            notes = " [deleted]" if item.group_deleted_at is not None else ""
+            table.add_row(
+                f"[bold]{_strip(item.group_unique_reference_id, prefix) or item.split_line_group_id}[/bold]"
+                f" (split){notes}",
+                f"{_short_time(item.group_service_period_start)} → {_short_time(item.group_service_period_end)}",
+                "",
+                _price_text(item.price),
+                "",
+            )
+            continue
+        name = _strip(item.unique_reference_id, prefix) or item.id
+        if item.split_line_group_id is not None:
+            name = f"└ {item.id}"
+        if item.managed_by != "subscription":
+            name += f" [{item.managed_by}]"
+        if item.deleted_at is not None:
+            name += " [deleted]"
+        table.add_row(
+            name,
+            f"{_short_time(item.service_period_start)} → {_short_time(item.service_period_end)}",
+            _short_time(item.invoice_at),
+            _price_text(item.price),
+            item.invoice_status,  # gathering, draft, issued, ... (a gathering invoice has status gathering)
+        )
+    return table
+
+
+def _strip(identity: str | None, prefix: str) -> str | None:
+    return identity.removeprefix(prefix) if identity is not None else None
+
+
+def _with_groups(rows: Iterable[Any]) -> list[tuple[str, Any]]:
+    """Rows in order, each group's children gathered under one group row placed at its first child."""
+    out: list[tuple[str, Any]] = []
+    children: dict[str, list[Any]] = {}
+    for row in rows:
+        gid = row.split_line_group_id
+        if gid is None:
+            out.append(("line", row))
+        elif gid not in children:
+            children[gid] = [row]
+            out.append(("group", row))
+        else:
+            children[gid].append(row)
+    expanded: list[tuple[str, Any]] = []
+    for kind, row in out:
+        expanded.append((kind, row))
+        if kind == "group":
+            expanded += [("line", c) for c in children[row.split_line_group_id]]
+    return expanded
+
+
+def created_invoices_json(created: Sequence[Any]) -> dict[str, Any]:
+    """`subsync invoice --format json` (CONTRACT §6)."""
+    return {
+        "invoices": [
+            {"id": c.id, "currency": c.currency, "status": c.status, "line_ids": list(c.line_ids)} for c in created
+        ]
+    }
+
+
+def created_invoices_table(created: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("invoice", "currency", "status", "lines"):
+        table.add_column(col, overflow="fold")
+    for c in created:
+        table.add_row(c.id, c.currency, c.status, str(len(c.line_ids)))
+    return table
+
+
+def _issue_json(issue: Any) -> dict[str, Any]:
+    return {
+        "severity": issue.severity,
+        "code": issue.code,
+        "component": issue.component,
+        "message": issue.message,
+        "path": issue.path,
+    }
+
+
+def invoice_json(row: Any, issues: Sequence[Any]) -> dict[str, Any]:
+    """One entry of `subsync invoices list --format json` (CONTRACT §6)."""
+    return {
+        "id": row.id,
+        "type": row.type,
+        "status": row.status,
+        "immutable": row.immutable,
+        "currency": row.currency,
+        "number": row.number,
+        "created_at": format_time(row.created_at),
+        "deleted": row.deleted_at is not None,
+        "validation_issues": [_issue_json(i) for i in issues],
+    }
+
+
+def invoices_table(entries: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("invoice", "type", "status", "currency", "number", "created", "issues"):
+        table.add_column(col, overflow="fold")
+    for row, issues in entries:
+        status = row.status + (" (deleted)" if row.deleted_at is not None else "")
+        issue_text = "\n".join(f"{i.severity}: {i.message} [{i.path}]" for i in issues) or "-"
+        table.add_row(
+            row.id, row.type, status, row.currency, row.number or "-", format_time(row.created_at), issue_text
+        )
+    return table

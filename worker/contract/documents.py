@@ -1,0 +1,421 @@
+"""The subscription document of CONTRACT §3: parsing, validation, defaults and the printed shape.
+
+Validation happens in two passes, both reporting problems as `path: message` lines whose
+path names the field the way a person reads the JSON
+(`phases[0].items.platform-fee[1].rate_card.price.amount`):
+
+1. field rules, enforced by the pydantic models (types, charsets, lengths, decimals, times,
+   durations, currency codes, price shapes, unknown fields);
+2. document rules that relate fields to each other (`active_to` not before `active_from`,
+   item versions sorted and not overlapping, distinct phase keys and ids, limits on counts,
+   `discounts.usage` only with usage-based prices).
+
+A document that breaks any rule raises `DocumentError` and nothing is written. The field types are
+in `worker.contract.fields`, the problem lines in `worker.contract.problems`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from worker.contract.fields import (
+    USAGE_PRICE_TYPES,
+    Amount,
+    Annotations,
+    Currency,
+    Duration,
+    FreeJson,
+    Id,
+    Key,
+    NotOnFlat,
+    SortHint,
+    Text,
+    Time,
+)
+from worker.contract.problems import DocumentError, Problem, validation_problems
+from worker.contract.text import format_decimal, format_time
+
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_PHASES = 1000
+MAX_ITEM_VERSIONS = 10_000
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+
+class FlatPrice(_Model):
+    type: Literal["flat"]
+    amount: Amount
+    payment_term: Literal["in_advance", "in_arrears"] = "in_advance"
+    # Declared only to explain the rule with a precise path; always None after validation.
+    minimum_amount: NotOnFlat = Field(default=None, exclude=True)
+    maximum_amount: NotOnFlat = Field(default=None, exclude=True)
+
+
+class _UsagePrice(_Model):
+    minimum_amount: Amount | None = None
+    maximum_amount: Amount | None = None
+
+
+class UnitPrice(_UsagePrice):
+    type: Literal["unit"]
+    amount: Amount
+
+
+class PriceTier(_Model):
+    up_to_amount: Amount | None = None
+    flat_price: Amount | None = None
+    unit_price: Amount | None = None
+
+
+class TieredPrice(_UsagePrice):
+    type: Literal["tiered"]
+    mode: Literal["graduated", "volume"]
+    tiers: list[PriceTier]
+
+
+class PackagePrice(_UsagePrice):
+    type: Literal["package"]
+    amount: Amount
+    quantity_per_package: Amount
+
+
+class DynamicPrice(_UsagePrice):
+    type: Literal["dynamic"]
+    multiplier: Amount
+
+
+Price = Annotated[
+    FlatPrice | UnitPrice | TieredPrice | PackagePrice | DynamicPrice,
+    Field(discriminator="type"),
+]
+
+
+class PercentageDiscount(_Model):
+    percentage: Amount
+
+
+class UsageDiscount(_Model):
+    quantity: Amount
+
+
+class Discounts(_Model):
+    percentage: PercentageDiscount | None = None
+    usage: UsageDiscount | None = None
+
+
+class RateCard(_Model):
+    name: Text | None = None  # defaults to the item key
+    description: Text | None = None
+    feature_key: Text | None = None
+    billing_cadence: Duration | None  # required; null means a one-time item
+    price: Price | None  # required; null means not billable
+    discounts: Discounts | None = None
+    tax_config: FreeJson = None
+
+
+class ItemVersion(_Model):
+    id: Id | None = None
+    active_from: Time | None = None  # defaults to the phase's active_from
+    active_to: Time | None = None
+    annotations: Annotations | None = None
+    rate_card: RateCard
+
+
+class Phase(_Model):
+    key: Key
+    id: Id | None = None
+    name: Text | None = None  # defaults to the key
+    active_from: Time
+    sort_hint: SortHint | None = None
+    items: dict[Key, list[ItemVersion]] = Field(default_factory=dict)
+
+
+class ProRating(_Model):
+    enabled: StrictBool = True
+    mode: Literal["prorate_prices"] = "prorate_prices"
+
+
+class SubscriptionDocument(_Model):
+    namespace: Id
+    id: Id | None = None
+    customer_id: Id
+    name: Text | None = None  # defaults to the id
+    currency: Currency
+    billing_cadence: Duration
+    billing_anchor: Time | None = None  # defaults to active_from
+    pro_rating: ProRating = Field(default_factory=ProRating)
+    active_from: Time
+    active_to: Time | None = None
+    phases: list[Phase] = Field(default_factory=list, max_length=MAX_PHASES)
+
+    def item_version_count(self) -> int:
+        return sum(len(versions) for phase in self.phases for versions in phase.items.values())
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def parse_document(raw: bytes | str) -> SubscriptionDocument:
+    """Parse JSON text and validate it. Raises DocumentError listing every problem found."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DocumentError([Problem("", f"the document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")])
+    try:
+        value = json.loads(data, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except _DuplicateKey as exc:
+        raise DocumentError([Problem("", f"duplicate key {exc.key!r} in a JSON object")]) from None
+    except (ValueError, RecursionError) as exc:
+        raise DocumentError([Problem("", f"not valid JSON ({exc})")]) from None
+    return validate_document(value, size_checked=True)
+
+
+def validate_document(value: Any, *, size_checked: bool = False) -> SubscriptionDocument:
+    """Validate already-decoded JSON (a dict). Raises DocumentError listing every problem found."""
+    if not isinstance(value, Mapping):
+        raise DocumentError([Problem("", "the document must be a JSON object")])
+    if not size_checked:
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        except (TypeError, ValueError, RecursionError):
+            size = 0
+        if size > MAX_DOCUMENT_BYTES:
+            raise DocumentError([Problem("", f"the document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")])
+    try:
+        document = SubscriptionDocument.model_validate(value)
+    except ValidationError as exc:
+        raise DocumentError(validation_problems(exc)) from None
+    problems = document_problems(document)
+    if problems:
+        raise DocumentError(problems)
+    _apply_defaults(document)
+    return document
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = item
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+# --- document rules ----------------------------------------------------------------------------
+
+
+def document_problems(document: SubscriptionDocument) -> list[Problem]:
+    """Rules relating fields to each other (run after the field rules passed)."""
+    problems: list[Problem] = []
+    add = problems.append
+    if document.active_to is not None and document.active_to < document.active_from:
+        add(Problem("active_to", "must not be before active_from"))
+
+    versions_total = document.item_version_count()
+    if versions_total > MAX_ITEM_VERSIONS:
+        add(Problem("phases", f"has {versions_total} item versions; at most {MAX_ITEM_VERSIONS} are allowed"))
+
+    phase_keys: dict[str, int] = {}
+    phase_ids: dict[str, int] = {}
+    item_ids: dict[str, str] = {}
+    for p_index, phase in enumerate(document.phases):
+        phase_path = f"phases[{p_index}]"
+        if phase.key in phase_keys:
+            add(Problem(f"{phase_path}.key", f"{phase.key!r} is already used by phases[{phase_keys[phase.key]}]"))
+        else:
+            phase_keys[phase.key] = p_index
+        if phase.id is not None:
+            if phase.id in phase_ids:
+                add(Problem(f"{phase_path}.id", f"{phase.id!r} is already used by phases[{phase_ids[phase.id]}]"))
+            else:
+                phase_ids[phase.id] = p_index
+        for key, versions in phase.items.items():
+            key_path = f"{phase_path}.items.{key}"
+            if not versions:
+                add(Problem(key_path, "must list at least one item version"))
+            for v_index, version in enumerate(versions):
+                version_path = f"{key_path}[{v_index}]"
+                _version_problems(version, version_path, add)
+                if version.id is not None:
+                    if version.id in item_ids:
+                        add(Problem(f"{version_path}.id", f"{version.id!r} is already used by {item_ids[version.id]}"))
+                    else:
+                        item_ids[version.id] = version_path
+                if v_index > 0:
+                    _ordering_problem(versions[v_index - 1], version, phase, v_index, version_path, add)
+    return problems
+
+
+def _version_problems(version: ItemVersion, path: str, add: Any) -> None:
+    if version.active_to is not None and version.active_from is not None and version.active_to < version.active_from:
+        add(Problem(f"{path}.active_to", "must not be before active_from"))
+    rate_card = version.rate_card
+    if rate_card.discounts is not None and rate_card.discounts.usage is not None:
+        price_type = rate_card.price.type if rate_card.price is not None else None
+        if price_type not in USAGE_PRICE_TYPES:
+            add(
+                Problem(
+                    f"{path}.rate_card.discounts.usage",
+                    "is allowed only with a usage-based price (unit, tiered, package, dynamic)",
+                )
+            )
+
+
+def _ordering_problem(
+    previous: ItemVersion, current: ItemVersion, phase: Phase, index: int, path: str, add: Any
+) -> None:
+    previous_from = previous.active_from or phase.active_from
+    current_from = current.active_from or phase.active_from
+    if current_from < previous_from:
+        add(
+            Problem(f"{path}.active_from", f"versions must be sorted oldest first: starts before version [{index - 1}]")
+        )
+    elif previous.active_to is None or previous.active_to > current_from:
+        ends = "never ends" if previous.active_to is None else f"ends {format_time(previous.active_to)}"
+        add(Problem(f"{path}.active_from", f"overlaps version [{index - 1}], which {ends}"))
+
+
+def _apply_defaults(document: SubscriptionDocument) -> None:
+    if document.billing_anchor is None:
+        document.billing_anchor = document.active_from
+    for phase in document.phases:
+        if phase.name is None:
+            phase.name = phase.key
+        for key, versions in phase.items.items():
+            for version in versions:
+                if version.active_from is None:
+                    version.active_from = phase.active_from
+                if version.annotations is None:
+                    version.annotations = {}
+                if version.rate_card.name is None:
+                    version.rate_card.name = key
+                if version.rate_card.discounts is None:
+                    version.rate_card.discounts = Discounts()
+
+
+# --- printed shape -----------------------------------------------------------------------------
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return None if value is None else format_decimal(value)
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def price_to_json(price: FlatPrice | UnitPrice | TieredPrice | PackagePrice | DynamicPrice | None) -> Any:
+    """The contract's price object, decimals as shortest strings; None for no price."""
+    if price is None:
+        return None
+    if isinstance(price, FlatPrice):
+        return {"type": "flat", "amount": _dec(price.amount), "payment_term": price.payment_term}
+    body: dict[str, Any]
+    if isinstance(price, UnitPrice):
+        body = {"type": "unit", "amount": _dec(price.amount)}
+    elif isinstance(price, TieredPrice):
+        body = {
+            "type": "tiered",
+            "mode": price.mode,
+            "tiers": [
+                {
+                    "up_to_amount": _dec(tier.up_to_amount),
+                    "flat_price": _dec(tier.flat_price),
+                    "unit_price": _dec(tier.unit_price),
+                }
+                for tier in price.tiers
+            ],
+        }
+    elif isinstance(price, PackagePrice):
+        body = {
+            "type": "package",
+            "amount": _dec(price.amount),
+            "quantity_per_package": _dec(price.quantity_per_package),
+        }
+    else:
+        body = {"type": "dynamic", "multiplier": _dec(price.multiplier)}
+    if price.minimum_amount is not None:
+        body["minimum_amount"] = _dec(price.minimum_amount)
+    if price.maximum_amount is not None:
+        body["maximum_amount"] = _dec(price.maximum_amount)
+    return body
+
+
+def discounts_to_json(discounts: Discounts | None) -> dict[str, Any]:
+    discounts = discounts or Discounts()
+    return {
+        "percentage": None if discounts.percentage is None else {"percentage": _dec(discounts.percentage.percentage)},
+        "usage": None if discounts.usage is None else {"quantity": _dec(discounts.usage.quantity)},
+    }
+
+
+def rate_card_to_json(rate_card: RateCard) -> dict[str, Any]:
+    """The rate card object as stored in `subscription_items.rate_card` and printed by `get`."""
+    return {
+        "name": rate_card.name,
+        "description": rate_card.description,
+        "feature_key": rate_card.feature_key,
+        "billing_cadence": rate_card.billing_cadence,
+        "price": price_to_json(rate_card.price),
+        "discounts": discounts_to_json(rate_card.discounts),
+        "tax_config": rate_card.tax_config,
+    }
+
+
+def to_document(document: SubscriptionDocument) -> dict[str, Any]:
+    """The document in exactly the contract's shape (key order included)."""
+    return {
+        "namespace": document.namespace,
+        "id": document.id,
+        "customer_id": document.customer_id,
+        "name": document.name if document.name is not None else document.id,
+        "currency": document.currency,
+        "billing_cadence": document.billing_cadence,
+        "billing_anchor": _time(document.billing_anchor or document.active_from),
+        "pro_rating": {"enabled": document.pro_rating.enabled, "mode": document.pro_rating.mode},
+        "active_from": _time(document.active_from),
+        "active_to": _time(document.active_to),
+        "phases": [
+            {
+                "key": phase.key,
+                "id": phase.id,
+                "name": phase.name if phase.name is not None else phase.key,
+                "active_from": _time(phase.active_from),
+                "sort_hint": phase.sort_hint,
+                "items": {
+                    key: [
+                        {
+                            "id": version.id,
+                            "active_from": _time(version.active_from or phase.active_from),
+                            "active_to": _time(version.active_to),
+                            "annotations": version.annotations if version.annotations is not None else {},
+                            "rate_card": rate_card_to_json(version.rate_card),
+                        }
+                        for version in versions
+                    ]
+                    for key, versions in phase.items.items()
+                },
+            }
+            for phase in document.phases
+        ],
+    }

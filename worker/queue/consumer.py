@@ -1,0 +1,184 @@
+"""The one module that touches Dramatiq's private internals: the worker's Redis consumer and broker.
+
+Everything else extends Dramatiq through its public interfaces (middleware, `consumer_class`). What is
+copied here is pinned to one Dramatiq minor version (`pyproject.toml`), and
+`tests/queue/test_consumer.py` fails loudly when the copied internal changes upstream.
+
+- `GuardedRedisConsumer` subclasses `dramatiq.brokers.redis._RedisConsumer` and re-implements its
+  `__next__` loop, adding the checks of messages Dramatiq cannot decode.
+- `GuardedRedisBroker` relies on the layout of Dramatiq's in-flight sets (`worker.queue.keys.in_flight_key`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.message import Message
+
+from worker.contract.events import MAX_MESSAGE_BYTES
+from worker.infra.logging import get_logger
+from worker.queue.dead_letters import dead_letter_record, log_dead_letter, store_dead_letter_reason
+from worker.queue.failures import INVALID_PAYLOAD, describe
+from worker.queue.keys import in_flight_key, queue_keys
+
+log = get_logger(__name__)
+
+
+_ENVELOPE: dict[str, tuple[type, ...]] = {
+    "queue_name": (str,),
+    "actor_name": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "options": (dict,),
+    "message_id": (str,),
+    "message_timestamp": (int, float),
+}
+_KIND_NAMES = {str: "a string", list: "an array", dict: "an object", int: "a number"}
+
+
+def _envelope_problem(fields: object) -> str | None:
+    """What is wrong with a decoded message body, if anything (Dramatiq does not check the types)."""
+    if not isinstance(fields, dict):
+        return "the message must be a JSON object"
+    for name, kinds in _ENVELOPE.items():
+        if name not in fields:
+            return f"the message has no {name!r}"
+        value = fields[name]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"the message field {name!r} must be {_KIND_NAMES[kinds[0]]}"
+    unknown = sorted(str(k) for k in fields if k not in _ENVELOPE)
+    if unknown:
+        return f"the message has unknown fields: {', '.join(unknown)[:200]}"
+    return None
+
+
+class GuardedRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, except for messages it cannot turn into a `Message`.
+
+    Dramatiq's own consumer raises out of its iterator on a body that is not a Dramatiq message
+    (not JSON, nested too deeply to decode, missing fields): its consumer thread restarts, and the
+    bad message *and every message prefetched with it* stay in this worker's in-flight set until
+    the process dies — then another worker takes them and gets stuck the same way. Here such a
+    message, or one larger than `MAX_MESSAGE_BYTES` (not even decoded), is dead-lettered at once
+    with reason `invalid_payload`, and consuming goes on.
+    """
+
+    def __next__(self) -> MessageProxy | None:  # the loop of `_RedisConsumer.__next__`, plus the checks
+        try:
+            while True:
+                if not self.message_cache:
+                    messages: list[bytes | None] = []
+                    if self.outstanding_message_count < self.prefetch:
+                        self.message_cache = messages = self.broker.do_fetch(
+                            self.queue_name, self.prefetch - self.outstanding_message_count
+                        )
+                    if not messages:
+                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                        time.sleep(backoff_ms / 1000)
+                        return None
+                    continue
+                data = self.message_cache.pop(0)
+                if data is None:  # an id pushed without its body: nothing to run
+                    self.logger.warning("Found an id without a message body in queue %r.", self.queue_name)
+                    continue
+                self.misses = 0
+                message = self._decode(data)
+                if message is None:
+                    continue
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+        except redis.ConnectionError as e:
+            closed: Any = ConnectionClosed  # what the worker's consumer thread expects (untyped in Dramatiq)
+            raise closed(e) from None
+
+    def _decode(self, data: bytes) -> Message[Any] | None:
+        if len(data) > MAX_MESSAGE_BYTES:
+            self._reject(data, f"the message is {len(data)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
+            return None
+        try:
+            fields = dramatiq.get_encoder().decode(data)
+        except Exception as exc:  # not UTF-8, not JSON, or nested too deeply for the decoder
+            cause = exc.error if isinstance(exc, DecodeError) and isinstance(exc.error, BaseException) else exc
+            self._reject(data, f"not a Dramatiq message: {describe(cause, limit=300)}")
+            return None
+        problem = _envelope_problem(fields)
+        if problem is not None:
+            self._reject(data, problem)
+            return None
+        self._check_redis_id(fields["options"], data)
+        return Message(**{**fields, "args": tuple(fields["args"])})
+
+    @property
+    def _in_flight_key(self) -> str:
+        return in_flight_key(self.broker.namespace, self.broker.broker_id, self.queue_name)
+
+    def _in_flight_ids_with_body(self, data: bytes) -> list[str]:
+        """This worker's in-flight ids on this queue whose stored body is `data` (the fetch script
+        returns bodies only)."""
+        client = self.broker.client
+        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in client.smembers(self._in_flight_key))
+        bodies = client.hmget(queue_keys(self.broker, self.queue_name)["messages"], ids) if ids else []
+        return [redis_id for redis_id, body in zip(ids, bodies, strict=True) if body == data]
+
+    def _check_redis_id(self, options: dict[str, Any], data: bytes) -> None:
+        """A message is acknowledged by `options.redis_message_id` (Dramatiq's own messages always
+        carry the right one). A foreign producer may get it wrong or leave it out; the message could
+        then never be acknowledged, and would run again at every worker restart. Use the id its body
+        was actually fetched under instead."""
+        claimed = options.get("redis_message_id")
+        if isinstance(claimed, str) and self.broker.client.sismember(self._in_flight_key, claimed):
+            return
+        found = self._in_flight_ids_with_body(data)
+        if found:
+            if claimed is not None:
+                log.warning("message's redis_message_id is not its key; using the key", claimed=str(claimed)[:100])
+            options["redis_message_id"] = found[0]
+
+    def _reject(self, data: bytes, error: str) -> None:
+        """Dead-letter the in-flight message(s) of this worker whose body is `data`."""
+        for redis_id in self._in_flight_ids_with_body(data):
+            record = dead_letter_record(INVALID_PAYLOAD, error, 1, None, None)
+            log_dead_letter(record, message_id=redis_id)
+            store_dead_letter_reason(self.broker, redis_id, record)
+            self.broker.do_nack(self.queue_name, redis_id)
+
+
+class GuardedRedisBroker(RedisBroker):
+    """The worker's Redis broker: Dramatiq's, with `GuardedRedisConsumer`, and one more repair.
+
+    Dramatiq's delay-queue consumer thread keeps the retries it fetched in memory until their eta;
+    on a Redis connection error it drops them and starts a new consumer, while Redis still lists
+    them as in flight for this worker — which is alive and heartbeating, so no maintenance pass
+    ever requeues them: they would wait for this process to die. So each new consumer of a delay
+    queue first puts back whatever this broker still holds in flight on it (at the first start
+    that is nothing; after a restart, exactly what was dropped).
+    """
+
+    @property
+    def consumer_class(self) -> type[GuardedRedisConsumer]:
+        return GuardedRedisConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        if queue_name.endswith(".DQ"):
+            try:
+                self.requeue_in_flight(queue_name)
+            except redis.ConnectionError as e:
+                closed: Any = ConnectionClosed  # the consumer thread waits and tries again
+                raise closed(e) from None
+        return super().consume(queue_name, prefetch=prefetch, timeout=timeout)
+
+    def requeue_in_flight(self, queue_name: str) -> int:
+        """Put this broker's in-flight messages of `queue_name` back on it; returns how many."""
+        in_flight = in_flight_key(self.namespace, self.broker_id, queue_name)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.client.smembers(in_flight)]
+        if ids:
+            log.warning("requeueing messages dropped by a restarted consumer", queue=queue_name, count=len(ids))
+            self.do_requeue(queue_name, *ids)
+        return len(ids)

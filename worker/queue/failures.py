@@ -1,0 +1,185 @@
+"""Failure policy of the worker: what went wrong (a short `reason`) and whether to try again.
+
+| kind | reasons | policy |
+|---|---|---|
+| invalid | `invalid_payload` | never retried: dead-lettered at once |
+| transient | `serialization_failure`, `deadlock`, `lock_timeout`, `statement_timeout`, `database_unavailable`, `broker_unavailable`, `concurrent_write`, `shutdown` | retried with exponential backoff (capped) up to `transient_max_retries` times |
+| domain | `domain_error`, `not_found`, `missing_invoice`, `database_error`, `time_limit`, `unexpected` | retried `domain_max_retries` times (the data may be fixed meanwhile), then dead-lettered |
+
+`SyncFailure` carries the reason from the actor body to the Retries middleware; it subclasses
+Dramatiq's `Retry`, so Dramatiq does not log a second traceback (the actor logs the failure once,
+with its context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis.exceptions
+from dramatiq.errors import Retry
+from dramatiq.middleware import Shutdown, SkipMessage, TimeLimitExceeded
+from sqlalchemy import exc as sa_exc
+
+from worker.app.handlers import InvoicesNotPublished
+from worker.config import Settings
+from worker.contract.events import InvalidEvent
+from worker.domain.errors import DomainError
+from worker.errors import MissingInvoiceError, NotFoundError
+from worker.store.apply import GatheringInvoiceConflict
+
+
+class FailureKind(StrEnum):
+    invalid = "invalid"
+    transient = "transient"
+    domain = "domain"
+
+
+INVALID_PAYLOAD = "invalid_payload"
+
+#: Message option where an attempt records its classified failure (reason, error, attempt).
+FAILURE_OPTION = "subsync_failure"
+
+_KIND_BY_REASON: dict[str, FailureKind] = {
+    INVALID_PAYLOAD: FailureKind.invalid,
+    "unknown_actor": FailureKind.invalid,
+    "max_age_exceeded": FailureKind.invalid,
+    "serialization_failure": FailureKind.transient,
+    "deadlock": FailureKind.transient,
+    "lock_timeout": FailureKind.transient,
+    "statement_timeout": FailureKind.transient,
+    "database_unavailable": FailureKind.transient,
+    "broker_unavailable": FailureKind.transient,
+    "concurrent_write": FailureKind.transient,
+    "shutdown": FailureKind.transient,
+    "domain_error": FailureKind.domain,
+    "not_found": FailureKind.domain,
+    "missing_invoice": FailureKind.domain,
+    "database_error": FailureKind.domain,
+    "time_limit": FailureKind.domain,
+    "unexpected": FailureKind.domain,
+}
+
+#: SQLSTATEs that say "try again": serialization failure, deadlock, lock not available, query
+#: cancelled (statement/lock timeout), too many connections, admin/crash shutdown, cannot connect now.
+_TRANSIENT_SQLSTATES = {
+    "40001": "serialization_failure",
+    "40P01": "deadlock",
+    "55P03": "lock_timeout",
+    "57014": "statement_timeout",
+    "53300": "database_unavailable",
+    "57P01": "database_unavailable",
+    "57P02": "database_unavailable",
+    "57P03": "database_unavailable",
+}
+
+
+class SyncFailure(Retry):
+    """A classified failure of a message; the Retries middleware decides from `reason`."""
+
+    def __init__(self, reason: str, error: str, *, delay: int | None = None) -> None:
+        super().__init__(f"{reason}: {error}", delay=delay)
+        self.reason = reason
+        self.error = error
+
+    @property
+    def kind(self) -> FailureKind:
+        return kind_of(self.reason)
+
+
+def kind_of(reason: str) -> FailureKind:
+    return _KIND_BY_REASON.get(reason, FailureKind.domain)
+
+
+def classify(exc: BaseException) -> str:
+    """The reason for an exception raised while handling a message."""
+    if isinstance(exc, SyncFailure):
+        return exc.reason
+    if isinstance(exc, InvoicesNotPublished):
+        return classify(exc.cause)
+    if isinstance(exc, InvalidEvent):
+        return INVALID_PAYLOAD
+    if isinstance(exc, TimeLimitExceeded):
+        return "time_limit"
+    if isinstance(exc, Shutdown):
+        return "shutdown"
+    if isinstance(exc, SkipMessage):
+        return "max_age_exceeded"
+    if type(exc).__name__ == "ActorNotFound":
+        return "unknown_actor"
+    if isinstance(exc, GatheringInvoiceConflict):
+        return "concurrent_write"
+    if isinstance(exc, MissingInvoiceError):
+        return "missing_invoice"
+    if isinstance(exc, NotFoundError):
+        return "not_found"
+    if isinstance(exc, DomainError):
+        return "domain_error"
+    if isinstance(exc, sa_exc.DBAPIError):
+        return _classify_database_error(exc)
+    if isinstance(exc, sa_exc.TimeoutError):  # connection pool exhausted
+        return "database_unavailable"
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return "database_error"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "broker_unavailable"
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return "database_unavailable"
+    return "unexpected"
+
+
+def _classify_database_error(exc: sa_exc.DBAPIError) -> str:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        if sqlstate in _TRANSIENT_SQLSTATES:
+            return _TRANSIENT_SQLSTATES[sqlstate]
+        if sqlstate.startswith("08"):  # connection exception
+            return "database_unavailable"
+    if exc.connection_invalidated:
+        return "database_unavailable"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) and sqlstate is None:
+        return "database_unavailable"  # no server answer at all: lost or refused connection
+    return "database_error"
+
+
+def describe(exc: BaseException, limit: int = 1000) -> str:
+    """One line for logs and the dead-letter list."""
+    if isinstance(exc, SyncFailure):
+        return exc.error
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc)
+    text = " ".join(text.split())
+    if not text:
+        text = type(exc).__name__
+    elif classify(exc) == "unexpected":
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many times each kind of failure is retried (`retries` counts earlier failures)."""
+
+    transient_max_retries: int = 10
+    domain_max_retries: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.transient_max_retries, settings.domain_max_retries)
+
+    def max_retries(self, reason: str) -> int:
+        kind = kind_of(reason)
+        if kind is FailureKind.invalid:
+            return 0
+        if kind is FailureKind.transient:
+            return self.transient_max_retries
+        return self.domain_max_retries
+
+    def should_retry(self, retries: int, reason: str) -> bool:
+        return retries < self.max_retries(reason)
+
+    def retry_when(self, retries: int, exception: BaseException) -> bool:
+        """Dramatiq's `Retries(retry_when=...)` predicate."""
+        return self.should_retry(retries, classify(exception))

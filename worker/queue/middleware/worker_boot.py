@@ -1,0 +1,42 @@
+"""At worker process boot: configure logging and say which database and broker the process uses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from worker.config import LogFormat
+from worker.contract.events import QUEUE_NAME
+from worker.infra.logging import configure_logging, get_logger
+from worker.queue import metrics
+
+log = get_logger("worker.queue.actors")
+
+
+class WorkerBoot(Middleware):
+    """Logs `worker process ready` once the `dramatiq` worker process has booted.
+
+    Parameters:
+      log_format(str): `console` or `json`, configured at boot (Dramatiq configures its own logging
+        after importing the broker's module).
+      where(Mapping[str, str]): where the database and the broker are, as `worker.bootstrap.describe`
+        says (host and database only, never a password).
+    """
+
+    def __init__(self, log_format: LogFormat, where: Mapping[str, str]) -> None:
+        self.log_format: LogFormat = log_format
+        self.where = dict(where)
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        configure_logging(self.log_format)
+        log.info(
+            "worker process ready",
+            pid=os.getpid(),
+            queue=QUEUE_NAME,
+            broker_namespace=getattr(broker, "namespace", None),
+            metrics=metrics.enabled(),
+            **self.where,
+        )

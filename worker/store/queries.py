@@ -1,0 +1,65 @@
+"""Lookups of the event handlers (SPEC §8.2, §8.3): a subscription's stored `active_to`, and which
+subscriptions have live lines on an invoice. Every query is scoped by namespace."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+
+from worker.errors import MissingInvoiceError, NotFoundError
+from worker.infra.logging import get_logger
+from worker.store.tables import invoice_lines, invoices, subscriptions
+
+log = get_logger(__name__)
+
+
+def stored_active_to(conn: Connection, namespace: str, subscription_id: str) -> datetime | None:
+    """The subscription's stored `active_to` (None: open-ended). Raises NotFoundError."""
+    row = conn.execute(
+        select(subscriptions.c.active_to).where(
+            subscriptions.c.namespace == namespace, subscriptions.c.id == subscription_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"subscription {subscription_id!r} not found in namespace {namespace!r}")
+    active_to: datetime | None = row.active_to
+    return active_to
+
+
+def subscriptions_on_invoice(conn: Connection, namespace: str, invoice_id: str) -> tuple[str | None, list[str]]:
+    """The invoice's type and the distinct existing subscriptions with a live line on it.
+
+    Raises MissingInvoiceError when the invoice does not exist in the namespace."""
+    invoice = conn.execute(
+        select(invoices.c.type).where(invoices.c.namespace == namespace, invoices.c.id == invoice_id)
+    ).one_or_none()
+    if invoice is None:
+        raise MissingInvoiceError(f"invoice {invoice_id!r} not found in namespace {namespace!r}")
+    if invoice.type == "gathering":
+        return invoice.type, []
+    on_lines = (
+        select(invoice_lines.c.subscription_id)
+        .where(
+            invoice_lines.c.namespace == namespace,
+            invoice_lines.c.invoice_id == invoice_id,
+            invoice_lines.c.deleted_at.is_(None),
+            invoice_lines.c.subscription_id.is_not(None),
+        )
+        .distinct()
+    )
+    referenced = sorted(str(v) for v in conn.execute(on_lines).scalars())
+    existing: set[str] = set()
+    if referenced:
+        existing = {
+            str(v)
+            for v in conn.execute(
+                select(subscriptions.c.id).where(
+                    subscriptions.c.namespace == namespace, subscriptions.c.id.in_(referenced)
+                )
+            ).scalars()
+        }
+    missing = [s for s in referenced if s not in existing]
+    if missing:
+        log.warning("invoice lines reference unknown subscriptions", invoice_id=invoice_id, subscriptions=missing)
+    return invoice.type, [s for s in referenced if s in existing]
