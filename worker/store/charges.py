@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, text, update
+from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, select, text, update
 
 from worker.db import json_dumps
 from worker.domain.charges import Charge, ChargeChanges, ChargeItem, ChargeLine, ChargeRun, index_charges
@@ -22,44 +22,68 @@ from worker.domain.timeutil import Period, trunc
 from worker.ids import new_id
 from worker.store.apply import delete_emptied_invoices
 from worker.store.credits import insert_allocation_rows
-from worker.store.tables import invoice_lines, invoice_validation_issues
+from worker.store.tables import charge_runs, charges, invoice_lines, invoice_validation_issues, invoices
 
 # One row per live charge: the charge, its live run (uq_charge_runs_live), its live line (uq_invoice_lines_charge)
-# and the invoices of both. `{where}` selects the charges; every join repeats the namespace.
-_SELECT = """
-    SELECT c.id, c.customer_id, c.subscription_id, c.subscription_phase_id, c.subscription_item_id,
-        c.unique_reference_id, c.type, c.settlement_mode, c.status, c.currency, c.name, c.description,
-        c.feature_key, c.price, c.discounts, c.tax_config, c.annotations, c.pro_rating_enabled, c.pro_rating_mode,
-        c.service_period_start, c.service_period_end, c.full_service_period_start, c.full_service_period_end,
-        c.billing_period_start, c.billing_period_end, c.invoice_at, c.amount_before_proration,
-        c.amount_after_proration, c.quantity, c.rated_amount, c.advance_after, c.deleted_at,
-        r.id AS r_id, r.service_period_start AS r_start, r.service_period_end AS r_end, r.quantity AS r_quantity,
-        r.amount AS r_amount, r.discounts_total AS r_discounts, r.credits_total AS r_credits, r.total AS r_total,
-        r.invoice_id AS r_invoice_id, r.line_id AS r_line_id, r.booked_at AS r_booked_at,
-        ri.type AS ri_type, ri.status AS ri_status, ri.immutable AS ri_immutable, ri.deleted_at AS ri_deleted_at,
-        l.id AS l_id, l.invoice_id AS l_invoice_id, l.service_period_start AS l_start, l.service_period_end AS l_end,
-        l.billing_period_start AS l_billing_start, l.billing_period_end AS l_billing_end, l.invoice_at AS l_invoice_at,
-        l.price AS l_price, l.quantity AS l_quantity, l.amount AS l_amount, l.discounts_total AS l_discounts,
-        l.credits_total AS l_credits, l.total AS l_total,
-        li.type AS li_type, li.status AS li_status, li.immutable AS li_immutable, li.deleted_at AS li_deleted_at
-    FROM charges c
-    LEFT JOIN charge_runs r ON r.namespace = c.namespace AND r.charge_id = c.id AND r.deleted_at IS NULL
-    LEFT JOIN invoices ri ON ri.namespace = c.namespace AND ri.id = r.invoice_id
-    LEFT JOIN invoice_lines l ON l.namespace = c.namespace AND l.charge_id = c.id AND l.deleted_at IS NULL
-    LEFT JOIN invoices li ON li.namespace = c.namespace AND li.id = l.invoice_id
-    WHERE c.namespace = :namespace AND {where}
-    ORDER BY {order}
-"""
-_BY_SUBSCRIPTION = text(
-    _SELECT.format(where="c.subscription_id = :subscription_id AND c.deleted_at IS NULL", order="c.id")
+# and the invoices of both. Every join repeats the namespace.
+_r, _l = charge_runs.alias("r"), invoice_lines.alias("l")
+_ri, _li = invoices.alias("ri"), invoices.alias("li")
+_c = charges.c
+_JOINED = (
+    charges.outerjoin(_r, and_(_r.c.namespace == _c.namespace, _r.c.charge_id == _c.id, _r.c.deleted_at.is_(None)))
+    .outerjoin(_ri, and_(_ri.c.namespace == _c.namespace, _ri.c.id == _r.c.invoice_id))
+    .outerjoin(_l, and_(_l.c.namespace == _c.namespace, _l.c.charge_id == _c.id, _l.c.deleted_at.is_(None)))
+    .outerjoin(_li, and_(_li.c.namespace == _c.namespace, _li.c.id == _l.c.invoice_id))
 )
-_DUE_OF_CUSTOMER = text(
-    _SELECT.format(
-        where="c.customer_id = :customer_id AND c.deleted_at IS NULL AND c.advance_after <= :now",
-        order="c.advance_after, c.unique_reference_id, c.id",
-    )
-)
-_BY_IDS = text(_SELECT.format(where="c.id = ANY(:ids)", order="c.id")).bindparams(bindparam("ids", type_=ARRAY(Text)))
+_BASE = select(
+    *charges.c,
+    _r.c.id.label("r_id"),
+    _r.c.service_period_start.label("r_start"),
+    _r.c.service_period_end.label("r_end"),
+    _r.c.quantity.label("r_quantity"),
+    _r.c.amount.label("r_amount"),
+    _r.c.discounts_total.label("r_discounts"),
+    _r.c.credits_total.label("r_credits"),
+    _r.c.total.label("r_total"),
+    _r.c.invoice_id.label("r_invoice_id"),
+    _r.c.line_id.label("r_line_id"),
+    _r.c.booked_at.label("r_booked_at"),
+    _ri.c.type.label("ri_type"),
+    _ri.c.status.label("ri_status"),
+    _ri.c.immutable.label("ri_immutable"),
+    _ri.c.deleted_at.label("ri_deleted_at"),
+    _l.c.id.label("l_id"),
+    _l.c.invoice_id.label("l_invoice_id"),
+    _l.c.service_period_start.label("l_start"),
+    _l.c.service_period_end.label("l_end"),
+    _l.c.billing_period_start.label("l_billing_start"),
+    _l.c.billing_period_end.label("l_billing_end"),
+    _l.c.invoice_at.label("l_invoice_at"),
+    _l.c.price.label("l_price"),
+    _l.c.quantity.label("l_quantity"),
+    _l.c.amount.label("l_amount"),
+    _l.c.discounts_total.label("l_discounts"),
+    _l.c.credits_total.label("l_credits"),
+    _l.c.total.label("l_total"),
+    _li.c.type.label("li_type"),
+    _li.c.status.label("li_status"),
+    _li.c.immutable.label("li_immutable"),
+    _li.c.deleted_at.label("li_deleted_at"),
+).select_from(_JOINED)
+_BY_SUBSCRIPTION = _BASE.where(
+    _c.namespace == bindparam("namespace"),
+    _c.subscription_id == bindparam("subscription_id"),
+    _c.deleted_at.is_(None),
+).order_by(_c.id)
+_DUE_OF_CUSTOMER = _BASE.where(
+    _c.namespace == bindparam("namespace"),
+    _c.customer_id == bindparam("customer_id"),
+    _c.deleted_at.is_(None),
+    _c.advance_after <= bindparam("now"),
+).order_by(_c.advance_after, _c.unique_reference_id, _c.id)
+_BY_IDS = _BASE.where(
+    _c.namespace == bindparam("namespace"), _c.id == any_(bindparam("ids", type_=ARRAY(Text)))
+).order_by(_c.id)
 
 
 class MissingRunInvoiceError(LookupError):

@@ -16,25 +16,26 @@ from worker.db import json_dumps
 from worker.domain.credit_allocation import AllocationRow, Balance, Grant, Ledger, balance
 from worker.domain.money import format_decimal
 
-_GRANT_COLUMNS = (
-    "g.id, g.currency, g.amount, g.effective_at, g.created_at, g.priority, g.feature_keys, g.expires_at, g.voided_at"
-)
-
-# A grant with its remaining credit: amount − Σ rows with its id (CREDITS §3.8 "Sums").
-_GRANTS = f"""
-    SELECT {_GRANT_COLUMNS}, g.amount - COALESCE(s.spent, 0) AS remaining
+# A grant with its remaining credit: amount − Σ rows with its id (CREDITS §3.8 "Sums"); `:currency` null: all.
+_GRANTS = text(
+    """
+    SELECT g.id, g.currency, g.amount, g.effective_at, g.created_at, g.priority, g.feature_keys, g.expires_at,
+        g.voided_at, g.amount - COALESCE(s.spent, 0) AS remaining
     FROM credit_grants g
     LEFT JOIN (
         SELECT grant_id, sum(amount) AS spent FROM credit_allocations
         WHERE namespace = :namespace AND customer_id = :customer_id AND grant_id IS NOT NULL
         GROUP BY grant_id
     ) s ON s.grant_id = g.id
-    WHERE g.namespace = :namespace AND g.customer_id = :customer_id {{extra}}
-"""
-_GRANTS_OF_CUSTOMER = text(_GRANTS.format(extra=""))
-_GRANTS_OF_CURRENCY = text(_GRANTS.format(extra="AND g.currency = :currency"))
+    WHERE g.namespace = :namespace AND g.customer_id = :customer_id
+        AND (CAST(:currency AS text) IS NULL OR g.currency = :currency)
+    """
+)
 _GRANT_BY_ID = text(
-    f"SELECT {_GRANT_COLUMNS}, g.customer_id FROM credit_grants g WHERE g.namespace = :namespace AND g.id = :id"
+    """
+    SELECT id, currency, amount, effective_at, created_at, priority, feature_keys, expires_at, voided_at, customer_id
+    FROM credit_grants WHERE namespace = :namespace AND id = :id
+    """
 )
 
 _INSERT_GRANT = text(
@@ -149,7 +150,7 @@ def list_grants(
     conn: Connection, namespace: str, customer_id: str, *, include_voided: bool = False
 ) -> list[StoredGrant]:
     """The customer's grants with their remaining credit, by currency then consumption order (CREDITS §2.4)."""
-    rows = conn.execute(_GRANTS_OF_CUSTOMER, {"namespace": namespace, "customer_id": customer_id})
+    rows = conn.execute(_GRANTS, {"namespace": namespace, "customer_id": customer_id, "currency": None})
     grants = [StoredGrant(_grant(r), Decimal(r.remaining)) for r in rows]
     if not include_voided:
         grants = [g for g in grants if g.grant.voided_at is None]
@@ -170,7 +171,7 @@ def load_ledger(
     rows of `run_ids` — plus, `with_open_advance`, of every run with open advance (a backfill). Also returns
     the feature key of each charge those rows belong to."""
     args = {"namespace": namespace, "customer_id": customer_id, "currency": currency}
-    grant_rows = conn.execute(_GRANTS_OF_CURRENCY, args).all()
+    grant_rows = conn.execute(_GRANTS, args).all()
     grants = [_grant(r) for r in grant_rows]
     remaining = {r.id: Decimal(r.remaining) for r in grant_rows}
     rows = conn.execute(_RUN_ROWS, {**args, "run_ids": list(run_ids), "with_open_advance": with_open_advance}).all()
@@ -227,7 +228,7 @@ def insert_allocation_rows(
 def balances(conn: Connection, namespace: str, customer_id: str, at: datetime) -> list[Balance]:
     """CREDITS §3.9 per currency that has a grant or an allocation row, by currency (two statements)."""
     args = {"namespace": namespace, "customer_id": customer_id}
-    grant_rows = conn.execute(_GRANTS_OF_CUSTOMER, args).all()
+    grant_rows = conn.execute(_GRANTS, {**args, "currency": None}).all()
     advance = {r.currency: Decimal(r.open_advance) for r in conn.execute(_OPEN_ADVANCE, args)}
     grants = [_grant(r) for r in grant_rows]
     remaining = {r.id: Decimal(r.remaining) for r in grant_rows}
