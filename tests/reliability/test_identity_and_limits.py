@@ -1,5 +1,6 @@
-"""Issue 11 part A through the command line: period generation at the ends of time and the bound on
-one sync's work (CONTRACT §3 limits, README "Guarantees")."""
+"""Issue 11 part A through the command line: period generation at the ends of time, the bound on one
+sync's work, a subscription's immutable customer and currency, and customer upserts that change only
+what they are given (CONTRACT §3 limits, README "Guarantees")."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner, Result
 from tests.sample_documents import contract_example, rate_card
 from worker.cli import app
 from worker.config import Settings
-from worker.store.tables import invoice_lines, subscriptions
+from worker.store.tables import customers, invoice_lines, subscription_items, subscriptions
 
 runner = CliRunner()
 FEE_PATH = ("phases", 0, "items", "platform-fee", 0, "rate_card", "billing_cadence")
@@ -129,3 +130,80 @@ def test_a_sync_that_would_plan_too_many_lines_fails_naming_the_subscription_and
     assert Settings.model_fields["max_target_lines"].default == 100_000  # README "Period generation"
     bad = sync(cli_env | {"SUBSYNC_MAX_TARGET_LINES": "0"}, "2024-01-10T00:00:00Z")
     assert bad.exit_code == 2 and "SUBSYNC_MAX_TARGET_LINES" in errors(bad)[0]
+
+
+# --- identity --------------------------------------------------------------------------------------
+
+
+def test_a_subscription_keeps_its_customer_and_currency(db: Engine, cli_env: dict[str, str], tmp_path: Path) -> None:
+    for who in ("cust_01", "cust_02"):
+        assert customer(cli_env, who).exit_code == 0
+    assert apply(cli_env, tmp_path, contract_example()).exit_code == 0
+    assert sync(cli_env, "2024-01-15T00:00:00Z").exit_code == 0
+    before = cli(cli_env, "subscriptions", "get", "--namespace", "acme", "--id", "sub_01", "--format", "json").stdout
+
+    changes = {
+        "customer_id": (
+            "cust_02",
+            "cannot change the customer of subscription sub_01 (stored: cust_01, given: cust_02)",
+        ),
+        "currency": ("EUR", "cannot change the currency of subscription sub_01 (stored: USD, given: EUR)"),
+    }
+    for field, (value, message) in changes.items():
+        doc = contract_example()
+        doc[field] = value
+        doc["name"] = "renamed"  # the rest of the document must not be written either
+        result = apply(cli_env, tmp_path, doc)
+        assert result.exit_code == 2, result.stderr
+        assert errors(result) == [f"error: {field}: {message}"]
+    both = contract_example() | {"customer_id": "cust_02", "currency": "EUR"}
+    assert [line.split(":")[1].strip() for line in errors(apply(cli_env, tmp_path, both))] == [
+        "customer_id",
+        "currency",
+    ]
+    # a customer that does not exist: still the identity error, not "customer not found"
+    ghost = apply(cli_env, tmp_path, contract_example() | {"customer_id": "nobody"})
+    assert ghost.exit_code == 2 and "customer_id: cannot change" in errors(ghost)[0]
+
+    # soft-deleted subscriptions keep their identity too
+    assert cli(cli_env, "subscriptions", "delete", "--namespace", "acme", "--id", "sub_01").exit_code == 0
+    deleted = apply(cli_env, tmp_path, contract_example() | {"customer_id": "cust_02"})
+    assert deleted.exit_code == 2 and "customer_id: cannot change" in errors(deleted)[0]
+
+    with db.connect() as conn:
+        row = conn.execute(select(subscriptions.c.customer_id, subscriptions.c.currency, subscriptions.c.name)).one()
+    assert tuple(row) == ("cust_01", "USD", "Pro plan")
+    assert count(db, subscription_items) == 1
+    # the same customer and currency are accepted (and un-delete the subscription)
+    assert apply(cli_env, tmp_path, contract_example()).exit_code == 0
+    after = cli(cli_env, "subscriptions", "get", "--namespace", "acme", "--id", "sub_01", "--format", "json").stdout
+    assert json.loads(after) == json.loads(before)
+
+
+# --- customer upserts ------------------------------------------------------------------------------
+
+
+def test_a_customer_upsert_changes_only_what_it_is_given(db: Engine, cli_env: dict[str, str]) -> None:
+    deleted_at = "2024-03-01T00:00:00Z"
+    assert customer(cli_env, "c1", "--name", "Acme", "--deleted-at", deleted_at).exit_code == 0
+
+    renamed = customer(cli_env, "c1", "--name", "Acme Corp")
+    assert renamed.exit_code == 0, renamed.stderr
+    assert json.loads(renamed.stdout)["name"] == "Acme Corp"
+    assert json.loads(renamed.stdout)["deleted_at"] == deleted_at  # still deleted
+    assert json.loads(customer(cli_env, "c1").stdout)["deleted_at"] == deleted_at
+
+    both = customer(cli_env, "c1", "--undelete", "--deleted-at", deleted_at)
+    assert both.exit_code == 2 and "--undelete" in errors(both)[0]
+    assert json.loads(customer(cli_env, "c1").stdout)["deleted_at"] == deleted_at
+
+    undeleted = customer(cli_env, "c1", "--undelete")
+    assert undeleted.exit_code == 0, undeleted.stderr
+    assert json.loads(undeleted.stdout)["deleted_at"] is None and json.loads(undeleted.stdout)["name"] == "Acme Corp"
+    fresh = customer(cli_env, "c2", "--undelete")  # a new customer: not deleted, named by its id
+    assert fresh.exit_code == 0 and json.loads(fresh.stdout)["deleted_at"] is None
+    with db.connect() as conn:
+        assert conn.execute(select(customers.c.id, customers.c.deleted_at).order_by(customers.c.id)).all() == [
+            ("c1", None),
+            ("c2", None),
+        ]
