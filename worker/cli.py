@@ -148,13 +148,16 @@ def customers_upsert(
     deleted_at: Annotated[
         datetime | None, timestamp_option("--deleted-at", help="Soft-delete time (RFC 3339).")
     ] = None,
+    undelete: Annotated[bool, typer.Option("--undelete", help="Clear the soft-delete time.")] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """Write a customer."""
+    """Write a customer: only what is given changes (a deleted customer stays deleted unless --undelete)."""
     if name is not None and len(name) > 1024:
         raise InvalidInputError("--name must be at most 1024 characters")
+    if undelete and deleted_at is not None:
+        raise InvalidInputError("--undelete and --deleted-at cannot be used together")
     with get_runtime(ctx).engine().begin() as conn:
-        customer = upsert_customer(conn, namespace, customer_id, name=name, deleted_at=deleted_at)
+        customer = upsert_customer(conn, namespace, customer_id, name=name, deleted_at=deleted_at, undelete=undelete)
     data = customer.to_json()
     emit(fmt, data, table=lambda: print_table("customer", list(data), [list(data.values())]))
 
@@ -286,8 +289,16 @@ def sync(
     from worker.presenters import created_invoices_table, patches_table, sync_result_json
     from worker.sync import sync_subscription
 
-    engine = get_runtime(ctx).engine()
-    result = sync_subscription(engine, namespace, subscription_id, as_of=as_of, dry_run=dry_run)
+    runtime = get_runtime(ctx)
+    engine = runtime.engine()
+    result = sync_subscription(
+        engine,
+        namespace,
+        subscription_id,
+        as_of=as_of,
+        dry_run=dry_run,
+        max_target_lines=runtime.settings.max_target_lines,
+    )
     data = sync_result_json(result)
     created: list[Any] = []
     if invoice_after and not dry_run and not result.subscription_deleted:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
     home: Path = Field(default=Path("./.subsync"), validation_alias=AliasChoices("SUBSYNC_HOME"))
     log_format: LogFormat | None = Field(default=None, validation_alias=AliasChoices("SUBSYNC_LOG_FORMAT"))
+    #: Most target lines one sync may generate (README "Period generation"); more fails the sync, not retried.
+    max_target_lines: int = Field(default=100_000, ge=1, validation_alias=AliasChoices("SUBSYNC_MAX_TARGET_LINES"))
 
     @field_validator("database_url", "redis_url", "log_format", mode="before")
     @classmethod

@@ -6,12 +6,14 @@ core in `worker.domain`; this module only orders the I/O around it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import Connection, Engine
 
+from worker.config import load_settings
 from worker.domain.planner import plan as make_plan
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
 from worker.domain.target import Target, build_target
@@ -57,16 +59,35 @@ def sync_subscription(
     as_of: datetime | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    max_target_lines: int | None = None,
 ) -> SyncResult:
-    """Sync one subscription in one transaction; any error rolls everything back."""
+    """Sync one subscription in one transaction; any error rolls everything back.
+
+    `max_target_lines` defaults to `SUBSYNC_MAX_TARGET_LINES` of this process (README "Period generation")."""
     now = now or utcnow()
     as_of = as_of or now
+    limit = max_target_lines if max_target_lines is not None else _process_max_target_lines()
     with engine.begin() as conn:
-        return sync_in_transaction(conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now)
+        return sync_in_transaction(
+            conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now, max_target_lines=limit
+        )
+
+
+@functools.cache
+def _process_max_target_lines() -> int:
+    """Read once per process (like the worker's other settings): not ~0.7 ms of parsing per sync."""
+    return load_settings().max_target_lines
 
 
 def sync_in_transaction(
-    conn: Connection, namespace: str, subscription_id: str, *, as_of: datetime, dry_run: bool, now: datetime
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    *,
+    as_of: datetime,
+    dry_run: bool,
+    now: datetime,
+    max_target_lines: int | None = None,
 ) -> SyncResult:
     loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
     record = loaded.record
@@ -91,7 +112,11 @@ def sync_in_transaction(
         customer_deleted_at = loaded.customer_deleted_at
 
     persisted = load_persisted(conn, namespace, subscription_id)
-    target = build_target(view, as_of, persisted, customer_deleted_at) if view is not None else Target((), None)
+    target = (
+        build_target(view, as_of, persisted, customer_deleted_at, max_target_lines)
+        if view is not None
+        else Target((), None)
+    )
     plan = make_plan(target.lines, persisted)
     gathering_id = None
     if needs_gathering_invoice(plan, persisted):

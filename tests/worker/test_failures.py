@@ -9,7 +9,7 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 from sqlalchemy import Engine, create_engine, pool, text
 from sqlalchemy import exc as sa_exc
 
-from worker.domain.errors import PlanningError
+from worker.domain.errors import PlanningError, TargetTooLargeError
 from worker.events import InvalidEvent
 from worker.failures import FailureKind, RetryPolicy, SyncFailure, classify, describe, kind_of
 from worker.handlers import InvoicesNotPublished
@@ -39,6 +39,7 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
         (NotFoundError("subscription 'x' not found"), "not_found", "domain"),
         (MissingInvoiceError("invoice 'x' not found"), "missing_invoice", "domain"),
         (PlanningError("cannot plan"), "domain_error", "domain"),
+        (TargetTooLargeError("sub_1", 10), "target_too_large", FailureKind.invalid),
         (TimeLimitExceeded(), "time_limit", "domain"),
         (
             sa_exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key")),
