@@ -22,6 +22,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DEFAULT_BROKER_NAMESPACE = "dramatiq"
 
 
+#: Most target lines one sync may generate unless `SUBSYNC_MAX_TARGET_LINES` says otherwise.
+DEFAULT_MAX_TARGET_LINES = 100_000
+
+
 class Settings(BaseSettings):
     """Environment configuration. Unset URLs mean "use the embedded server under `home`"."""
 
@@ -34,6 +38,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
     #: Folder of the embedded servers' data.
     home: Path = Path("./.subsync")
+    #: Most target lines one sync may generate (README "Period generation"); more fails the sync, not retried.
+    max_target_lines: int = Field(default=DEFAULT_MAX_TARGET_LINES, ge=1)
 
     # --- logging -------------------------------------------------------------------------------------
     log_format: LogFormat | None = None  # unset: console on a TTY, else json

@@ -43,7 +43,7 @@ def test_duration_parse_rejects(text: str) -> None:
         Duration.parse(text)
 
 
-@pytest.mark.parametrize("text", ["P1M", "P1W", "P1Y", "P3M", "P1D", "PT1H", "P1Y2M3W4DT5H6M7.5S", "PT0.5S"])
+@pytest.mark.parametrize("text", ["P1M", "P1W", "P1Y", "P3M", "P1D", "PT1H", "P1Y2M3W4DT5H6M7.5S", "PT1.5S"])
 def test_duration_round_trips(text: str) -> None:
     assert str(Duration.parse(text)) == text
 

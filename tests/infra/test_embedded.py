@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,3 +106,64 @@ def test_postgres_concurrent_first_start_and_reuse(tmp_path: Path) -> None:
         embedded.stop_postgres(home)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), connect_timeout=2)
+
+
+def _subsync(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `subsync` command on the embedded Postgres under `home` (no DATABASE_URL), as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(SUBSYNC_HOME=str(home), SUBSYNC_LOG_FORMAT="json")
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args, "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+
+
+def _upsert(home: Path, customer_id: str) -> dict[str, str]:
+    result = _subsync(home, "customers", "upsert", "--namespace", "acme", "--id", customer_id)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.mark.slow
+def test_postgres_starts_in_a_home_whose_path_has_spaces(tmp_path: Path) -> None:
+    home = tmp_path / "my documents" / "sub sync"
+    try:
+        first = _upsert(home, "c1")
+        assert _upsert(home, "c1")["created_at"] == first["created_at"]  # the same server and database
+        pgdata = home / "postgres"
+        assert _postmaster_pid(pgdata) > 0
+    finally:
+        embedded.stop_postgres(home)
+
+
+@pytest.mark.slow
+def test_a_stale_postmaster_pid_naming_an_unrelated_process_is_recovered(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pgdata = home / "postgres"
+    # An unrelated live process, as after a reboot when the PID of the killed server went to another one.
+    unrelated = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        first = _upsert(home, "c1")
+        server = _postmaster_pid(pgdata)
+        os.kill(server, signal.SIGKILL)  # kill -9: postmaster.pid and the socket lock stay behind
+        socket_dir = Path((pgdata / "postmaster.pid").read_text().splitlines()[4].strip())
+        for lock in (pgdata / "postmaster.pid", socket_dir / ".s.PGSQL.5432.lock"):
+            lines = lock.read_text().splitlines()
+            lock.write_text("\n".join([str(unrelated.pid), *lines[1:]]) + "\n")
+
+        again = _upsert(home, "c1")  # no manual clean-up: the next command recovers by itself
+        assert again["created_at"] == first["created_at"]
+        assert _postmaster_pid(pgdata) not in (server, unrelated.pid)
+        assert unrelated.poll() is None  # the unrelated process was left alone
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+        embedded.stop_postgres(home)
+
+
+def _postmaster_pid(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])

@@ -87,6 +87,24 @@ def test_an_invalid_payload_is_dead_lettered_at_once(db: Engine, harness: Harnes
     assert lines_json(db, NS) == []
 
 
+def test_a_sync_over_the_line_limit_is_dead_lettered_at_once(db: Engine) -> None:
+    seed(db)  # three monthly lines as of AS_OF
+    harness = Harness(lambda: db, max_target_lines=2)  # SUBSYNC_MAX_TARGET_LINES=2
+    harness.worker.start()
+    try:
+        harness.send(harness.actors.subscription_event, created())
+        harness.drain()
+    finally:
+        harness.worker.stop()
+        harness.broker.close()
+    [dead] = harness.dead
+    failure = dead.options["subsync_failure"]
+    # one attempt, then dead-lettered: the same data would fail the same way, so it is not retried
+    assert failure["attempt"] == 1 and dead.options["retries"] == 1
+    assert failure["reason"] == "target_too_large" and "sub_1" in failure["error"] and "2" in failure["error"]
+    assert lines_json(db, NS) == []
+
+
 def test_a_domain_error_is_retried_a_few_times_then_dead_lettered(db: Engine, harness: Harness) -> None:
     harness.send(harness.actors.subscription_event, created("missing"))
     harness.drain()

@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from worker.app.handlers import InvoicesNotPublished
 from worker.contract.events import InvalidEvent
-from worker.domain.errors import PlanningError
+from worker.domain.errors import PlanningError, TargetTooLargeError
 from worker.errors import MissingInvoiceError, NotFoundError
 from worker.queue.failures import FailureKind, RetryPolicy, SyncFailure, classify, describe, kind_of
 from worker.store.apply import GatheringInvoiceConflict
@@ -38,6 +38,7 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
         (NotFoundError("subscription 'x' not found"), "not_found", "domain"),
         (MissingInvoiceError("invoice 'x' not found"), "missing_invoice", "domain"),
         (PlanningError("cannot plan"), "domain_error", "domain"),
+        (TargetTooLargeError("sub_1", 10), "target_too_large", FailureKind.invalid),
         (TimeLimitExceeded(), "time_limit", "domain"),
         (
             sa_exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key")),

@@ -37,8 +37,40 @@ def test_every_contract_table_is_defined() -> None:
             "split_line_groups",
             "invoice_validation_issues",
             "subscription_sync_states",
+            "charges",
+            "charge_runs",
+            "credit_grants",
+            "credit_allocations",
         }
     )
+
+
+def test_credits_migration_keeps_existing_subscriptions_invoice_only_and_downgrades_to_0001(
+    empty_database: Callable[[], str],
+) -> None:
+    """CREDITS §2.2: existing rows become `invoice_only`; 0002 undoes to exactly the 0001 schema."""
+    url = empty_database()
+    assert migrate.upgrade(url, "0001") == "0001"
+    catalog_0001 = catalog(url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO customers (namespace, id) VALUES ('acme', 'cust_01')"))
+            conn.execute(
+                text(
+                    "INSERT INTO subscriptions (namespace, id, customer_id, name, currency, billing_cadence, "
+                    "billing_anchor, pro_rating_enabled, pro_rating_mode, active_from) VALUES ('acme', 'sub_01', "
+                    "'cust_01', 'Pro', 'USD', 'P1M', '2024-01-01Z', true, 'prorate_prices', '2024-01-01Z')"
+                )
+            )
+        assert migrate.upgrade(url) == migrate.head_revision()
+        with engine.connect() as conn:
+            mode = conn.execute(text("SELECT settlement_mode FROM subscriptions WHERE id = 'sub_01'")).scalar_one()
+        assert mode == "invoice_only"
+        assert migrate.downgrade(url, "0001") == "0001"
+        assert catalog(url) == catalog_0001
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_downgrade_upgrade(empty_database: Callable[[], str]) -> None:
@@ -116,3 +148,5 @@ def test_migrated_catalog_equals_create_all(database_url: str, empty_database: C
     indexdefs = " ".join(row[2] for row in migrated["indexes"])
     assert "WHERE ((type = 'gathering'::text) AND (deleted_at IS NULL))" in indexdefs
     assert "WHERE ((deleted_at IS NULL) AND (unique_reference_id IS NOT NULL))" in indexdefs
+    assert "WHERE ((advance_after IS NOT NULL) AND (deleted_at IS NULL))" in indexdefs
+    assert "WHERE ((charge_id IS NOT NULL) AND (deleted_at IS NULL))" in indexdefs

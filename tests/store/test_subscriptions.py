@@ -94,10 +94,10 @@ def test_applying_again_replaces_and_removed_versions_vanish(db: Engine) -> None
     del paid["items"]["api-calls"]
     paid["items"]["support"] = [version("2024-02-01T00:00:00Z")]
     changed["phases"] = [paid]  # drop the trial phase
-    changed["currency"] = "USD"
+    changed["name"] = "Renamed"  # the currency and customer never change (CONTRACT §3 limits)
     second = apply(db, changed)
 
-    assert second["currency"] == "USD"
+    assert second["name"] == "Renamed"
     assert [phase["key"] for phase in second["phases"]] == ["paid"]
     assert set(second["phases"][0]["items"]) == {"platform-fee", "support"}
     assert len(second["phases"][0]["items"]["platform-fee"]) == 1

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from worker.app.invoicing import CreatedInvoice, invoice_pending_lines
 from worker.app.sync import SyncResult, sync_subscription
+from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.contract.events import InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
@@ -69,12 +70,15 @@ def handle_subscription_event(
     invoice_after_sync: bool = True,
     publish: Publisher | None = None,
     now: datetime | None = None,
+    max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> Handled:
     """Sync the subscription; then, unless it is deleted, invoice its customer's pending lines
     (SPEC §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
     now = now or utcnow()
     as_of = sync_as_of(engine, event, now)
-    result = sync_subscription(engine, event.namespace, event.subscription_id, as_of=as_of, now=now)
+    result = sync_subscription(
+        engine, event.namespace, event.subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+    )
     created: list[CreatedInvoice] = []
     published: list[str] = []
     if invoice_after_sync and event.type != "subscription.deleted" and not result.subscription_deleted:
@@ -134,7 +138,13 @@ def invoice_after(
 # --- invoice.created ---------------------------------------------------------------------------
 
 
-def handle_invoice_created(engine: Engine, event: InvoiceCreatedEvent, *, now: datetime | None = None) -> Handled:
+def handle_invoice_created(
+    engine: Engine,
+    event: InvoiceCreatedEvent,
+    *,
+    now: datetime | None = None,
+    max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+) -> Handled:
     """Re-sync every subscription with a live line on the invoice (ignore gathering invoices)."""
     now = now or utcnow()
     with engine.connect() as conn:
@@ -143,7 +153,9 @@ def handle_invoice_created(engine: Engine, event: InvoiceCreatedEvent, *, now: d
         return Handled(skipped="gathering invoice")
     as_of = event.as_of or now
     results = tuple(
-        sync_subscription(engine, event.namespace, subscription_id, as_of=as_of, now=now)
+        sync_subscription(
+            engine, event.namespace, subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+        )
         for subscription_id in subscription_ids
     )
     customers = {r.customer_id for r in results}
@@ -157,10 +169,18 @@ def handle_invoice_created(engine: Engine, event: InvoiceCreatedEvent, *, now: d
 # --- reconcile ---------------------------------------------------------------------------------
 
 
-def handle_reconcile_subscription(engine: Engine, request: ReconcileRequest, *, now: datetime | None = None) -> Handled:
+def handle_reconcile_subscription(
+    engine: Engine,
+    request: ReconcileRequest,
+    *,
+    now: datetime | None = None,
+    max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+) -> Handled:
     """SPEC §8.4: sync as of now, with no invoicing step."""
     now = now or utcnow()
-    result = sync_subscription(engine, request.namespace, request.subscription_id, as_of=now, now=now)
+    result = sync_subscription(
+        engine, request.namespace, request.subscription_id, as_of=now, now=now, max_target_lines=max_target_lines
+    )
     return Handled(syncs=(result,), customer_id=result.customer_id)
 
 

@@ -15,10 +15,18 @@ from worker.store.subscriptions import StoredSubscription
 
 
 def upsert_customer(
-    engine: Engine, namespace: str, customer_id: str, *, name: str | None = None, deleted_at: datetime | None = None
+    engine: Engine,
+    namespace: str,
+    customer_id: str,
+    *,
+    name: str | None = None,
+    deleted_at: datetime | None = None,
+    undelete: bool = False,
 ) -> Customer:
     with engine.begin() as conn:
-        return customers.upsert_customer(conn, namespace, customer_id, name=name, deleted_at=deleted_at)
+        return customers.upsert_customer(
+            conn, namespace, customer_id, name=name, deleted_at=deleted_at, undelete=undelete
+        )
 
 
 def apply_subscription(engine: Engine, document: SubscriptionDocument) -> StoredSubscription:

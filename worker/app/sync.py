@@ -12,6 +12,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy import Connection, Engine
 
+from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.planner import plan as make_plan
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
 from worker.domain.target import Target, build_target
@@ -55,16 +56,28 @@ def sync_subscription(
     as_of: datetime | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> SyncResult:
-    """Sync one subscription in one transaction; any error rolls everything back."""
+    """Sync one subscription in one transaction; any error rolls everything back.
+
+    `max_target_lines` bounds the work (README "Period generation"); callers pass `Settings.max_target_lines`."""
     now = now or utcnow()
     as_of = as_of or now
     with engine.begin() as conn:
-        return sync_in_transaction(conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now)
+        return sync_in_transaction(
+            conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now, max_target_lines=max_target_lines
+        )
 
 
 def sync_in_transaction(
-    conn: Connection, namespace: str, subscription_id: str, *, as_of: datetime, dry_run: bool, now: datetime
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    *,
+    as_of: datetime,
+    dry_run: bool,
+    now: datetime,
+    max_target_lines: int | None = None,
 ) -> SyncResult:
     loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
     record = loaded.record
@@ -89,7 +102,11 @@ def sync_in_transaction(
         customer_deleted_at = loaded.customer_deleted_at
 
     persisted = load_persisted(conn, namespace, subscription_id)
-    target = build_target(view, as_of, persisted, customer_deleted_at) if view is not None else Target((), None)
+    target = (
+        build_target(view, as_of, persisted, customer_deleted_at, max_target_lines)
+        if view is not None
+        else Target((), None)
+    )
     plan = make_plan(target.lines, persisted)
     gathering_id = None
     if needs_gathering_invoice(plan, persisted):

@@ -53,8 +53,16 @@ def sync(
 ) -> None:
     """Run one sync now, in this process, and print the patches it applied (or would apply)."""
 
-    engine = get_runtime(ctx).engine()
-    result = sync_subscription(engine, namespace, subscription_id, as_of=as_of, dry_run=dry_run)
+    runtime = get_runtime(ctx)
+    engine = runtime.engine()
+    result = sync_subscription(
+        engine,
+        namespace,
+        subscription_id,
+        as_of=as_of,
+        dry_run=dry_run,
+        max_target_lines=runtime.settings.max_target_lines,
+    )
     data = sync_result_json(result)
     created: list[Any] = []
     if invoice_after and not dry_run and not result.subscription_deleted:

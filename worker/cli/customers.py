@@ -25,11 +25,16 @@ def customers_upsert(
     deleted_at: Annotated[
         datetime | None, timestamp_option("--deleted-at", help="Soft-delete time (RFC 3339).")
     ] = None,
+    undelete: Annotated[bool, typer.Option("--undelete", help="Clear the soft-delete time.")] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """Write a customer."""
+    """Write a customer: only what is given changes (a deleted customer stays deleted unless --undelete)."""
     if name is not None and len(name) > 1024:
         raise InvalidInputError("--name must be at most 1024 characters")
-    customer = upsert_customer(get_runtime(ctx).engine(), namespace, customer_id, name=name, deleted_at=deleted_at)
+    if undelete and deleted_at is not None:
+        raise InvalidInputError("--undelete and --deleted-at cannot be used together")
+    customer = upsert_customer(
+        get_runtime(ctx).engine(), namespace, customer_id, name=name, deleted_at=deleted_at, undelete=undelete
+    )
     data = customer.to_json()
     emit(fmt, data, table=lambda: print_table("customer", list(data), [list(data.values())]))

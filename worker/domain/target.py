@@ -13,11 +13,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from worker.domain.errors import InvalidViewError
+from worker.domain.errors import InvalidViewError, PeriodGenerationError, TargetTooLargeError
 from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.timeutil import INFINITY, Period, format_instant, trunc
+from worker.domain.timeutil import INFINITY, BeyondRangeError, Period, format_instant, trunc
 from worker.domain.view import ItemVersion, PhaseView, SubscriptionView
 
 MAX_PERIODS_PER_VERSION = 1001
@@ -80,22 +80,42 @@ class Target:
     """The largest horizon of a processed phase; becomes `next_sync_after` (SPEC §7)."""
 
 
+class _Budget:
+    """Counts generated candidates against the maximum of one sync (CONTRACT §3 limits), as they are
+    generated: a sync that would plan too much fails before it spends the memory."""
+
+    __slots__ = ("left", "limit", "subscription_id")
+
+    def __init__(self, subscription_id: str, limit: int | None) -> None:
+        self.subscription_id = subscription_id
+        self.limit = limit
+        self.left = -1 if limit is None else limit
+
+    def take(self) -> None:
+        if self.left == 0:
+            assert self.limit is not None
+            raise TargetTooLargeError(self.subscription_id, self.limit)
+        self.left -= 1  # unlimited: stays negative, never reaches 0
+
+
 def build_target(
     view: SubscriptionView,
     as_of: datetime,
     persisted: PersistedState,
     customer_deleted_at: datetime | None = None,
+    max_lines: int | None = None,
 ) -> Target:
-    """SPEC §3.1."""
+    """SPEC §3.1. `max_lines` bounds the candidates generated (TargetTooLargeError beyond it)."""
     if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
         view = view.capped_at(customer_deleted_at)
+    budget = _Budget(view.id, max_lines)
     candidates: list[Candidate] = []
     max_limit: datetime | None = None
     for phase in view.phases:
         if phase.is_zero_length or not phase.has_billables:
             continue
         limit = horizon(view, phase, as_of)
-        candidates += _truncate(_generate(view, phase, limit))
+        candidates += _truncate(_generate(view, phase, limit, budget))
         max_limit = limit if max_limit is None else max(max_limit, limit)
         if phase.end is None or phase.end >= as_of:
             break
@@ -110,7 +130,10 @@ def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> dateti
     if as_of < view.active_from:
         limit = view.active_from
     else:
-        billing = view.aligned_billing_period(as_of)
+        try:
+            billing = view.aligned_billing_period(as_of)
+        except BeyondRangeError:  # README "Period generation": no period ends after this one; nothing lies beyond
+            return INFINITY
         limit = as_of if as_of == billing.start else billing.end
     if phase.start > limit:
         limit = min_billable_time(phase)
@@ -132,7 +155,7 @@ def min_billable_time(phase: PhaseView) -> datetime:
     return best
 
 
-def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime) -> list[Candidate]:
+def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime, budget: _Budget) -> list[Candidate]:
     """SPEC §3.4 (recurring) and §3.5 (one-time) for every key of the phase."""
     out: list[Candidate] = []
     for versions in phase.items.values():
@@ -140,25 +163,33 @@ def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime) -> list
             if item.price is None:
                 continue
             if item.rate_card.billing_cadence is None:
-                out.append(_one_time(view, phase, item))
+                if (one := _one_time(view, phase, item)) is not None:
+                    budget.take()
+                    out.append(one)
                 continue
             if (view.active_to is not None and item.start >= view.active_to) or (
                 phase.end is not None and item.start >= phase.end
             ):
                 break  # this key is over: later versions too
-            out += _recurring(view, phase, item, limit)
+            out += _recurring(view, phase, item, limit, budget)
     return out
 
 
-def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limit: datetime) -> list[Candidate]:
+def _recurring(
+    view: SubscriptionView, phase: PhaseView, item: ItemVersion, limit: datetime, budget: _Budget
+) -> list[Candidate]:
     out: list[Candidate] = []
     at = item.start
     index = 0
     limit_s = trunc(limit)
     price = _price(item)
     while True:
-        billing = view.aligned_billing_period(at)
-        full = view.full_service_period(phase, item, at)
+        try:
+            billing = view.aligned_billing_period(at)
+            full = view.full_service_period(phase, item, at)
+        except BeyondRangeError:
+            break  # README "Period generation": a period that would end past the year 9999 is not generated
+        _check_advances(view, phase, item, out[-1] if out else None, full)
         if item.is_zero_length:
             service = Period(at, at)
         else:
@@ -168,6 +199,7 @@ def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limi
         at = service.end
         if trunc(cand.invoice_at()) > limit_s:
             break
+        budget.take()
         out.append(cand)
         if item.end is not None and at >= item.end:
             break
@@ -178,8 +210,24 @@ def _recurring(view: SubscriptionView, phase: PhaseView, item: ItemVersion, limi
     return out
 
 
-def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate:
-    billing = view.aligned_billing_period(item.start)
+def _check_advances(
+    view: SubscriptionView, phase: PhaseView, item: ItemVersion, prev: Candidate | None, full: Period
+) -> None:
+    """README "Period generation": every generated period is longer than zero and strictly after the previous one,
+    once truncated to whole seconds (the validation makes it so; a violation is never billed twice)."""
+    start, end = trunc(full.start), trunc(full.end)
+    if end <= start or (prev is not None and (start <= trunc(prev.full.start) or full.start < prev.service.end)):
+        where = f"{view.id}/{phase.key}/{item.record.key}/v[{item.version}]"
+        after = "" if prev is None else f" after {prev.full}"
+        raise PeriodGenerationError(f"{where}: period {full} is empty or does not advance{after}")
+
+
+def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate | None:
+    """SPEC §3.5; None when the billing period at its start ends past the year 9999 (README "Period generation")."""
+    try:
+        billing = view.aligned_billing_period(item.start)
+    except BeyondRangeError:
+        return None
     full = view.full_service_period(phase, item, item.start)
     service = full.intersect(item.start, item.end)
     if service is None:

@@ -23,6 +23,12 @@ MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 INFINITY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
+class BeyondRangeError(ArithmeticError):
+    """A period would end after MAX_INSTANT (README "Period generation": such a period is never generated).
+
+    Not a DomainError: the target builder catches it and ends generation there; it never fails a sync."""
+
+
 def ensure_utc(t: datetime) -> datetime:
     """Return `t` as an aware UTC datetime; naive datetimes are refused."""
     if t.tzinfo is None or t.utcoffset() is None:
@@ -140,6 +146,10 @@ class Duration:
         duration = cls(seconds=seconds, **ints)
         if not duration.is_positive:
             raise ValueError("must be a positive duration (not zero)")
+        if not any(ints.values()) and seconds < 1:
+            # CONTRACT §3 limits: periods are truncated to whole seconds (SPEC §3.6), so a shorter
+            # cadence would give zero-length periods, each billed in full.
+            raise ValueError("must be at least 1 second once truncated to whole seconds, like PT1S")
         return duration
 
     @property
@@ -189,7 +199,10 @@ def _add_months(t: datetime, months: int) -> datetime:
 
 
 def shift(t: datetime, d: Duration) -> datetime:
-    """Apply `d` to `t` in SPEC §1.3 order: years, months (each clamped), weeks and days, then time."""
+    """Apply `d` to `t` in SPEC §1.3 order: years, months (each clamped), weeks and days, then time.
+
+    Past the representable range: BeyondRangeError going forward (README "Period generation": periods that would
+    end there are not generated); MIN_INSTANT going backward (only ever the start of a first period)."""
     try:
         if d.years:
             t = _add_months(t, 12 * d.years)
@@ -203,7 +216,9 @@ def shift(t: datetime, d: Duration) -> datetime:
         )
         return t + elapsed
     except OverflowError:
-        return MAX_INSTANT if _sign(d) > 0 else MIN_INSTANT
+        if _sign(d) > 0:
+            raise BeyondRangeError(f"{format_instant(t)} + {d} is after {format_instant(MAX_INSTANT)}") from None
+        return MIN_INSTANT
 
 
 def _sign(d: Duration) -> int:
@@ -223,8 +238,9 @@ def step(anchor: datetime, d: Duration, n: int) -> datetime:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def period_at(anchor: datetime, d: Duration, t: datetime) -> Period:
-    """`[step(k), step(k+1))` for the largest k with `step(k) <= t` (SPEC §1.4).
+def period_bounds_at(anchor: datetime, d: Duration, t: datetime) -> tuple[datetime, datetime | None]:
+    """`(step(k), step(k+1))` for the largest k with `step(k) <= t` (SPEC §1.4); the end is None when it
+    lies past MAX_INSTANT (README "Period generation"). Always `start <= t < end`.
 
     Memoised like `step`: a sync asks for the period at the same instant once per item (the items of a
     subscription share the anchor, their periods start at the same boundaries), and for both the
@@ -233,8 +249,24 @@ def period_at(anchor: datetime, d: Duration, t: datetime) -> Period:
         raise DomainError(f"duration {d} is not positive")
     k = int((t - anchor).total_seconds() // d.approx_seconds())
     # The estimate is off by at most a few steps; correct it exactly.
-    while step(anchor, d, k) > t:
+    while (start := _boundary(anchor, d, k)) is None or start > t:
         k -= 1
-    while (nxt := step(anchor, d, k + 1)) <= t and nxt != MAX_INSTANT:
-        k += 1
-    return Period(step(anchor, d, k), step(anchor, d, k + 1))
+    while (end := _boundary(anchor, d, k + 1)) is not None and end <= t:
+        k, start = k + 1, end
+    return start, end
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def period_at(anchor: datetime, d: Duration, t: datetime) -> Period:
+    """The period of `period_bounds_at`; BeyondRangeError when it would end past MAX_INSTANT."""
+    start, end = period_bounds_at(anchor, d, t)
+    if end is None:
+        raise BeyondRangeError(f"the {d} period from {format_instant(start)} ends after {format_instant(MAX_INSTANT)}")
+    return Period(start, end)
+
+
+def _boundary(anchor: datetime, d: Duration, k: int) -> datetime | None:
+    try:
+        return step(anchor, d, k)
+    except BeyondRangeError:
+        return None

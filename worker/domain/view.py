@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.domain.errors import InvalidViewError
 from worker.domain.prices import Price
-from worker.domain.timeutil import Duration, Period, format_instant, period_at
+from worker.domain.timeutil import BeyondRangeError, Duration, Period, format_instant, period_at, period_bounds_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +146,16 @@ class SubscriptionView:
         return build_view(replace(self.record, active_to=end), self.phase_records)
 
     def aligned_billing_period(self, t: datetime) -> Period:
-        """SPEC §2.4; callers handle `t` before the subscription start."""
+        """SPEC §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
+        would end past the representable range (README "Period generation")."""
         if t < self.active_from:
             raise InvalidViewError(f"{format_instant(t)} is before the subscription start")
         phase = self._phase_for_billing(t)
-        p = period_at(self.record.billing_anchor, self.record.billing_cadence, t)
-        start, end = p.start, p.end
-        if phase.end is not None and phase.end < end:
+        start, end = period_bounds_at(self.record.billing_anchor, self.record.billing_cadence, t)
+        if phase.end is not None and (end is None or phase.end < end):
             end = phase.end
+        if end is None:
+            raise BeyondRangeError(f"the billing period at {format_instant(t)} ends after the year 9999")
         if phase.start > start:
             start = phase.start
         return Period(start, end)
@@ -170,7 +172,7 @@ class SubscriptionView:
         return chosen
 
     def full_service_period(self, phase: PhaseView, item: ItemVersion, at: datetime) -> Period:
-        """SPEC §2.5, with its consistency checks."""
+        """SPEC §2.5, with its consistency checks; BeyondRangeError past the range (README "Period generation")."""
         self._check_generation_point(phase, item, at)
         cadence = item.rate_card.billing_cadence
         if cadence is not None:

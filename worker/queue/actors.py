@@ -222,7 +222,11 @@ def declare_actors(
     def handle_subscription(event: SubscriptionEvent) -> Handled:
         publish_unpublished()
         return handle_subscription_event(
-            engine(), event, invoice_after_sync=settings.invoice_after_sync, publish=publish_invoice_created
+            engine(),
+            event,
+            invoice_after_sync=settings.invoice_after_sync,
+            publish=publish_invoice_created,
+            max_target_lines=settings.max_target_lines,
         )
 
     def subscription_event(*args: object, **kwargs: object) -> None:
@@ -239,7 +243,7 @@ def declare_actors(
             INVOICE_CREATED_ACTOR,
             (args, kwargs),
             one_argument(parse_invoice_created_event),
-            lambda e: handle_invoice_created(engine(), e),
+            lambda e: handle_invoice_created(engine(), e, max_target_lines=settings.max_target_lines),
             settings,
         )
 
@@ -248,7 +252,7 @@ def declare_actors(
             RECONCILE_SUBSCRIPTION_ACTOR,
             (args, kwargs),
             one_argument(parse_reconcile_request),
-            lambda r: handle_reconcile_subscription(engine(), r),
+            lambda r: handle_reconcile_subscription(engine(), r, max_target_lines=settings.max_target_lines),
             settings,
         )
 

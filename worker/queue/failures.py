@@ -2,7 +2,7 @@
 
 | kind | reasons | policy |
 |---|---|---|
-| invalid | `invalid_payload` | never retried: dead-lettered at once |
+| invalid | `invalid_payload`, `target_too_large` | never retried: dead-lettered at once |
 | transient | `serialization_failure`, `deadlock`, `lock_timeout`, `statement_timeout`, `database_unavailable`, `broker_unavailable`, `concurrent_write`, `shutdown` | retried with exponential backoff (capped) up to `transient_max_retries` times |
 | domain | `domain_error`, `not_found`, `missing_invoice`, `database_error`, `time_limit`, `unexpected` | retried `domain_max_retries` times (the data may be fixed meanwhile), then dead-lettered |
 
@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from worker.app.handlers import InvoicesNotPublished
 from worker.config import Settings
 from worker.contract.events import InvalidEvent
-from worker.domain.errors import DomainError
+from worker.domain.errors import DomainError, TargetTooLargeError
 from worker.errors import MissingInvoiceError, NotFoundError
 from worker.store.apply import GatheringInvoiceConflict
 
@@ -44,6 +44,7 @@ _KIND_BY_REASON: dict[str, FailureKind] = {
     INVALID_PAYLOAD: FailureKind.invalid,
     "unknown_actor": FailureKind.invalid,
     "max_age_exceeded": FailureKind.invalid,
+    "target_too_large": FailureKind.invalid,  # the same data gives the same size: retrying cannot help
     "serialization_failure": FailureKind.transient,
     "deadlock": FailureKind.transient,
     "lock_timeout": FailureKind.transient,
@@ -113,6 +114,8 @@ def classify(exc: BaseException) -> str:
         return "missing_invoice"
     if isinstance(exc, NotFoundError):
         return "not_found"
+    if isinstance(exc, TargetTooLargeError):
+        return "target_too_large"
     if isinstance(exc, DomainError):
         return "domain_error"
     if isinstance(exc, sa_exc.DBAPIError):

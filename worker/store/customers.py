@@ -50,13 +50,19 @@ def upsert_customer(
     *,
     name: str | None = None,
     deleted_at: datetime | None = None,
+    undelete: bool = False,
 ) -> Customer:
-    """Insert or update a customer. `deleted_at` is always written (None clears it); a missing
-    `name` keeps the stored name, or uses the id for a new customer."""
+    """Insert or update a customer, changing only what is given: a missing `name` keeps the stored name
+    (the id for a new customer); `deleted_at` soft-deletes; only `undelete` clears a deletion (a quiet
+    un-delete would make the next sync re-create the lines the deletion capped, SPEC §3.8)."""
+    if undelete and deleted_at is not None:
+        raise ValueError("undelete and deleted_at exclude each other")
     new_row = insert(customers).values(
         namespace=namespace, id=customer_id, name=name if name is not None else customer_id, deleted_at=deleted_at
     )
-    updates: dict[str, Any] = {"deleted_at": new_row.excluded.deleted_at, "updated_at": func.now()}
+    updates: dict[str, Any] = {"updated_at": func.now()}
+    if deleted_at is not None or undelete:
+        updates["deleted_at"] = new_row.excluded.deleted_at
     if name is not None:
         updates["name"] = new_row.excluded.name
     statement = new_row.on_conflict_do_update(

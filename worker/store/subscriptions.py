@@ -20,7 +20,7 @@ from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_
 from sqlalchemy.dialects.postgresql import insert
 
 from worker.contract.documents import ItemVersion, Phase, SubscriptionDocument, rate_card_to_json
-from worker.contract.problems import format_validation_error
+from worker.contract.problems import DocumentError, Problem, format_validation_error
 from worker.errors import ConflictError, NotFoundError, SubsyncError
 from worker.infra.ids import new_id
 from worker.store.customers import get_customer
@@ -55,16 +55,23 @@ def apply_subscription(conn: Connection, document: SubscriptionDocument) -> Stor
 
     Runs in the caller's transaction (use `engine.begin()`); on any error nothing should be
     committed. Returns the stored document with every id filled in.
-    Raises NotFoundError (customer missing) or ConflictError (an id owned by another subscription).
+    Raises NotFoundError (customer missing), ConflictError (an id owned by another subscription) or
+    DocumentError (the document changes the stored customer or currency, CONTRACT §3 limits: identity).
     """
     namespace = document.namespace
     if get_customer(conn, namespace, document.customer_id, for_share=True) is None:
+        if document.id is not None:
+            _check_identity(conn, document, document.id)  # the clearer error when both apply
         raise NotFoundError(
             f"customer {document.customer_id!r} does not exist in namespace {namespace!r}"
             " (create it first: subsync customers upsert)"
         )
     subscription_id = document.id or new_id("sub")
-    created, created_at, updated_at = _upsert_subscription_row(conn, document, subscription_id)
+    upserted = _upsert_subscription_row(conn, document, subscription_id)
+    if upserted is None:  # the stored row (locked by the upsert) has another customer or currency
+        _check_identity(conn, document, subscription_id)
+        raise AssertionError("the upsert refused a row whose customer and currency match")
+    created, created_at, updated_at = upserted
 
     existing_phase_ids, existing_item_ids = _existing_ids(conn, namespace, subscription_id)
     resolved = _with_ids(document, subscription_id, existing_phase_ids, existing_item_ids)
@@ -79,9 +86,33 @@ def apply_subscription(conn: Connection, document: SubscriptionDocument) -> Stor
     )
 
 
+def _check_identity(conn: Connection, document: SubscriptionDocument, subscription_id: str) -> None:
+    """CONTRACT §3 limits: a stored subscription (soft-deleted or not) keeps its customer and currency;
+    a document that changes them is refused (exit 2), naming the field."""
+    stored = conn.execute(
+        select(subscriptions.c.customer_id, subscriptions.c.currency).where(
+            subscriptions.c.namespace == document.namespace, subscriptions.c.id == subscription_id
+        )
+    ).one_or_none()
+    if stored is None:
+        return
+    problems = [
+        Problem(field, f"cannot change the {what} of subscription {subscription_id} (stored: {old}, given: {new})")
+        for field, what, old, new in (
+            ("customer_id", "customer", stored.customer_id, document.customer_id),
+            ("currency", "currency", stored.currency, document.currency),
+        )
+        if old != new
+    ]
+    if problems:
+        raise DocumentError(problems)
+
+
 def _upsert_subscription_row(
     conn: Connection, document: SubscriptionDocument, subscription_id: str
-) -> tuple[bool, datetime, datetime]:
+) -> tuple[bool, datetime, datetime] | None:
+    """Insert or replace the row; None (nothing written, the row locked) when the stored row has another
+    customer or currency."""
     values = {
         "namespace": document.namespace,
         "id": subscription_id,
@@ -101,14 +132,20 @@ def _upsert_subscription_row(
     statement = new_row.on_conflict_do_update(
         index_elements=[subscriptions.c.namespace, subscriptions.c.id],
         set_={**replaced, "updated_at": func.now()},
+        # CONTRACT §3 limits (identity): decided under the row lock the conflict takes, so no concurrent
+        # apply can slip a change in between a check and the write.
+        where=and_(
+            subscriptions.c.customer_id == new_row.excluded.customer_id,
+            subscriptions.c.currency == new_row.excluded.currency,
+        ),
     ).returning(
         (subscriptions.c.created_at == subscriptions.c.updated_at).label("created"),
         subscriptions.c.created_at,
         subscriptions.c.updated_at,
     )
     # The upsert also locks the row, so concurrent applies of one subscription run one after another.
-    row = conn.execute(statement).one()
-    return bool(row.created), row.created_at, row.updated_at
+    row = conn.execute(statement).one_or_none()
+    return None if row is None else (bool(row.created), row.created_at, row.updated_at)
 
 
 def _existing_ids(
