@@ -25,11 +25,13 @@ log = get_logger(__name__)
 def migrations_dir() -> Path:
     """The folder of the installed `worker.migrations` package (the repository's `migrations/` when editable)."""
     spec = importlib.util.find_spec("worker.migrations")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    directory = Path(locations[0]) if locations else None
-    if directory is None or not (directory / "env.py").is_file():
-        raise RuntimeError("migration scripts not found: the package worker.migrations is missing (reinstall subsync)")
-    return directory
+    candidates = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    # An editable install made before setup.py mapped the folder: the source tree's own copy.
+    candidates.append(Path(__file__).resolve().parent.parent / "migrations")
+    for directory in candidates:
+        if (directory / "env.py").is_file():
+            return directory
+    raise RuntimeError("migration scripts not found: the package worker.migrations is missing (reinstall subsync)")
 
 
 def alembic_config(url: str) -> Config:
