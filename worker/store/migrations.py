@@ -1,7 +1,13 @@
-"""Schema migrations (Alembic, configured in code; scripts live in `migrations/` at the repo root)."""
+"""Schema migrations (Alembic, configured in code).
+
+The scripts live in `migrations/` at the repository top and are installed as the package
+`worker.migrations` (setup.py maps the folder), so a wheel carries them and an editable install
+reads the repository's folder.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from alembic import command
@@ -15,15 +21,23 @@ from worker.store.db import normalize_database_url
 
 log = get_logger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def migrations_dir() -> Path:
+    """The folder of the installed `worker.migrations` package (the repository's `migrations/` when editable)."""
+    spec = importlib.util.find_spec("worker.migrations")
+    candidates = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    # An editable install made before setup.py mapped the folder: the source tree's own copy.
+    candidates.append(Path(__file__).resolve().parents[2] / "migrations")
+    for directory in candidates:
+        if (directory / "env.py").is_file():
+            return directory
+    raise RuntimeError("migration scripts not found: the package worker.migrations is missing (reinstall subsync)")
 
 
 def alembic_config(url: str) -> Config:
     """An Alembic config for `url` without any ini file."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise RuntimeError(f"migration scripts not found in {MIGRATIONS_DIR} (install the project editable)")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("path_separator", "os")
     # Passed as an attribute, not an ini option, so '%' in passwords needs no escaping.
     config.attributes["url"] = normalize_database_url(url)

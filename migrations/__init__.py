@@ -1,0 +1,1 @@
+"""Alembic migration scripts, installed as `worker.migrations` (see setup.py); run by `worker.store.migrations`."""
