@@ -159,7 +159,7 @@ def test_graceful_shutdown_interrupts_what_is_still_running_after_the_grace_peri
     ready = threading.Event()
 
     def busy() -> None:
-        middleware.manager.add_notification()
+        middleware.before_process_message(StubBroker(), None)  # this thread runs a message
         ready.set()
         try:
             deadline = time.monotonic() + 5

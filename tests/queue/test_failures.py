@@ -13,7 +13,7 @@ from worker.app.handlers import InvoicesNotPublished
 from worker.contract.events import InvalidEvent
 from worker.domain.errors import PlanningError
 from worker.errors import MissingInvoiceError, NotFoundError
-from worker.queue.failures import FailureKind, RetryPolicy, SyncFailure, classify, describe, kind_of
+from worker.queue.failures import ActorFailed, FailureKind, RetryPolicy, classify, describe, kind_of
 from worker.store.apply import GatheringInvoiceConflict
 from worker.store.locks import lock_customer
 
@@ -51,7 +51,7 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
 def test_classification(exc: BaseException, reason: str, kind: str) -> None:
     assert classify(exc) == reason
     assert kind_of(reason) == kind
-    assert classify(SyncFailure(reason, "x")) == reason
+    assert classify(ActorFailed(exc)) == reason  # what an actor body raises is classified by its cause
 
 
 def test_a_real_lock_timeout_is_transient(engine: Engine) -> None:

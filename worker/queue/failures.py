@@ -6,9 +6,9 @@
 | transient | `serialization_failure`, `deadlock`, `lock_timeout`, `statement_timeout`, `database_unavailable`, `broker_unavailable`, `concurrent_write`, `shutdown` | retried with exponential backoff (capped) up to `transient_max_retries` times |
 | domain | `domain_error`, `not_found`, `missing_invoice`, `database_error`, `time_limit`, `unexpected` | retried `domain_max_retries` times (the data may be fixed meanwhile), then dead-lettered |
 
-`SyncFailure` carries the reason from the actor body to the Retries middleware; it subclasses
-Dramatiq's `Retry`, so Dramatiq does not log a second traceback (the actor logs the failure once,
-with its context).
+An actor body wraps what it raises in `ActorFailed` (except what it `throws`: invalid payloads); that
+subclasses Dramatiq's `Retry`, so Dramatiq does not log a second traceback: the failure is logged once,
+with its reason, by `worker.queue.middleware.message_log`.
 """
 
 from __future__ import annotations
@@ -74,17 +74,13 @@ _TRANSIENT_SQLSTATES = {
 }
 
 
-class SyncFailure(Retry):
-    """A classified failure of a message; the Retries middleware decides from `reason`."""
+class ActorFailed(Retry):
+    """What an actor body raises when handling failed: `cause` is the exception, classified by the
+    middleware and the retry policy (Dramatiq logs a `Retry` without a traceback)."""
 
-    def __init__(self, reason: str, error: str, *, delay: int | None = None) -> None:
-        super().__init__(f"{reason}: {error}", delay=delay)
-        self.reason = reason
-        self.error = error
-
-    @property
-    def kind(self) -> FailureKind:
-        return kind_of(self.reason)
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(describe(cause))
+        self.cause = cause
 
 
 def kind_of(reason: str) -> FailureKind:
@@ -93,8 +89,8 @@ def kind_of(reason: str) -> FailureKind:
 
 def classify(exc: BaseException) -> str:
     """The reason for an exception raised while handling a message."""
-    if isinstance(exc, SyncFailure):
-        return exc.reason
+    if isinstance(exc, ActorFailed):
+        return classify(exc.cause)
     if isinstance(exc, InvoicesNotPublished):
         return classify(exc.cause)
     if isinstance(exc, InvalidEvent):
@@ -144,8 +140,8 @@ def _classify_database_error(exc: sa_exc.DBAPIError) -> str:
 
 def describe(exc: BaseException, limit: int = 1000) -> str:
     """One line for logs and the dead-letter list."""
-    if isinstance(exc, SyncFailure):
-        return exc.error
+    if isinstance(exc, ActorFailed):
+        return describe(exc.cause, limit)
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         text = str(exc.orig)
     else:

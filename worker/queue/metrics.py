@@ -17,9 +17,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-import dramatiq
-from dramatiq.middleware import Middleware
-
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
 
@@ -40,13 +37,6 @@ class _Metrics:
         self.invoices = prom.Counter(
             "subsync_invoices_created_total", "Invoices created after syncs.", registry=registry
         )
-
-
-class SyncMetrics(Middleware):
-    """Creates the project's counters once the process has booted (after Dramatiq's Prometheus)."""
-
-    def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        enable()
 
 
 def enable() -> None:
