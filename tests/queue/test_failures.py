@@ -12,7 +12,7 @@ from sqlalchemy import exc as sa_exc
 from worker.app.handlers import InvoicesNotPublished
 from worker.contract.events import InvalidEvent
 from worker.domain.errors import PlanningError
-from worker.errors import MissingInvoiceError, NotFoundError
+from worker.errors import MissingInvoiceError, NotFoundError, SubsyncError
 from worker.queue.failures import ActorFailed, FailureKind, RetryPolicy, classify, describe, kind_of
 from worker.store.apply import GatheringInvoiceConflict
 from worker.store.locks import lock_customer
@@ -87,3 +87,21 @@ def test_retry_policy_by_kind() -> None:
     assert [policy.should_retry(n, "not_found") for n in range(4)] == [True, True, False, False]
     assert policy.retry_when(0, InvalidEvent(["bad"])) is False
     assert policy.retry_when(1, wrapped(psycopg.errors.SerializationFailure("x"))) is True
+
+
+KNOWN_REASONS = {"invalid_payload", "not_found", "missing_invoice", "concurrent_write"}
+
+
+def test_every_project_error_carries_a_known_reason_and_an_exit_code() -> None:
+    import worker.cli  # noqa: F401  (loads every module, so every error type is defined)
+
+    def subclasses(cls: type[SubsyncError]) -> list[type[SubsyncError]]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    types = subclasses(SubsyncError)
+    assert {t.__name__ for t in types} >= {"NotFoundError", "InvalidEvent", "DocumentError", "GatheringInvoiceConflict"}
+    for error_type in types:
+        assert kind_of(error_type.reason) in set(FailureKind), error_type
+        assert error_type.reason == "unexpected" or error_type.reason in KNOWN_REASONS, error_type
+        assert error_type.exit_code in (1, 2), error_type
+        assert classify(error_type.__new__(error_type)) == error_type.reason

@@ -27,6 +27,7 @@ from worker.contract.documents import validate_document
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.contract.text import format_time
 from worker.errors import SubsyncError
+from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
 from worker.queue.broker import boot_once
 from worker.queue.publish import publish
@@ -139,7 +140,7 @@ def drain(broker: RedisBroker, *, timeout_seconds: float = 60.0, threads: int = 
 
 def run_demo(settings: Settings, engine: Engine, broker: RedisBroker, *, now: datetime | None = None) -> list[Any]:
     """Seed, publish `subscription.created` (or `.updated` on a re-run), drain, return the lines."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     bootstrap.worker(settings, broker, engine=lambda: engine)
     created = seed(engine, now)
     event = SubscriptionEvent.new(

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.contract.fields import PRICE_TYPES, RULE
+from worker.errors import InvalidInputError
 
 MAX_PROBLEMS_REPORTED = 50
 
@@ -25,12 +26,15 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class DocumentError(ValueError):
+class DocumentError(InvalidInputError):
     """The document breaks one or more rules; `problems` lists each one."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems[:5]))
+
+    def report(self) -> list[str]:
+        return self.lines()
 
     def lines(self, limit: int = MAX_PROBLEMS_REPORTED) -> list[str]:
         """One line per problem (at most `limit`, then a line saying how many were left out)."""
