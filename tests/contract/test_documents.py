@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.sample_documents import contract_example, two_phase_document, version
+from tests.builders import contract_example, two_phase_document, version
 from worker.contract.documents import parse_document, to_document, validate_document
 from worker.contract.problems import DocumentError
 from worker.contract.text import format_decimal, format_time, parse_time

@@ -16,7 +16,7 @@ from dramatiq.middleware import Shutdown
 from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
-from tests.support import apply, document, fast_settings, fee, lines_json
+from tests.builders import apply, document, fast_settings, fee, lines_json
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.queue.actors import Actors, declare_actors
 from worker.queue.broker import build_middleware
