@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from worker.contract.fields import PRICE_TYPES, RULE
 from worker.errors import InvalidInputError
@@ -73,8 +74,26 @@ def validation_problems(exc: ValidationError) -> list[Problem]:
         ctx = error.get("ctx") or {}
         if kind in ("union_tag_invalid", "union_tag_not_found"):
             loc.append(str(ctx.get("discriminator", "type")).strip("'"))
+        nested = ctx.get("problems") if kind == RULE else None
+        if nested:  # a model's rules relating its fields: paths relative to the model (`refuse`)
+            base = format_path(loc)
+            problems.extend(Problem(_join(base, path), message) for path, message in nested)
+            continue
         problems.append(Problem(format_path(loc), _message(kind, error["msg"], ctx, error.get("input"))))
     return problems
+
+
+def refuse(problems: list[Problem]) -> None:
+    """From a model validator: raise the problems found relating the model's fields (paths relative to
+    the model), if any. Pydantic reports them with the other models' problems, in the same round."""
+    if problems:
+        raise PydanticCustomError(RULE, "the fields break rules", {"problems": [(p.path, p.message) for p in problems]})
+
+
+def _join(base: str, path: str) -> str:
+    if not base or not path:
+        return base or path
+    return f"{base}{path}" if path.startswith("[") else f"{base}.{path}"
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
