@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from worker.contract.builders import item_version, rate_card
 from worker.contract.documents import validate_document
 from worker.store.customers import upsert_customer
 from worker.store.subscriptions import apply_subscription
@@ -81,19 +82,12 @@ def _iso(t: datetime) -> str:
 
 
 def _rate_card(key: str, price: dict[str, Any], cadence: str | None) -> dict[str, Any]:
-    return {
-        "name": key.replace("-", " ").title(),
-        "description": None,
-        "feature_key": key if price["type"] != "flat" else None,
-        "billing_cadence": cadence,
-        "price": price,
-        "discounts": {"percentage": None, "usage": None},
-        "tax_config": None,
-    }
+    feature_key = key if price["type"] != "flat" else None
+    return rate_card(key.replace("-", " ").title(), price, cadence=cadence, feature_key=feature_key)
 
 
 def _version(start: datetime, end: datetime | None, card: dict[str, Any]) -> dict[str, Any]:
-    return {"active_from": _iso(start), "active_to": _iso(end) if end else None, "annotations": {}, "rate_card": card}
+    return item_version(_iso(start), _iso(end) if end else None, card)
 
 
 def mixed_document(namespace: str, sub_id: str, customer_id: str, shape: Shape, *, edited: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, create_engine, pool, text
 
-from tests.support import delete_redis_namespace, fast_settings, unique
+from tests.builders import delete_redis_namespace, fast_settings, unique
 from worker import bootstrap
 from worker.config import load_settings
 from worker.infra.logging import configure_logging

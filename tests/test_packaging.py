@@ -28,8 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
-from tests.sample_documents import contract_example
-from tests.support import comparable, delete_redis_namespace, unique
+from tests.builders import comparable, contract_example, delete_redis_namespace, unique
 from worker.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,6 +11,10 @@ class SubsyncError(Exception):
     reason = "unexpected"
     exit_code = 1
 
+    def report(self) -> list[str]:
+        """The `error: ...` lines the command line prints for it (one by default)."""
+        return [str(self)]
+
 
 class NotFoundError(SubsyncError):
     """A row the operation needs does not exist (in that namespace)."""

@@ -8,7 +8,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from tests.support import apply, document, fee, lines_json, usage
+from tests.builders import apply, document, fee, lines_json, usage
 from worker.app.handlers import (
     InvoicesNotPublished,
     handle_invoice_created,

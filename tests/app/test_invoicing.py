@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from tests.seed import flat, item, phase, seed_subscription, set_subscription_end, t, unit
+from tests.builders import flat, item, phase, seed_subscription, set_subscription_end, t, unit
 from worker.app.invoicing import invoice_pending_lines
 from worker.app.sync import sync_subscription
 from worker.store.invoices import set_invoice_status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select, update
 
-from tests.seed import flat, item, phase, seed_subscription, t, unit
+from tests.builders import flat, item, phase, seed_subscription, t, unit
 from worker.app.sync import sync_subscription
 from worker.store.tables import invoice_lines
 

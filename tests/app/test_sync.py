@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, event, insert, select, update
 
-from tests.seed import flat, item, move_lines_to_new_invoice, phase, seed_subscription, set_subscription_end, t, unit
+from tests.builders import (
+    flat,
+    item,
+    move_lines_to_new_invoice,
+    phase,
+    seed_subscription,
+    set_subscription_end,
+    t,
+    unit,
+)
 from worker.app.sync import sync_subscription
 from worker.domain.errors import DuplicateIdentityError
 from worker.errors import MissingInvoiceError

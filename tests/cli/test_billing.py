@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from tests.sample_documents import contract_example
+from tests.builders import contract_example
 from worker.cli import app
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from tests.support import comparable
+from tests.builders import comparable
 from worker.cli import app
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
-from tests.sample_documents import contract_example
+from tests.builders import contract_example
 from worker.cli import app
 from worker.store.tables import customers, subscription_items, subscription_phases, subscriptions
 

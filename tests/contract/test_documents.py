@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.sample_documents import contract_example, two_phase_document, version
+from tests.builders import contract_example, two_phase_document, version
 from worker.contract.documents import parse_document, to_document, validate_document
 from worker.contract.problems import DocumentError
 from worker.contract.text import format_decimal, format_time, parse_time
@@ -403,3 +403,13 @@ def test_time_and_decimal_text_forms() -> None:
     digits38 = "9" * 38
     assert format_decimal(Decimal(digits38)) == digits38
     assert format_decimal(Decimal("0." + "0" * 30 + "1")) == "0." + "0" * 30 + "1"
+
+
+def test_field_problems_and_rules_relating_fields_are_reported_in_one_round() -> None:
+    document = two_phase_document()
+    document["phases"][0]["items"]["seats"][0]["rate_card"]["name"] = 5  # a field rule, in phases[0]
+    document["phases"][1]["items"]["platform-fee"][2]["active_from"] = "2024-05-01T00:00:00Z"  # relates fields
+    lines = problems_of(document)
+    assert "phases[0].items.seats[0].rate_card.name: must be a string" in lines
+    assert any(line.startswith("phases[1].items.platform-fee[2].active_from: overlaps version [1]") for line in lines)
+    assert len(lines) == 2

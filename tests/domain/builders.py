@@ -1,12 +1,13 @@
-"""Small builders for domain tests: subscriptions, phases, items and persisted lines in a few words."""
+"""Small builders for domain tests: the pure core's subscriptions, phases, items and persisted lines in a
+few words (documents and rows are `tests/builders.py`)."""
 
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tests.builders import t
 from worker.domain.persisted import Invoice, PersistedGroup, PersistedLine, PersistedState, build_persisted_state
 from worker.domain.prices import FlatPrice, Price, UsagePrice
 from worker.domain.target import Target, TargetLine, build_target
@@ -14,13 +15,6 @@ from worker.domain.timeutil import Duration, Period
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord, SubscriptionView, build_view
 
 _ids = itertools.count()
-
-
-def t(text: str) -> datetime:
-    """`2024-01-15`, `2024-01-15T10:00`, `2024-01-15T10:00:00.010` → aware UTC datetime."""
-    if "T" not in text:
-        text += "T00:00:00"
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def p(a: str, b: str) -> Period:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.support import delete_redis_namespace, unique
+from tests.builders import delete_redis_namespace, unique
 from worker.config import Settings
 from worker.queue.broker import build_broker
 from worker.queue.keys import queue_keys

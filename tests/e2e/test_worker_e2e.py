@@ -12,8 +12,8 @@ from typing import Any
 import dramatiq
 from sqlalchemy import Engine, func, select
 
+from tests.builders import apply, comparable, document, fee, lines_json, unique, usage
 from tests.e2e.conftest import WorkerProcess
-from tests.support import apply, comparable, document, fee, lines_json, unique, usage
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.queue.dead_letters import list_dead_letters
 from worker.queue.publish import publish

@@ -16,7 +16,7 @@ from dramatiq.middleware import Shutdown
 from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
-from tests.support import apply, document, fast_settings, fee, lines_json
+from tests.builders import apply, document, fast_settings, fee, lines_json
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.queue.actors import Actors, declare_actors
 from worker.queue.broker import build_middleware
@@ -177,7 +177,7 @@ def test_graceful_shutdown_interrupts_what_is_still_running_after_the_grace_peri
     ready = threading.Event()
 
     def busy() -> None:
-        middleware.manager.add_notification()
+        middleware.before_process_message(StubBroker(), None)  # this thread runs a message
         ready.set()
         try:
             deadline = time.monotonic() + 5

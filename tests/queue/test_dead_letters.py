@@ -10,7 +10,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
-from tests.support import apply, document, fast_settings, fee, lines_json
+from tests.builders import apply, document, fast_settings, fee, lines_json
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.errors import NotFoundError
 from worker.queue.actors import declare_actors

@@ -12,8 +12,8 @@ from sqlalchemy import exc as sa_exc
 from worker.app.handlers import InvoicesNotPublished
 from worker.contract.events import InvalidEvent
 from worker.domain.errors import PlanningError, TargetTooLargeError
-from worker.errors import MissingInvoiceError, NotFoundError
-from worker.queue.failures import FailureKind, RetryPolicy, SyncFailure, classify, describe, kind_of
+from worker.errors import MissingInvoiceError, NotFoundError, SubsyncError
+from worker.queue.failures import ActorFailed, FailureKind, RetryPolicy, classify, describe, kind_of
 from worker.store.apply import GatheringInvoiceConflict
 from worker.store.locks import lock_customer
 
@@ -52,7 +52,7 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
 def test_classification(exc: BaseException, reason: str, kind: str) -> None:
     assert classify(exc) == reason
     assert kind_of(reason) == kind
-    assert classify(SyncFailure(reason, "x")) == reason
+    assert classify(ActorFailed(exc)) == reason  # what an actor body raises is classified by its cause
 
 
 def test_a_real_lock_timeout_is_transient(engine: Engine) -> None:
@@ -88,3 +88,21 @@ def test_retry_policy_by_kind() -> None:
     assert [policy.should_retry(n, "not_found") for n in range(4)] == [True, True, False, False]
     assert policy.retry_when(0, InvalidEvent(["bad"])) is False
     assert policy.retry_when(1, wrapped(psycopg.errors.SerializationFailure("x"))) is True
+
+
+KNOWN_REASONS = {"invalid_payload", "not_found", "missing_invoice", "concurrent_write"}
+
+
+def test_every_project_error_carries_a_known_reason_and_an_exit_code() -> None:
+    import worker.cli  # noqa: F401  (loads every module, so every error type is defined)
+
+    def subclasses(cls: type[SubsyncError]) -> list[type[SubsyncError]]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    types = subclasses(SubsyncError)
+    assert {t.__name__ for t in types} >= {"NotFoundError", "InvalidEvent", "DocumentError", "GatheringInvoiceConflict"}
+    for error_type in types:
+        assert kind_of(error_type.reason) in set(FailureKind), error_type
+        assert error_type.reason == "unexpected" or error_type.reason in KNOWN_REASONS, error_type
+        assert error_type.exit_code in (1, 2), error_type
+        assert classify(error_type.__new__(error_type)) == error_type.reason

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
+from tests.builders import delete_redis_namespace, unique
 from tests.reliability.processes import Processes
-from tests.support import delete_redis_namespace, unique
 from worker.config import Settings
 from worker.queue.broker import build_broker
 

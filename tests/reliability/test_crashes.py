@@ -33,6 +33,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, func, select, text
 
+from tests.builders import apply, comparable, document, fee, lines_json, unique, usage
 from tests.reliability.processes import (
     AdvisoryLock,
     Processes,
@@ -43,7 +44,6 @@ from tests.reliability.processes import (
     wait_until,
     worker_env,
 )
-from tests.support import apply, comparable, document, fee, lines_json, unique, usage
 from worker.app.handlers import handle_invoice_created, handle_subscription_event
 from worker.config import Settings
 from worker.contract.events import InvoiceCreatedEvent, SubscriptionEvent

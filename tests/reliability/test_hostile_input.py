@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
-from tests.sample_documents import contract_example
+from tests.builders import contract_example
 from worker.cli import app
 from worker.contract.documents import parse_document
 from worker.contract.problems import DocumentError

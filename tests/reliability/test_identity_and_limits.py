@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner, Result
 
-from tests.sample_documents import contract_example, rate_card
+from tests.builders import contract_example, rate_card
 from worker.cli import app
 from worker.config import Settings
 from worker.store.tables import customers, invoice_lines, subscription_items, subscriptions
@@ -106,7 +106,9 @@ def test_a_sync_that_would_plan_too_many_lines_fails_naming_the_subscription_and
                 "active_from": "2024-01-01T00:00:00Z",
                 "active_to": None,
                 "annotations": {},
-                "rate_card": rate_card({"type": "flat", "amount": "1", "payment_term": "in_advance"}, cadence="P1D"),
+                "rate_card": rate_card(
+                    "Daily fee", {"type": "flat", "amount": "1", "payment_term": "in_advance"}, cadence="P1D"
+                ),
             }
         ]
         for i in range(200)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from tests.seed import flat, item, phase, seed_subscription, set_subscription_end, t, unit
+from tests.builders import flat, item, phase, seed_subscription, set_subscription_end, t, unit
 from worker.app.invoicing import invoice_pending_lines
 from worker.app.sync import sync_subscription
 from worker.cli import app

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from tests.builders import apply, document, fast_settings, fee, lines_json, unique
 from tests.reliability.processes import Processes, drain, worker_env
-from tests.support import apply, document, fast_settings, fee, lines_json, unique
 from worker.contract.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from tests.seed import flat, item, phase, seed_subscription, t, unit
+from tests.builders import flat, item, phase, seed_subscription, t, unit
 from worker.app.sync import sync_subscription
 from worker.store.db import make_engine
 from worker.store.tables import invoice_lines, invoices

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Connection, Engine, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from tests.builders import seed_customer
 from tests.domain.builders import flat, item, phase, sub, t
-from tests.seed import seed_customer
 from worker.domain.charges import ChargeEngine, CreditMode, build_charge_targets, plan_charges
 from worker.domain.credit_allocation import Grant
 from worker.domain.timeutil import Period

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 
-from tests.support import apply, document, fee
+from tests.builders import apply, document, fee, t
 from worker.app.handlers import handle_reconcile_due
 from worker.contract.events import ReconcileRequest
 from worker.domain.sync_state import SyncState
@@ -16,10 +16,6 @@ from worker.store.subscriptions import delete_subscription
 from worker.store.sync_state import write_sync_state
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)
-
-
-def t(text_: str) -> datetime:
-    return datetime.fromisoformat(text_).replace(tzinfo=UTC)
 
 
 def subscription(

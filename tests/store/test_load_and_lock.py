@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, pool, text, update
 from sqlalchemy import exc as sa_exc
 
-from tests.seed import flat, item, phase, seed_subscription, t
+from tests.builders import flat, item, phase, seed_subscription, t
 from worker.errors import NotFoundError
 from worker.store.locks import lock_customer
 from worker.store.tables import subscriptions

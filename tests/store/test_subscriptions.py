@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from tests.sample_documents import contract_example, two_phase_document, version
+from tests.builders import contract_example, two_phase_document, version
 from worker.contract.documents import to_document, validate_document
 from worker.errors import ConflictError, NotFoundError
 from worker.store.customers import get_customer, upsert_customer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +24,7 @@ from worker.cli.presenters import (
 from worker.cli.runtime import get_runtime
 from worker.contract.events import InvoiceCreatedEvent
 from worker.errors import InvalidInputError
+from worker.infra.clock import utcnow
 from worker.queue.publish import publish
 from worker.store.invoices import SETTABLE_STATUSES, list_invoices, set_invoice_status
 from worker.store.lines import list_lines
@@ -144,7 +145,7 @@ def invoices_set_status(
     if status not in SETTABLE_STATUSES:
         raise InvalidInputError(f"--status: must be one of {', '.join(SETTABLE_STATUSES)} (got {status!r})")
     with get_runtime(ctx).engine().begin() as conn:
-        row = set_invoice_status(conn, namespace, invoice_id, status, datetime.now(UTC))
+        row = set_invoice_status(conn, namespace, invoice_id, status, utcnow())
     emit(fmt, invoice_json(row, []), table=lambda: print_renderable(invoices_table([(row, [])], "invoice updated")))
 
 

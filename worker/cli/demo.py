@@ -23,10 +23,12 @@ from worker.cli.output import FormatOption, emit, print_renderable
 from worker.cli.presenters import line_json, lines_table
 from worker.cli.runtime import get_runtime
 from worker.config import Settings
+from worker.contract.builders import flat, item_version, rate_card, unit
 from worker.contract.documents import validate_document
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.contract.text import format_time
 from worker.errors import SubsyncError
+from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
 from worker.queue.broker import boot_once
 from worker.queue.publish import publish
@@ -48,18 +50,6 @@ def _month_start(now: datetime, months_back: int) -> datetime:
     return datetime(month_index // 12, month_index % 12 + 1, 1, tzinfo=UTC)
 
 
-def _rate_card(name: str, price: dict[str, Any], feature_key: str | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": None,
-        "feature_key": feature_key,
-        "billing_cadence": "P1M",
-        "price": price,
-        "discounts": {"percentage": None, "usage": None},
-        "tax_config": None,
-    }
-
-
 def demo_document(now: datetime) -> dict[str, Any]:
     """The demo subscription (CONTRACT §3 shape), dated relative to `now`."""
     start = format_time(_month_start(now, 2))
@@ -74,24 +64,15 @@ def demo_document(now: datetime) -> dict[str, Any]:
             "sort_hint": None,
             "items": {
                 "platform-fee": [
-                    {
-                        "id": f"demo-item-{key}-fee",
-                        "active_from": active_from,
-                        "active_to": None,
-                        "annotations": {},
-                        "rate_card": _rate_card(
-                            "Platform fee", {"type": "flat", "amount": fee, "payment_term": "in_advance"}
-                        ),
-                    }
+                    item_version(active_from, None, rate_card("Platform fee", flat(fee)), id=f"demo-item-{key}-fee")
                 ],
                 "api-calls": [
-                    {
-                        "id": f"demo-item-{key}-calls",
-                        "active_from": active_from,
-                        "active_to": None,
-                        "annotations": {},
-                        "rate_card": _rate_card("API calls", {"type": "unit", "amount": per_call}, "api-calls"),
-                    }
+                    item_version(
+                        active_from,
+                        None,
+                        rate_card("API calls", unit(per_call), feature_key="api-calls"),
+                        id=f"demo-item-{key}-calls",
+                    )
                 ],
             },
         }
@@ -139,7 +120,7 @@ def drain(broker: RedisBroker, *, timeout_seconds: float = 60.0, threads: int = 
 
 def run_demo(settings: Settings, engine: Engine, broker: RedisBroker, *, now: datetime | None = None) -> list[Any]:
     """Seed, publish `subscription.created` (or `.updated` on a re-run), drain, return the lines."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     bootstrap.worker(settings, broker, engine=lambda: engine)
     created = seed(engine, now)
     event = SubscriptionEvent.new(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -13,10 +13,9 @@ from sqlalchemy import exc as sa_exc
 from typer.core import TyperGroup
 
 from worker.config import Settings, environment_variable
-from worker.contract.problems import DocumentError, Problem, format_validation_error, validation_problems
+from worker.contract.problems import Problem, format_validation_error, validation_problems
 from worker.domain.errors import DomainError
 from worker.errors import SubsyncError
-from worker.infra.embedded import EmbeddedServerError
 from worker.infra.logging import get_logger
 
 log = get_logger("worker.cli")
@@ -24,46 +23,52 @@ log = get_logger("worker.cli")
 
 def _is_framework_exception(exc: BaseException) -> bool:
     """typer/click control flow (usage errors, Exit, Abort) passes through untouched."""
-    if isinstance(exc, typer.Exit | typer.Abort):
-        return True
-    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
-
-
-def error_report(exc: BaseException) -> tuple[int, list[str]]:
-    """Exit code and message lines for an exception raised by a command."""
-    if isinstance(exc, DocumentError):
-        return 2, exc.lines()
-    if isinstance(exc, ValidationError):
-        if exc.title == Settings.__name__:  # name the environment variable, not the field
-            return 2, [str(Problem(environment_variable(p.path), p.message)) for p in validation_problems(exc)]
-        return 2, format_validation_error(exc)
-    if isinstance(exc, SubsyncError):
-        return exc.exit_code, [str(exc)]
-    if isinstance(exc, EmbeddedServerError):
-        return 1, [str(exc)]
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return 1, [f"database unavailable: {_first_line(exc.orig)}"]
-    if isinstance(exc, sa_exc.IntegrityError):
-        return 1, [f"database rejected the write: {_first_line(exc.orig)}"]
-    if isinstance(exc, sa_exc.DBAPIError):
-        return 1, [f"database error: {_first_line(exc.orig)}"]
-    if isinstance(exc, sa_exc.SQLAlchemyError):
-        return 1, [f"database error: {_first_line(exc)}"]
-    if isinstance(exc, redis.exceptions.RedisError):
-        return 1, [f"broker error: {_first_line(exc)}"]
-    if isinstance(exc, OSError):
-        return 1, [_first_line(exc)]
-    # Domain and lookup/value errors carry messages written for people; other types are bugs.
-    if isinstance(exc, DomainError | LookupError | ValueError) and not isinstance(
-        exc, KeyError | IndexError | UnicodeError
-    ):
-        return 1, [_first_line(exc)]
-    return 1, [f"unexpected {type(exc).__name__}: {_first_line(exc)}"]
+    return isinstance(exc, typer.Exit | typer.Abort | typer.TyperException)
 
 
 def _first_line(value: object) -> str:
     text = str(value).strip()
     return text.splitlines()[0] if text else type(value).__name__
+
+
+def _orig(exc: BaseException) -> object:
+    """What the database driver said (SQLAlchemy wraps it)."""
+    return getattr(exc, "orig", exc)
+
+
+#: How exceptions that are not the project's own are reported (the project's carry their exit code
+#: and lines: `SubsyncError.report`), by type: the most specific class of an exception's MRO found
+#: here wins. `None`: a bug, reported as unexpected with its type. Domain, lookup and value errors
+#: carry messages written for people.
+_REPORTS: dict[type[BaseException], Callable[[BaseException], str] | None] = {
+    sa_exc.OperationalError: lambda e: f"database unavailable: {_first_line(_orig(e))}",
+    sa_exc.InterfaceError: lambda e: f"database unavailable: {_first_line(_orig(e))}",
+    sa_exc.IntegrityError: lambda e: f"database rejected the write: {_first_line(_orig(e))}",
+    sa_exc.DBAPIError: lambda e: f"database error: {_first_line(_orig(e))}",
+    sa_exc.SQLAlchemyError: lambda e: f"database error: {_first_line(e)}",
+    redis.exceptions.RedisError: lambda e: f"broker error: {_first_line(e)}",
+    OSError: _first_line,
+    DomainError: _first_line,
+    LookupError: _first_line,
+    ValueError: _first_line,
+    KeyError: None,
+    IndexError: None,
+    UnicodeError: None,
+}
+
+
+def error_report(exc: BaseException) -> tuple[int, list[str]]:
+    """Exit code and message lines for an exception raised by a command."""
+    if isinstance(exc, SubsyncError):
+        return exc.exit_code, exc.report()
+    if isinstance(exc, ValidationError):  # a model of the contract or the settings: bad input
+        if exc.title == Settings.__name__:  # name the environment variable, not the field
+            return 2, [str(Problem(environment_variable(p.path), p.message)) for p in validation_problems(exc)]
+        return 2, format_validation_error(exc)
+    render = next((_REPORTS[t] for t in type(exc).__mro__ if t in _REPORTS), None)
+    if render is None:
+        return 1, [f"unexpected {type(exc).__name__}: {_first_line(exc)}"]
+    return 1, [render(exc)]
 
 
 def print_error_lines(lines: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ import typer
 from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
 from worker.cli.output import FormatOption, emit, print_table
 from worker.cli.runtime import Runtime, get_runtime
-from worker.contract.events import EVENT_TYPES, QUEUE_NAME, InvalidEvent, make_event
+from worker.contract.events import EVENT_TYPES, QUEUE_NAME, make_event
 from worker.errors import InvalidInputError
 from worker.infra.logging import get_logger
 from worker.queue.dead_letters import list_dead_letters, retry_dead_letters
@@ -160,17 +160,14 @@ def publish_command(
     fmt: FormatOption = None,
 ) -> None:
     """Enqueue one event on subscription-sync."""
-    try:
-        event = make_event(
-            event_type,
-            namespace=namespace,
-            subscription_id=subscription_id,
-            invoice_id=invoice_id,
-            as_of=as_of,
-            event_id=event_id,
-        )
-    except InvalidEvent as exc:
-        raise InvalidInputError(str(exc)) from None
+    event = make_event(  # an InvalidEvent is bad input: exit 2
+        event_type,
+        namespace=namespace,
+        subscription_id=subscription_id,
+        invoice_id=invoice_id,
+        as_of=as_of,
+        event_id=event_id,
+    )
     broker = get_runtime(ctx).broker()
     message_id = publish(event, broker=broker)
     data = {"message_id": message_id, "queue": QUEUE_NAME, "actor": event.actor_name, "event": event.payload()}

@@ -1,14 +1,13 @@
 """The subscription document of CONTRACT §3: parsing, validation, defaults and the printed shape.
 
-Validation happens in two passes, both reporting problems as `path: message` lines whose
-path names the field the way a person reads the JSON
-(`phases[0].items.platform-fee[1].rate_card.price.amount`):
-
-1. field rules, enforced by the pydantic models (types, charsets, lengths, decimals, times,
-   durations, currency codes, price shapes, unknown fields);
-2. document rules that relate fields to each other (`active_to` not before `active_from`,
-   item versions sorted and not overlapping, distinct phase keys and ids, limits on counts,
-   `discounts.usage` only with usage-based prices).
+The pydantic models check every rule, reporting problems as `path: message` lines whose path names
+the field the way a person reads the JSON (`phases[0].items.platform-fee[1].rate_card.price.amount`):
+field rules through the field types (types, charsets, lengths, decimals, times, durations, currency
+codes, price shapes, unknown fields), and the rules relating fields to each other as model validators
+(`active_to` not before `active_from`, item versions sorted and not overlapping, distinct phase keys
+and ids, limits on counts, `discounts.usage` only with usage-based prices). Pydantic collects them in
+one round: a model whose fields are valid has its rules checked even when another part of the
+document has problems. The model validators also apply the defaults, once, whoever validates.
 
 A document that breaks any rule raises `DocumentError` and nothing is written. The field types are
 in `worker.contract.fields`, the problem lines in `worker.contract.problems`.
@@ -22,7 +21,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from worker.contract.fields import (
     USAGE_PRICE_TYPES,
@@ -38,7 +45,7 @@ from worker.contract.fields import (
     Text,
     Time,
 )
-from worker.contract.problems import DocumentError, Problem, validation_problems
+from worker.contract.problems import DocumentError, Problem, refuse, validation_problems
 from worker.contract.text import format_decimal, format_time
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -131,6 +138,23 @@ class ItemVersion(_Model):
     annotations: Annotations | None = None
     rate_card: RateCard
 
+    @model_validator(mode="after")
+    def _rules(self) -> ItemVersion:
+        problems: list[Problem] = []
+        if self.active_to is not None and self.active_from is not None and self.active_to < self.active_from:
+            problems.append(Problem("active_to", "must not be before active_from"))
+        discounts, price = self.rate_card.discounts, self.rate_card.price
+        usage_price = price is not None and price.type in USAGE_PRICE_TYPES
+        if discounts is not None and discounts.usage is not None and not usage_price:
+            problems.append(
+                Problem(
+                    "rate_card.discounts.usage",
+                    "is allowed only with a usage-based price (unit, tiered, package, dynamic)",
+                )
+            )
+        refuse(problems)
+        return self
+
 
 class Phase(_Model):
     key: Key
@@ -139,6 +163,37 @@ class Phase(_Model):
     active_from: Time
     sort_hint: SortHint | None = None
     items: dict[Key, list[ItemVersion]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rules_then_defaults(self) -> Phase:
+        problems: list[Problem] = []
+        for key, versions in self.items.items():
+            if not versions:
+                problems.append(Problem(f"items.{key}", "must list at least one item version"))
+            for index in range(1, len(versions)):
+                problem = self._ordering_problem(versions[index - 1], versions[index], index)
+                if problem is not None:
+                    problems.append(Problem(f"items.{key}[{index}].active_from", problem))
+        refuse(problems)
+        # The defaults of CONTRACT §3, applied here once, whoever validates a document.
+        self.name = self.key if self.name is None else self.name
+        for key, versions in self.items.items():
+            for version in versions:
+                version.active_from = version.active_from or self.active_from
+                version.annotations = {} if version.annotations is None else version.annotations
+                version.rate_card.name = key if version.rate_card.name is None else version.rate_card.name
+                version.rate_card.discounts = version.rate_card.discounts or Discounts()
+        return self
+
+    def _ordering_problem(self, previous: ItemVersion, current: ItemVersion, index: int) -> str | None:
+        previous_from = previous.active_from or self.active_from
+        current_from = current.active_from or self.active_from
+        if current_from < previous_from:
+            return f"versions must be sorted oldest first: starts before version [{index - 1}]"
+        if previous.active_to is None or previous.active_to > current_from:
+            ends = "never ends" if previous.active_to is None else f"ends {format_time(previous.active_to)}"
+            return f"overlaps version [{index - 1}], which {ends}"
+        return None
 
 
 class ProRating(_Model):
@@ -161,6 +216,66 @@ class SubscriptionDocument(_Model):
 
     def item_version_count(self) -> int:
         return sum(len(versions) for phase in self.phases for versions in phase.items.values())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _at_most_so_many_versions(cls, value: Any, handler: ModelWrapValidatorHandler[SubscriptionDocument]) -> Any:
+        """A limit, checked before the item versions are: a document over it is refused on that alone."""
+        versions_total = _raw_version_count(value)
+        if versions_total > MAX_ITEM_VERSIONS:
+            refuse([Problem("phases", f"has {versions_total} item versions; at most {MAX_ITEM_VERSIONS} are allowed")])
+        return handler(value)
+
+    @model_validator(mode="after")
+    def _rules_then_defaults(self) -> SubscriptionDocument:
+        problems: list[Problem] = []
+        if self.active_to is not None and self.active_to < self.active_from:
+            problems.append(Problem("active_to", "must not be before active_from"))
+        problems += self._duplicate_ids()
+        refuse(problems)
+        self.billing_anchor = self.billing_anchor or self.active_from  # the default of CONTRACT §3
+        return self
+
+    def _duplicate_ids(self) -> list[Problem]:
+        """Phase keys and ids, and item version ids, are each used once in a document."""
+        problems: list[Problem] = []
+        phase_keys: dict[str, int] = {}
+        phase_ids: dict[str, int] = {}
+        item_ids: dict[str, str] = {}
+        for p_index, phase in enumerate(self.phases):
+            phase_path = f"phases[{p_index}]"
+            if phase.key in phase_keys:
+                problems.append(
+                    Problem(f"{phase_path}.key", f"{phase.key!r} is already used by phases[{phase_keys[phase.key]}]")
+                )
+            phase_keys.setdefault(phase.key, p_index)
+            if phase.id is not None and phase.id in phase_ids:
+                problems.append(
+                    Problem(f"{phase_path}.id", f"{phase.id!r} is already used by phases[{phase_ids[phase.id]}]")
+                )
+            elif phase.id is not None:
+                phase_ids[phase.id] = p_index
+            for key, versions in phase.items.items():
+                for v_index, version in enumerate(versions):
+                    version_path = f"{phase_path}.items.{key}[{v_index}]"
+                    if version.id is not None and version.id in item_ids:
+                        problems.append(
+                            Problem(f"{version_path}.id", f"{version.id!r} is already used by {item_ids[version.id]}")
+                        )
+                    elif version.id is not None:
+                        item_ids[version.id] = version_path
+        return problems
+
+
+def _raw_version_count(value: Any) -> int:
+    """How many item versions a document not yet validated lists (what is not shaped right counts 0)."""
+    if isinstance(value, SubscriptionDocument):
+        return value.item_version_count()
+    phases = value.get("phases") if isinstance(value, Mapping) else None
+    if not isinstance(phases, list):
+        return 0
+    items = [phase.get("items") for phase in phases if isinstance(phase, Mapping)]
+    return sum(len(v) for i in items if isinstance(i, Mapping) for v in i.values() if isinstance(v, list))
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -192,14 +307,9 @@ def validate_document(value: Any, *, size_checked: bool = False) -> Subscription
         if size > MAX_DOCUMENT_BYTES:
             raise DocumentError([Problem("", f"the document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")])
     try:
-        document = SubscriptionDocument.model_validate(value)
+        return SubscriptionDocument.model_validate(value)
     except ValidationError as exc:
         raise DocumentError(validation_problems(exc)) from None
-    problems = document_problems(document)
-    if problems:
-        raise DocumentError(problems)
-    _apply_defaults(document)
-    return document
 
 
 class _DuplicateKey(ValueError):
@@ -219,98 +329,6 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
-
-
-# --- document rules ----------------------------------------------------------------------------
-
-
-def document_problems(document: SubscriptionDocument) -> list[Problem]:
-    """Rules relating fields to each other (run after the field rules passed)."""
-    problems: list[Problem] = []
-    add = problems.append
-    if document.active_to is not None and document.active_to < document.active_from:
-        add(Problem("active_to", "must not be before active_from"))
-
-    versions_total = document.item_version_count()
-    if versions_total > MAX_ITEM_VERSIONS:
-        add(Problem("phases", f"has {versions_total} item versions; at most {MAX_ITEM_VERSIONS} are allowed"))
-
-    phase_keys: dict[str, int] = {}
-    phase_ids: dict[str, int] = {}
-    item_ids: dict[str, str] = {}
-    for p_index, phase in enumerate(document.phases):
-        phase_path = f"phases[{p_index}]"
-        if phase.key in phase_keys:
-            add(Problem(f"{phase_path}.key", f"{phase.key!r} is already used by phases[{phase_keys[phase.key]}]"))
-        else:
-            phase_keys[phase.key] = p_index
-        if phase.id is not None:
-            if phase.id in phase_ids:
-                add(Problem(f"{phase_path}.id", f"{phase.id!r} is already used by phases[{phase_ids[phase.id]}]"))
-            else:
-                phase_ids[phase.id] = p_index
-        for key, versions in phase.items.items():
-            key_path = f"{phase_path}.items.{key}"
-            if not versions:
-                add(Problem(key_path, "must list at least one item version"))
-            for v_index, version in enumerate(versions):
-                version_path = f"{key_path}[{v_index}]"
-                _version_problems(version, version_path, add)
-                if version.id is not None:
-                    if version.id in item_ids:
-                        add(Problem(f"{version_path}.id", f"{version.id!r} is already used by {item_ids[version.id]}"))
-                    else:
-                        item_ids[version.id] = version_path
-                if v_index > 0:
-                    _ordering_problem(versions[v_index - 1], version, phase, v_index, version_path, add)
-    return problems
-
-
-def _version_problems(version: ItemVersion, path: str, add: Any) -> None:
-    if version.active_to is not None and version.active_from is not None and version.active_to < version.active_from:
-        add(Problem(f"{path}.active_to", "must not be before active_from"))
-    rate_card = version.rate_card
-    if rate_card.discounts is not None and rate_card.discounts.usage is not None:
-        price_type = rate_card.price.type if rate_card.price is not None else None
-        if price_type not in USAGE_PRICE_TYPES:
-            add(
-                Problem(
-                    f"{path}.rate_card.discounts.usage",
-                    "is allowed only with a usage-based price (unit, tiered, package, dynamic)",
-                )
-            )
-
-
-def _ordering_problem(
-    previous: ItemVersion, current: ItemVersion, phase: Phase, index: int, path: str, add: Any
-) -> None:
-    previous_from = previous.active_from or phase.active_from
-    current_from = current.active_from or phase.active_from
-    if current_from < previous_from:
-        add(
-            Problem(f"{path}.active_from", f"versions must be sorted oldest first: starts before version [{index - 1}]")
-        )
-    elif previous.active_to is None or previous.active_to > current_from:
-        ends = "never ends" if previous.active_to is None else f"ends {format_time(previous.active_to)}"
-        add(Problem(f"{path}.active_from", f"overlaps version [{index - 1}], which {ends}"))
-
-
-def _apply_defaults(document: SubscriptionDocument) -> None:
-    if document.billing_anchor is None:
-        document.billing_anchor = document.active_from
-    for phase in document.phases:
-        if phase.name is None:
-            phase.name = phase.key
-        for key, versions in phase.items.items():
-            for version in versions:
-                if version.active_from is None:
-                    version.active_from = phase.active_from
-                if version.annotations is None:
-                    version.annotations = {}
-                if version.rate_card.name is None:
-                    version.rate_card.name = key
-                if version.rate_card.discounts is None:
-                    version.rate_card.discounts = Discounts()
 
 
 # --- printed shape -----------------------------------------------------------------------------
@@ -391,7 +409,7 @@ def to_document(document: SubscriptionDocument) -> dict[str, Any]:
         "name": document.name if document.name is not None else document.id,
         "currency": document.currency,
         "billing_cadence": document.billing_cadence,
-        "billing_anchor": _time(document.billing_anchor or document.active_from),
+        "billing_anchor": _time(document.billing_anchor),
         "pro_rating": {"enabled": document.pro_rating.enabled, "mode": document.pro_rating.mode},
         "active_from": _time(document.active_from),
         "active_to": _time(document.active_to),
@@ -399,16 +417,16 @@ def to_document(document: SubscriptionDocument) -> dict[str, Any]:
             {
                 "key": phase.key,
                 "id": phase.id,
-                "name": phase.name if phase.name is not None else phase.key,
+                "name": phase.name,
                 "active_from": _time(phase.active_from),
                 "sort_hint": phase.sort_hint,
                 "items": {
                     key: [
                         {
                             "id": version.id,
-                            "active_from": _time(version.active_from or phase.active_from),
+                            "active_from": _time(version.active_from),
                             "active_to": _time(version.active_to),
-                            "annotations": version.annotations if version.annotations is not None else {},
+                            "annotations": version.annotations,
                             "rate_card": rate_card_to_json(version.rate_card),
                         }
                         for version in versions

@@ -21,7 +21,7 @@ Producers in other languages write the same JSON into a Dramatiq message (see th
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from worker.contract.fields import MAX_EVENT_ID_LENGTH as MAX_EVENT_ID_LENGTH
 from worker.contract.fields import EventId, Identifier, Time
 from worker.contract.problems import format_validation_error
+from worker.errors import InvalidInputError
+from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 
 #: The one queue of the worker (CONTRACT §4).
@@ -62,7 +64,7 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_EVENT_DEPTH = 32
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(InvalidInputError):
     """A message payload that is not a valid event; never retried (dead-lettered at once)."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -116,7 +118,7 @@ class SubscriptionEvent(_Event):
                 "namespace": namespace,
                 "subscription_id": subscription_id,
                 "event_id": event_id or new_id("evt"),
-                "occurred_at": occurred_at or datetime.now(UTC),
+                "occurred_at": occurred_at or utcnow(),
                 "as_of": as_of,
             }
         )
@@ -151,7 +153,7 @@ class InvoiceCreatedEvent(_Event):
                 "namespace": namespace,
                 "invoice_id": invoice_id,
                 "event_id": event_id or new_id("evt"),
-                "occurred_at": occurred_at or datetime.now(UTC),
+                "occurred_at": occurred_at or utcnow(),
                 "as_of": as_of,
             }
         )

@@ -48,11 +48,6 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_PATTERN.match(value))
 
 
-def is_valid_key(value: str) -> bool:
-    """Whether `value` is a valid phase / item key (1–64 of `A-Z a-z 0-9 . _ -`)."""
-    return bool(_KEY_PATTERN.match(value))
-
-
 def _check_id(value: str) -> str:
     if not _ID_PATTERN.match(value):
         raise _error("must be 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit")

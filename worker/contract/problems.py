@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from worker.contract.fields import PRICE_TYPES, RULE
+from worker.errors import InvalidInputError
 
 MAX_PROBLEMS_REPORTED = 50
 
@@ -25,12 +27,15 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class DocumentError(ValueError):
+class DocumentError(InvalidInputError):
     """The document breaks one or more rules; `problems` lists each one."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems[:5]))
+
+    def report(self) -> list[str]:
+        return self.lines()
 
     def lines(self, limit: int = MAX_PROBLEMS_REPORTED) -> list[str]:
         """One line per problem (at most `limit`, then a line saying how many were left out)."""
@@ -69,8 +74,26 @@ def validation_problems(exc: ValidationError) -> list[Problem]:
         ctx = error.get("ctx") or {}
         if kind in ("union_tag_invalid", "union_tag_not_found"):
             loc.append(str(ctx.get("discriminator", "type")).strip("'"))
+        nested = ctx.get("problems") if kind == RULE else None
+        if nested:  # a model's rules relating its fields: paths relative to the model (`refuse`)
+            base = format_path(loc)
+            problems.extend(Problem(_join(base, path), message) for path, message in nested)
+            continue
         problems.append(Problem(format_path(loc), _message(kind, error["msg"], ctx, error.get("input"))))
     return problems
+
+
+def refuse(problems: list[Problem]) -> None:
+    """From a model validator: raise the problems found relating the model's fields (paths relative to
+    the model), if any. Pydantic reports them with the other models' problems, in the same round."""
+    if problems:
+        raise PydanticCustomError(RULE, "the fields break rules", {"problems": [(p.path, p.message) for p in problems]})
+
+
+def _join(base: str, path: str) -> str:
+    if not base or not path:
+        return base or path
+    return f"{base}{path}" if path.startswith("[") else f"{base}.{path}"
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from worker.errors import SubsyncError
 from worker.infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -44,7 +45,7 @@ _REDIS_START_TIMEOUT = 15.0
 _announced: set[tuple[str, Path]] = set()
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(SubsyncError):
     """An embedded server could not be started or reached."""
 
 

@@ -1,28 +1,17 @@
-"""The Dramatiq actors of queue `subscription-sync` (CONTRACT §4). Run them with `subsync worker`
-(`dramatiq worker.process:main --queues subscription-sync`).
+"""The Dramatiq actors of queue `subscription-sync` (CONTRACT §4), run by `subsync worker`.
 
-| actor | argument | handler |
-|---|---|---|
-| `subscription_event` | a subscription event | `handlers.handle_subscription_event` |
-| `invoice_created` | an `invoice.created` event | `handlers.handle_invoice_created` |
-| `reconcile_due` | none (or `{"namespace": NS}` to limit it to one tenant) | `handlers.handle_reconcile_due` |
-| `reconcile_subscription` (internal) | `{"namespace", "subscription_id"}` | `handlers.handle_reconcile_subscription` |
-
-Actor bodies are thin: validate the payload (an invalid one raises `InvalidEvent`, which the actors
-declare in `throws`, so it is dead-lettered at once), bind the log context, call the handler with the
-process's engine, log the outcome. Failures are classified (`worker.queue.failures`) and re-raised as
-`SyncFailure`, which the Retries middleware retries or dead-letters by reason.
-
-`worker.bootstrap` declares them on the process's broker; importing this module declares nothing.
+Actor bodies are thin (`actor_body`): parse the call into an event, call its handler in
+`worker.app.handlers` with the process's engine, hand the outcome to the middleware. Logging,
+classifying, counting and retrying are middleware (`worker.queue.middleware`); `worker.bootstrap`
+declares the actors on the process's broker (importing this module declares nothing).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import dramatiq
 import structlog
@@ -32,14 +21,12 @@ from sqlalchemy import Engine
 
 from worker.app.handlers import (
     Handled,
-    InvoicesNotPublished,
     handle_invoice_created,
     handle_reconcile_due,
     handle_reconcile_subscription,
     handle_subscription_event,
     publish_all,
 )
-from worker.app.sync import SyncResult
 from worker.config import Settings
 from worker.contract.events import (
     INVOICE_CREATED_ACTOR,
@@ -56,17 +43,14 @@ from worker.contract.events import (
     parse_subscription_event,
 )
 from worker.contract.fields import is_valid_id
-from worker.contract.text import format_time
 from worker.infra.logging import get_logger
-from worker.queue import metrics
-from worker.queue.failures import FAILURE_OPTION, INVALID_PAYLOAD, RetryPolicy, SyncFailure, classify, describe, kind_of
+from worker.queue.failures import ActorFailed
 from worker.queue.keys import reconcile_lock_key
+from worker.queue.middleware.owed_invoice_events import UNPUBLISHED_OPTION
+from worker.queue.outcome import set_outcome
 from worker.queue.publish import event_message, publish
 
 log = get_logger(__name__)
-
-#: Message option holding the `invoice.created` payloads an attempt committed but could not publish.
-UNPUBLISHED_OPTION = "subsync_unpublished"
 
 _E = TypeVar("_E")
 
@@ -76,17 +60,11 @@ ActorCall = tuple[tuple[Any, ...], dict[str, Any]]
 # --- running one message -----------------------------------------------------------------------
 
 
-def _current_attempt() -> tuple[Any, int]:
-    message = CurrentMessage.get_current_message()
-    retries = int(message.options.get("retries", 0) or 0) if message is not None else 0
-    return message, retries
-
-
-def one_argument(parse: Callable[[object], _E]) -> Callable[[object], _E]:
+def one_argument(parse: Callable[[object], _E]) -> Callable[[ActorCall], _E]:
     """Parse the single positional argument of an actor call `(args, kwargs)`; anything else is invalid."""
 
-    def parse_call(call: object) -> _E:
-        args, kwargs = cast(ActorCall, call)
+    def parse_call(call: ActorCall) -> _E:
+        args, kwargs = call
         if len(args) != 1 or kwargs:
             raise InvalidEvent(
                 [
@@ -98,74 +76,41 @@ def one_argument(parse: Callable[[object], _E]) -> Callable[[object], _E]:
     return parse_call
 
 
-def run_message(
-    actor_name: str,
-    payload: object,
-    parse: Callable[[object], _E],
-    handle: Callable[[_E], Handled],
-    settings: Settings,
-) -> Handled:
-    """Parse, handle and log one message; classify any failure (see the module docstring)."""
-    message, retries = _current_attempt()
-    started = time.monotonic()
-    context: dict[str, Any] = {
-        "actor": actor_name,
-        "message_id": message.message_id if message is not None else None,
-        "attempt": retries + 1,
-    }
-    if message is not None:
-        message.options.pop(FAILURE_OPTION, None)  # left by an earlier attempt
-    # Worker threads run one message at a time: the context is this message's only.
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**context)
-    try:
+def actor_body(parse: Callable[[ActorCall], _E], handle: Callable[[_E], Handled]) -> Callable[..., None]:
+    """The body of an actor: parse the call into an event (an invalid one raises `InvalidEvent`, which
+    the actors `throw`: dead-lettered at once), add the event to the log context, handle it, and hand
+    the outcome to the middleware (`worker.queue.outcome`). Any other failure is raised as
+    `ActorFailed`; logging, classifying and counting it is the middleware's business."""
+
+    def body(*args: object, **kwargs: object) -> None:
         try:
-            event = parse(payload)
+            event = parse((args, kwargs))
             log_context = getattr(event, "log_context", None)
             if callable(log_context):
                 structlog.contextvars.bind_contextvars(**log_context())
-            handled = handle(event)
+            set_outcome(handle(event))
+        except InvalidEvent:
+            raise
         except (Exception, Interrupt) as exc:
-            reason = classify(exc)
-            error = describe(exc)
-            will_retry = RetryPolicy.from_settings(settings).should_retry(retries, reason)
-            if message is not None:
-                message.options[FAILURE_OPTION] = {"reason": reason, "error": error, "attempt": retries + 1}
-                if isinstance(exc, InvoicesNotPublished):  # committed invoices whose event is still owed
-                    message.options[UNPUBLISHED_OPTION] = [e.payload() for e in exc.events]
-            metrics.record_failure(actor_name, reason)
-            (log.warning if will_retry else log.error)(
-                "message.failed",
-                reason=reason,
-                kind=str(kind_of(reason)),
-                error=error,
-                will_retry=will_retry,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
-            )
-            if reason == INVALID_PAYLOAD:
-                raise
-            raise SyncFailure(reason, error) from exc
-        for result in handled.syncs:
-            metrics.record_sync(actor_name, result.counts())
-        metrics.record_invoices(len(handled.invoices))
-        log.info(
-            "message.done",
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            customer_id=handled.customer_id,
-            patches=handled.counts(),
-            syncs=[_sync_summary(r) for r in handled.syncs] if len(handled.syncs) > 1 else None,
-            as_of=format_time(handled.syncs[0].as_of) if len(handled.syncs) == 1 else None,
-            invoices=[i.id for i in handled.invoices] or None,
-            skipped=handled.skipped,
-            **handled.extra,
-        )
-        return handled
-    finally:
-        structlog.contextvars.clear_contextvars()
+            raise ActorFailed(exc) from exc
+
+    return body
 
 
-def _sync_summary(result: SyncResult) -> dict[str, Any]:
-    return {"subscription_id": result.subscription_id, "patches": result.counts()}
+def parse_reconcile_due(call: ActorCall) -> str | None:
+    """The argument of `reconcile_due`: nothing, or `{"namespace": NS}` to limit it to one tenant."""
+    call_args, call_kwargs = call
+    if not call_args and not call_kwargs:
+        return None
+    if len(call_args) == 1 and not call_kwargs:
+        value = call_args[0]
+        if value is None:
+            return None
+        if isinstance(value, dict) and set(value) == {"namespace"}:
+            namespace = value["namespace"]
+            if isinstance(namespace, str) and is_valid_id(namespace):
+                return namespace
+    raise InvalidEvent(['reconcile_due takes no argument (or {"namespace": NS})'])
 
 
 # --- reconcile_due run lock --------------------------------------------------------------------
@@ -229,66 +174,33 @@ def declare_actors(
             max_target_lines=settings.max_target_lines,
         )
 
-    def subscription_event(*args: object, **kwargs: object) -> None:
-        run_message(
-            SUBSCRIPTION_EVENT_ACTOR,
-            (args, kwargs),
-            one_argument(parse_subscription_event),
-            handle_subscription,
-            settings,
-        )
+    subscription_event = actor_body(one_argument(parse_subscription_event), handle_subscription)
+    invoice_created = actor_body(
+        one_argument(parse_invoice_created_event),
+        lambda e: handle_invoice_created(engine(), e, max_target_lines=settings.max_target_lines),
+    )
+    reconcile_subscription = actor_body(
+        one_argument(parse_reconcile_request),
+        lambda r: handle_reconcile_subscription(engine(), r, max_target_lines=settings.max_target_lines),
+    )
 
-    def invoice_created(*args: object, **kwargs: object) -> None:
-        run_message(
-            INVOICE_CREATED_ACTOR,
-            (args, kwargs),
-            one_argument(parse_invoice_created_event),
-            lambda e: handle_invoice_created(engine(), e, max_target_lines=settings.max_target_lines),
-            settings,
-        )
+    def run_reconcile_due(namespace: str | None) -> Handled:
+        """SPEC §8.4, one run at a time: a second `reconcile_due` arriving while one runs skips."""
+        token = uuid.uuid4().hex
+        lock_key = None
+        if isinstance(broker, RedisBroker):
+            lock_key = reconcile_lock_key(broker.namespace)
+            if not broker.client.set(lock_key, token, nx=True, px=int(settings.reconcile_time_limit_seconds * 1000)):
+                return Handled(skipped="another reconcile_due is running")
+        try:
+            return handle_reconcile_due(
+                engine(), enqueue_reconciles, page_size=settings.reconcile_page_size, namespace=namespace
+            )
+        finally:
+            if lock_key is not None and isinstance(broker, RedisBroker):
+                broker.client.eval(_RELEASE, 1, lock_key, token)
 
-    def reconcile_subscription(*args: object, **kwargs: object) -> None:
-        run_message(
-            RECONCILE_SUBSCRIPTION_ACTOR,
-            (args, kwargs),
-            one_argument(parse_reconcile_request),
-            lambda r: handle_reconcile_subscription(engine(), r, max_target_lines=settings.max_target_lines),
-            settings,
-        )
-
-    def reconcile_due(*args: object, **kwargs: object) -> None:
-        def parse(call: object) -> str | None:
-            call_args, call_kwargs = cast(ActorCall, call)
-            if not call_args and not call_kwargs:
-                return None
-            if len(call_args) == 1 and not call_kwargs:
-                value = call_args[0]
-                if value is None:
-                    return None
-                if isinstance(value, dict) and set(value) == {"namespace"}:
-                    namespace = value["namespace"]
-                    if isinstance(namespace, str) and is_valid_id(namespace):
-                        return namespace
-            raise InvalidEvent(['reconcile_due takes no argument (or {"namespace": NS})'])
-
-        def handle(namespace: str | None) -> Handled:
-            token = uuid.uuid4().hex
-            lock_key = None
-            if isinstance(broker, RedisBroker):
-                lock_key = reconcile_lock_key(broker.namespace)
-                if not broker.client.set(
-                    lock_key, token, nx=True, px=int(settings.reconcile_time_limit_seconds * 1000)
-                ):
-                    return Handled(skipped="another reconcile_due is running")
-            try:
-                return handle_reconcile_due(
-                    engine(), enqueue_reconciles, page_size=settings.reconcile_page_size, namespace=namespace
-                )
-            finally:
-                if lock_key is not None and isinstance(broker, RedisBroker):
-                    broker.client.eval(_RELEASE, 1, lock_key, token)
-
-        run_message(RECONCILE_DUE_ACTOR, (args, kwargs), parse, handle, settings)
+    reconcile_due = actor_body(parse_reconcile_due, run_reconcile_due)
 
     def declare(fn: Callable[..., None], name: str, limit: int) -> dramatiq.Actor[..., Any]:
         decorator: Any = dramatiq.actor(actor_name=name, time_limit=limit, **common)

@@ -3,7 +3,7 @@
 Middleware, in order: Prometheus (worker processes with metrics on), AgeLimit, TimeLimit,
 GracefulShutdown, Callbacks, Pipelines, DurableRetries (Retries with the policy of
 `worker.queue.failures`, riding out Redis outages), CurrentMessage, DeadLetterReasons,
-ForeignMessageIds, and SyncMetrics (with Prometheus). The broker is
+ForeignMessageIds, OwedInvoiceEvents, MessageLog, and SyncMetrics (with Prometheus). The broker is
 `worker.queue.consumer.GuardedRedisBroker`; its Redis keys are named in `worker.queue.keys`.
 """
 
@@ -25,6 +25,9 @@ from worker.queue.middleware.dead_letter_reasons import DeadLetterReasons
 from worker.queue.middleware.durable_retries import DurableRetries
 from worker.queue.middleware.foreign_message_ids import ForeignMessageIds
 from worker.queue.middleware.graceful_shutdown import GracefulShutdown
+from worker.queue.middleware.message_log import MessageLog
+from worker.queue.middleware.owed_invoice_events import OwedInvoiceEvents
+from worker.queue.middleware.sync_metrics import SyncMetrics
 
 
 def build_middleware(settings: Settings, *, metrics: bool = False) -> list[Middleware]:
@@ -44,12 +47,13 @@ def build_middleware(settings: Settings, *, metrics: bool = False) -> list[Middl
         CurrentMessage(),
         DeadLetterReasons(),
         ForeignMessageIds(),
+        # After-hooks run in reverse order: these see a failed message before Retries re-enqueues it.
+        OwedInvoiceEvents(),
+        MessageLog(policy),
     ]
     if metrics:
         # lazy: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import; only worker processes set it
         from dramatiq.middleware.prometheus import Prometheus
-
-        from worker.queue.metrics import SyncMetrics
 
         middleware.insert(0, Prometheus())
         middleware.append(SyncMetrics())

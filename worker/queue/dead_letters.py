@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from worker.contract.events import QUEUE_NAME
 from worker.contract.text import format_time
 from worker.errors import NotFoundError
+from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
 from worker.queue.failures import kind_of
 from worker.queue.keys import dead_letter_reason_key, queue_keys
@@ -36,7 +37,7 @@ def dead_letter_record(
         "error": error,
         "kind": str(kind_of(reason)),
         "attempts": attempts,
-        "dead_lettered_at": format_time(datetime.now(UTC).replace(microsecond=0)),
+        "dead_lettered_at": format_time(utcnow().replace(microsecond=0)),
         "message_id": message_id,
         "actor_name": actor_name,
     }

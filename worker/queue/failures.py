@@ -1,14 +1,12 @@
 """Failure policy of the worker: what went wrong (a short `reason`) and whether to try again.
 
-| kind | reasons | policy |
-|---|---|---|
-| invalid | `invalid_payload`, `target_too_large` | never retried: dead-lettered at once |
-| transient | `serialization_failure`, `deadlock`, `lock_timeout`, `statement_timeout`, `database_unavailable`, `broker_unavailable`, `concurrent_write`, `shutdown` | retried with exponential backoff (capped) up to `transient_max_retries` times |
-| domain | `domain_error`, `not_found`, `missing_invoice`, `database_error`, `time_limit`, `unexpected` | retried `domain_max_retries` times (the data may be fixed meanwhile), then dead-lettered |
+Reasons are of three kinds (README "Failures"): `invalid` ones are never retried, `transient` ones
+are retried with backoff up to `transient_max_retries` times, `domain` ones `domain_max_retries` times
+(the data may be fixed meanwhile). The project's errors carry their reason (`worker.errors`).
 
-`SyncFailure` carries the reason from the actor body to the Retries middleware; it subclasses
-Dramatiq's `Retry`, so Dramatiq does not log a second traceback (the actor logs the failure once,
-with its context).
+An actor body wraps what it raises in `ActorFailed` (except what it `throws`: invalid payloads); that
+subclasses Dramatiq's `Retry`, so Dramatiq does not log a second traceback: the failure is logged once,
+with its reason, by `worker.queue.middleware.message_log`.
 """
 
 from __future__ import annotations
@@ -17,16 +15,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.exceptions
-from dramatiq.errors import Retry
+from dramatiq.errors import ActorNotFound, Retry
 from dramatiq.middleware import Shutdown, SkipMessage, TimeLimitExceeded
 from sqlalchemy import exc as sa_exc
 
-from worker.app.handlers import InvoicesNotPublished
 from worker.config import Settings
-from worker.contract.events import InvalidEvent
 from worker.domain.errors import DomainError, TargetTooLargeError
-from worker.errors import MissingInvoiceError, NotFoundError
-from worker.store.apply import GatheringInvoiceConflict
+from worker.errors import SubsyncError
 
 
 class FailureKind(StrEnum):
@@ -75,60 +70,47 @@ _TRANSIENT_SQLSTATES = {
 }
 
 
-class SyncFailure(Retry):
-    """A classified failure of a message; the Retries middleware decides from `reason`."""
+class ActorFailed(Retry):
+    """What an actor body raises when handling failed: `cause` is the exception, classified by the
+    middleware and the retry policy (Dramatiq logs a `Retry` without a traceback)."""
 
-    def __init__(self, reason: str, error: str, *, delay: int | None = None) -> None:
-        super().__init__(f"{reason}: {error}", delay=delay)
-        self.reason = reason
-        self.error = error
-
-    @property
-    def kind(self) -> FailureKind:
-        return kind_of(self.reason)
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(describe(cause))
+        self.cause = cause
 
 
 def kind_of(reason: str) -> FailureKind:
     return _KIND_BY_REASON.get(reason, FailureKind.domain)
 
 
+#: The reasons of exceptions that are not the project's own (those carry their `reason`), by type:
+#: the most specific class of an exception's MRO found here wins.
+_REASON_BY_TYPE: dict[type[BaseException], str] = {
+    TimeLimitExceeded: "time_limit",
+    Shutdown: "shutdown",
+    SkipMessage: "max_age_exceeded",
+    ActorNotFound: "unknown_actor",
+    TargetTooLargeError: "target_too_large",  # the same data gives the same size: retrying cannot help
+    DomainError: "domain_error",
+    sa_exc.TimeoutError: "database_unavailable",  # connection pool exhausted
+    sa_exc.SQLAlchemyError: "database_error",
+    redis.exceptions.ConnectionError: "broker_unavailable",
+    redis.exceptions.TimeoutError: "broker_unavailable",
+    ConnectionError: "database_unavailable",
+    TimeoutError: "database_unavailable",
+}
+
+
 def classify(exc: BaseException) -> str:
     """The reason for an exception raised while handling a message."""
-    if isinstance(exc, SyncFailure):
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):  # a wrapper (ActorFailed, InvoicesNotPublished) means its cause
+        return classify(cause)
+    if isinstance(exc, SubsyncError):
         return exc.reason
-    if isinstance(exc, InvoicesNotPublished):
-        return classify(exc.cause)
-    if isinstance(exc, InvalidEvent):
-        return INVALID_PAYLOAD
-    if isinstance(exc, TimeLimitExceeded):
-        return "time_limit"
-    if isinstance(exc, Shutdown):
-        return "shutdown"
-    if isinstance(exc, SkipMessage):
-        return "max_age_exceeded"
-    if type(exc).__name__ == "ActorNotFound":
-        return "unknown_actor"
-    if isinstance(exc, GatheringInvoiceConflict):
-        return "concurrent_write"
-    if isinstance(exc, MissingInvoiceError):
-        return "missing_invoice"
-    if isinstance(exc, NotFoundError):
-        return "not_found"
-    if isinstance(exc, TargetTooLargeError):
-        return "target_too_large"
-    if isinstance(exc, DomainError):
-        return "domain_error"
-    if isinstance(exc, sa_exc.DBAPIError):
+    if isinstance(exc, sa_exc.DBAPIError):  # by the server's SQLSTATE
         return _classify_database_error(exc)
-    if isinstance(exc, sa_exc.TimeoutError):  # connection pool exhausted
-        return "database_unavailable"
-    if isinstance(exc, sa_exc.SQLAlchemyError):
-        return "database_error"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return "broker_unavailable"
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return "database_unavailable"
-    return "unexpected"
+    return next((_REASON_BY_TYPE[t] for t in type(exc).__mro__ if t in _REASON_BY_TYPE), "unexpected")
 
 
 def _classify_database_error(exc: sa_exc.DBAPIError) -> str:
@@ -147,8 +129,8 @@ def _classify_database_error(exc: sa_exc.DBAPIError) -> str:
 
 def describe(exc: BaseException, limit: int = 1000) -> str:
     """One line for logs and the dead-letter list."""
-    if isinstance(exc, SyncFailure):
-        return exc.error
+    if isinstance(exc, ActorFailed):
+        return describe(exc.cause, limit)
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         text = str(exc.orig)
     else:

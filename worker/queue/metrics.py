@@ -1,11 +1,6 @@
 """Prometheus metrics of the worker, next to Dramatiq's own (`dramatiq_*`).
 
-| metric | labels | meaning |
-|---|---|---|
-| `subsync_patches_total` | `op` | patches applied by syncs (`line_create`, `line_update`, …) |
-| `subsync_sync_failures_total` | `reason`, `actor` | failed message attempts, by reason (`worker.queue.failures`) |
-| `subsync_syncs_total` | `actor` | subscriptions synced |
-| `subsync_invoices_created_total` | | invoices created by the after-sync invoicing step |
+The counters are defined (with their help text) in `_Metrics` below; the README lists them.
 
 `prometheus_client` decides at import whether it runs in multiprocess mode, so it is imported only
 after Dramatiq's Prometheus middleware has set `PROMETHEUS_MULTIPROC_DIR` (at process boot). Until
@@ -16,9 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-
-import dramatiq
-from dramatiq.middleware import Middleware
 
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
@@ -40,13 +32,6 @@ class _Metrics:
         self.invoices = prom.Counter(
             "subsync_invoices_created_total", "Invoices created after syncs.", registry=registry
         )
-
-
-class SyncMetrics(Middleware):
-    """Creates the project's counters once the process has booted (after Dramatiq's Prometheus)."""
-
-    def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        enable()
 
 
 def enable() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from worker.contract.events import QUEUE_NAME
 from worker.contract.text import format_optional_time
+from worker.infra.clock import utcnow
 from worker.queue.keys import queue_keys
 from worker.store.due import overdue_summary
 
@@ -30,7 +31,7 @@ def queue_depth(broker: RedisBroker, queue_name: str = QUEUE_NAME) -> dict[str, 
 def status(
     engine: Engine, broker: RedisBroker, *, namespace: str | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     depth = queue_depth(broker)
     with engine.connect() as conn:
         overdue = overdue_summary(conn, now, namespace=namespace)

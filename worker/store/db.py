@@ -28,10 +28,6 @@ def replace_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
-def database_name(url: str) -> str:
-    return make_url(url).database or ""
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_decimal(value)

@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from worker.errors import NotFoundError
+from worker.errors import NotFoundError, SubsyncError
 from worker.store.locks import lock_customer
 from worker.store.tables import invoice_validation_issues, invoices
 
 SETTABLE_STATUSES = ("draft", "issued", "paid", "voided")
 
 
-class InvalidStatusChange(ValueError):
+class InvalidStatusChange(SubsyncError):
     """The invoice cannot take that status (a gathering or deleted invoice, an unknown status)."""
 
 

@@ -120,7 +120,7 @@ def _upsert_subscription_row(
         "name": document.name if document.name is not None else subscription_id,
         "currency": document.currency,
         "billing_cadence": document.billing_cadence,
-        "billing_anchor": document.billing_anchor or document.active_from,
+        "billing_anchor": document.billing_anchor,
         "pro_rating_enabled": document.pro_rating.enabled,
         "pro_rating_mode": document.pro_rating.mode,
         "active_from": document.active_from,
@@ -230,7 +230,7 @@ def _with_ids(
         update={
             "id": subscription_id,
             "name": document.name if document.name is not None else subscription_id,
-            "billing_anchor": document.billing_anchor or document.active_from,
+            "billing_anchor": document.billing_anchor,
             "phases": phases,
         }
     )
@@ -288,7 +288,7 @@ def _rows(document: SubscriptionDocument, subscription_id: str) -> tuple[list[di
                 "id": phase.id,
                 "subscription_id": subscription_id,
                 "key": phase.key,
-                "name": phase.name if phase.name is not None else phase.key,
+                "name": phase.name,
                 "active_from": phase.active_from,
                 "sort_hint": phase.sort_hint,
                 "deleted_at": None,
@@ -303,9 +303,9 @@ def _rows(document: SubscriptionDocument, subscription_id: str) -> tuple[list[di
                         "id": version.id,
                         "phase_id": phase.id,
                         "key": key,
-                        "active_from": version.active_from or phase.active_from,
+                        "active_from": version.active_from,
                         "active_to": version.active_to,
-                        "annotations": version.annotations if version.annotations is not None else {},
+                        "annotations": version.annotations,
                         "rate_card": rate_card_to_json(version.rate_card),
                         "deleted_at": None,
                     }

@@ -1,0 +1,61 @@
+"""The Dramatiq internals that `worker/queue/consumer.py` copies or relies on, pinned: when a Dramatiq
+upgrade changes any of them, these fail loudly and the consumer must be re-read against the new code
+(then update the pins here and the version range of `dramatiq` in pyproject.toml)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+import dramatiq
+import dramatiq.brokers.redis as dramatiq_redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+
+from worker.queue.consumer import GuardedRedisBroker, GuardedRedisConsumer
+from worker.queue.keys import in_flight_key
+
+#: sha256 of the source of `_RedisConsumer.__next__` in Dramatiq 2.2, whose loop
+#: `GuardedRedisConsumer.__next__` re-implements.
+NEXT_SOURCE_SHA256 = "b8245bc4ab8044d67d72216baca5e5be0d07fccce15c443a5887b6397c9906e1"
+
+
+def test_dramatiq_is_the_pinned_minor_version() -> None:
+    assert dramatiq.__version__.startswith("2.2."), dramatiq.__version__
+
+
+def test_the_copied_consumer_loop_is_unchanged_upstream() -> None:
+    source = inspect.getsource(_RedisConsumer.__next__)
+    assert hashlib.sha256(source.encode()).hexdigest() == NEXT_SOURCE_SHA256, (
+        "dramatiq's _RedisConsumer.__next__ changed: re-read worker/queue/consumer.py against it"
+    )
+
+
+def test_the_consumer_attributes_it_relies_on_are_set_by_dramatiq() -> None:
+    assert list(inspect.signature(_RedisConsumer.__init__).parameters) == [
+        "self",
+        "broker",
+        "queue_name",
+        "prefetch",
+        "timeout",
+    ]
+    init = inspect.getsource(_RedisConsumer.__init__)
+    for attribute in ("message_cache", "queued_message_ids", "misses", "prefetch", "timeout", "queue_name"):
+        assert f"self.{attribute} =" in init, attribute
+    assert isinstance(inspect.getattr_static(_RedisConsumer, "outstanding_message_count"), property)
+    assert list(inspect.signature(compute_backoff).parameters)[:1] == ["attempts"]
+    # `broker.do_<command>` runs a command of the dispatch script
+    assert 'command = name[len("do_") :]' in inspect.getsource(RedisBroker.__getattr__)
+    assert issubclass(GuardedRedisConsumer, _RedisConsumer) and issubclass(GuardedRedisBroker, RedisBroker)
+    # the broker builds its consumers through `consumer_class`, which GuardedRedisBroker overrides
+    assert "self.consumer_class(self, queue_name, prefetch, timeout)" in inspect.getsource(RedisBroker.consume)
+    assert list(inspect.signature(RedisBroker.consume).parameters) == ["self", "queue_name", "prefetch", "timeout"]
+
+
+def test_the_dispatch_script_has_the_commands_and_in_flight_layout_relied_on() -> None:
+    dispatch = (Path(dramatiq_redis.__file__).parent / "redis" / "dispatch.lua").read_text()
+    for command in ("fetch", "nack", "requeue"):
+        assert f'command == "{command}"' in dispatch, command
+    assert 'namespace .. ":__acks__." .. worker_id' in dispatch
+    assert in_flight_key("ns", "w1", "q") == "ns:__acks__.w1.q"
