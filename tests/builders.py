@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import secrets
+import time
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Connection, Engine, delete, insert, update
 
 from worker.cli.presenters import line_json
 from worker.config import Settings
 from worker.contract.builders import flat, item_version, rate_card, unit
 from worker.contract.documents import validate_document
+from worker.contract.events import QUEUE_NAME
 from worker.store.customers import upsert_customer
 from worker.store.lines import list_lines
 from worker.store.subscriptions import apply_subscription
@@ -252,6 +257,37 @@ def delete_redis_namespace(client: redis.Redis, namespace: str) -> None:
     keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
+
+
+def raw_message(args: Any, actor_name: str = "subscription_event", **changes: Any) -> dict[str, Any]:
+    """A Dramatiq message as a foreign producer writes it (README "Publishing events from another
+    language"), with `changes` to its envelope fields."""
+    message_id = str(uuid.uuid4())
+    return {
+        "queue_name": QUEUE_NAME,
+        "actor_name": actor_name,
+        "args": args,
+        "kwargs": {},
+        "options": {"redis_message_id": message_id},
+        "message_id": message_id,
+        "message_timestamp": int(time.time() * 1000),
+        **changes,
+    }
+
+
+def enqueue_raw(broker: RedisBroker, body: bytes, redis_id: str | None = None, queue_name: str = QUEUE_NAME) -> str:
+    """What a foreign producer does (README): HSET the body under its id, RPUSH the id, atomically.
+    The id is the message's `options.redis_message_id` when the body has one, else a new one."""
+    if redis_id is None:
+        try:
+            redis_id = str(json.loads(body)["options"]["redis_message_id"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            redis_id = str(uuid.uuid4())
+    pipe = broker.client.pipeline(transaction=True)
+    pipe.hset(f"{broker.namespace}:{queue_name}.msgs", redis_id, body)
+    pipe.rpush(f"{broker.namespace}:{queue_name}", redis_id)
+    pipe.execute()
+    return redis_id
 
 
 def fast_settings(namespace: str, **overrides: object) -> Settings:

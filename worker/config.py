@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     domain_max_retries: int = Field(default=3, ge=0)
     min_backoff_ms: int = Field(default=1000, ge=1)
     max_backoff_ms: int = Field(default=300_000, ge=1)
+    #: Furthest ahead a message's `options.eta` may be (never less than the max backoff; 7 days is the
+    #: longest delay Dramatiq sends): a later one is dead-lettered as `invalid_envelope`.
+    max_delay_seconds: int = Field(default=7 * 86_400, ge=1)
     #: On shutdown, in-flight syncs may finish for this long; then they are interrupted and requeued.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     #: Drop (dead-letter) messages older than this; unset: no limit.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from tests.builders import apply, document, fast_settings, fee, lines_json
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
+from worker.infra.logging import configure_logging
 from worker.queue.actors import Actors, declare_actors
 from worker.queue.broker import build_middleware
 from worker.queue.middleware.graceful_shutdown import GracefulShutdown
@@ -206,3 +208,30 @@ def test_an_actor_called_with_the_wrong_arguments_dead_letters_at_once(harness: 
     reasons = sorted(d.options["subsync_failure"]["reason"] for d in harness.dead)
     assert reasons == ["invalid_payload", "invalid_payload"]
     assert all(d.options.get("retries", 0) == 0 for d in harness.dead)
+
+
+def test_an_unexpected_exception_is_logged_once_with_its_traceback_and_message_id(
+    db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken_engine() -> Engine:
+        raise RuntimeError("no engine today")
+
+    configure_logging("json")
+    h = Harness(broken_engine, domain_max_retries=1)  # two attempts: each logs its own failure, once
+    h.worker.start()
+    try:
+        sent = h.send(h.actors.subscription_event, created())
+        h.drain()
+    finally:
+        h.worker.stop()
+        h.broker.close()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line["event"] == "message.failed"]
+    assert [(f["level"], f["reason"], f["message_id"], f["attempt"]) for f in failed] == [
+        ("error", "unexpected", sent.message_id, 1),
+        ("error", "unexpected", sent.message_id, 2),
+    ]
+    for line in failed:
+        assert "Traceback (most recent call last)" in line["exception"]
+        assert "in broken_engine" in line["exception"] and "RuntimeError: no engine today" in line["exception"]
+    assert sum("Traceback" in json.dumps(line) for line in lines) == len(failed)  # no second copy

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from pathlib import Path
 
 import dramatiq
@@ -13,7 +14,9 @@ import dramatiq.brokers.redis as dramatiq_redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 
-from worker.queue.consumer import GuardedRedisBroker, GuardedRedisConsumer
+from worker.config import Settings
+from worker.queue.broker import build_middleware
+from worker.queue.consumer import POLICY_OPTIONS, GuardedRedisBroker, GuardedRedisConsumer
 from worker.queue.keys import in_flight_key
 
 #: sha256 of the source of `_RedisConsumer.__next__` in Dramatiq 2.2, whose loop
@@ -59,3 +62,22 @@ def test_the_dispatch_script_has_the_commands_and_in_flight_layout_relied_on() -
         assert f'command == "{command}"' in dispatch, command
     assert 'namespace .. ":__acks__." .. worker_id' in dispatch
     assert in_flight_key("ns", "w1", "q") == "ns:__acks__.w1.q"
+
+
+#: The options the consumer accepts, each checked for its type (`_option_problem`).
+ACCEPTED_OPTIONS = {"redis_message_id", "retries", "eta", "traceback", "requeue_timestamp"}
+
+
+def test_every_message_option_dramatiq_reads_is_checked_or_refused_by_the_consumer() -> None:
+    """A message option Dramatiq (or its middleware) reads, and the consumer would let through
+    unchecked, could again kill a worker thread or lose the message (README "Guarantees")."""
+    source = "\n".join(path.read_text() for path in Path(dramatiq.__file__).parent.rglob("*.py"))
+    read = set(re.findall(r'options(?:\.get|\.setdefault|\.pop)?[\[(]"(\w+)"', source))
+    read |= set(re.findall(r'"(\w+)" in (?:message|self)\.options', source))
+    for middleware in build_middleware(Settings()):
+        read |= set(middleware.actor_options)
+    assert {"retries", "eta", "max_retries", "pipe_target", "time_limit"} <= read  # the scan finds them
+    unchecked = read - ACCEPTED_OPTIONS - POLICY_OPTIONS - {"actor", "abstract"}
+    assert not unchecked, (
+        f"options Dramatiq reads that worker/queue/consumer.py neither checks nor refuses: {unchecked}"
+    )

@@ -29,14 +29,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from tests.builders import apply, document, fast_settings, fee, lines_json, unique
+from tests.builders import apply, document, enqueue_raw, fast_settings, fee, lines_json, raw_message, unique
 from tests.reliability.processes import Processes, drain, worker_env
 from worker.contract.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     MAX_MESSAGE_BYTES,
-    QUEUE_NAME,
     InvalidEvent,
     SubscriptionEvent,
 )
@@ -44,7 +43,7 @@ from worker.contract.fields import is_valid_id
 from worker.queue.actors import Actors, declare_actors
 from worker.queue.broker import build_middleware
 from worker.queue.dead_letters import list_dead_letters
-from worker.queue.failures import INVALID_PAYLOAD, RetryPolicy, classify
+from worker.queue.failures import INVALID_ENVELOPE, INVALID_PAYLOAD, RetryPolicy, classify
 from worker.store.tables import ALL_TABLES
 
 NS = "acme"
@@ -189,26 +188,12 @@ def test_the_valid_event_of_the_fuzzer_is_accepted(db: Engine, stub_actors: tupl
 # --- the real worker ----------------------------------------------------------------------------
 
 
-def envelope(args: Any, actor_name: str = "subscription_event", **changes: Any) -> dict[str, Any]:
-    message_id = str(uuid.uuid4())
-    return {
-        "queue_name": QUEUE_NAME,
-        "actor_name": actor_name,
-        "args": args,
-        "kwargs": {},
-        "options": {"redis_message_id": message_id},
-        "message_id": message_id,
-        "message_timestamp": int(time.time() * 1000),
-        **changes,
-    }
-
-
 def poison_messages(ns: str) -> dict[str, tuple[bytes, str]]:
     """name → (raw message body, expected dead-letter reason)."""
     event = {**VALID, "namespace": ns}
 
     def with_event(**changes: Any) -> bytes:
-        return json.dumps(envelope([{**event, **changes}])).encode()
+        return json.dumps(raw_message([{**event, **changes}])).encode()
 
     missing_event_id = {k: v for k, v in event.items() if k != "event_id"}
     return {
@@ -216,36 +201,21 @@ def poison_messages(ns: str) -> dict[str, tuple[bytes, str]]:
         "unknown type": (with_event(type="subscription.exploded"), INVALID_PAYLOAD),
         "bad namespace": (with_event(namespace="acme/../other"), INVALID_PAYLOAD),
         "id as a number": (with_event(subscription_id=42), INVALID_PAYLOAD),
-        "missing event_id": (json.dumps(envelope([missing_event_id])).encode(), INVALID_PAYLOAD),
+        "missing event_id": (json.dumps(raw_message([missing_event_id])).encode(), INVALID_PAYLOAD),
         "deep unknown field": (with_event(extra=deep(200)), INVALID_PAYLOAD),
         "huge unknown field": (with_event(extra="z" * (MAX_EVENT_BYTES * 2)), INVALID_PAYLOAD),
-        "event is a string": (json.dumps(envelope(["subscription.updated"])).encode(), INVALID_PAYLOAD),
-        "two arguments": (json.dumps(envelope([event, event])).encode(), INVALID_PAYLOAD),
-        "unknown actor": (json.dumps(envelope([event], actor_name="drop_tables")).encode(), "unknown_actor"),
+        "event is a string": (json.dumps(raw_message(["subscription.updated"])).encode(), INVALID_PAYLOAD),
+        "two arguments": (json.dumps(raw_message([event, event])).encode(), INVALID_PAYLOAD),
+        "unknown actor": (json.dumps(raw_message([event], actor_name="drop_tables")).encode(), "unknown_actor"),
         "not JSON": (b"subscription.updated acme sub_1", INVALID_PAYLOAD),
         "not UTF-8": (b'{"queue_name": "\xff\xfe"}', INVALID_PAYLOAD),
-        "JSON array": (b"[1, 2, 3]", INVALID_PAYLOAD),
-        "args is a string": (json.dumps(envelope("abc")).encode(), INVALID_PAYLOAD),
-        "options is a list": (json.dumps(envelope([event], options=[])).encode(), INVALID_PAYLOAD),
-        "no actor_name": (json.dumps({**envelope([event]), "actor_name": None}).encode(), INVALID_PAYLOAD),
+        "JSON array": (b"[1, 2, 3]", INVALID_ENVELOPE),
+        "args is a string": (json.dumps(raw_message("abc")).encode(), INVALID_ENVELOPE),
+        "options is a list": (json.dumps(raw_message([event], options=[])).encode(), INVALID_ENVELOPE),
+        "no actor_name": (json.dumps({**raw_message([event]), "actor_name": None}).encode(), INVALID_ENVELOPE),
         "100,000 levels deep": (b'{"args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", INVALID_PAYLOAD),
         "2 MiB message": (with_event(extra="w" * (2 * MAX_MESSAGE_BYTES)), INVALID_PAYLOAD),
     }
-
-
-def enqueue_raw(broker: RedisBroker, body: bytes, redis_id: str | None = None) -> str:
-    """What a foreign producer does (README): HSET the body under its id, RPUSH the id, atomically.
-    The id is the message's `options.redis_message_id` when the body has one, else a new one."""
-    if redis_id is None:
-        try:
-            redis_id = str(json.loads(body)["options"]["redis_message_id"])
-        except (ValueError, KeyError, TypeError, RecursionError):
-            redis_id = str(uuid.uuid4())
-    pipe = broker.client.pipeline(transaction=True)
-    pipe.hset(f"{broker.namespace}:{QUEUE_NAME}.msgs", redis_id, body)
-    pipe.rpush(f"{broker.namespace}:{QUEUE_NAME}", redis_id)
-    pipe.execute()
-    return redis_id
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -271,7 +241,7 @@ def test_poison_messages_through_a_real_worker_are_dead_lettered_once_and_the_qu
 
     def valid(ns: str) -> dict[str, Any]:
         event = SubscriptionEvent.new("subscription.created", namespace=ns, subscription_id="sub_1", as_of=AS_OF)
-        return envelope([event.payload()])
+        return raw_message([event.payload()])
 
     poison = poison_messages(poison_ns)
     ids: dict[str, str] = {}

@@ -74,6 +74,7 @@ def build_broker(url: str, settings: Settings, *, metrics: bool = False) -> Redi
         dead_message_ttl=settings.dead_letter_ttl_seconds * 1000,
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
         maintenance_chance=settings.broker_maintenance_chance,
+        max_delay_ms=max(settings.max_delay_seconds * 1000, settings.max_backoff_ms),
     )
     broker.declare_queue(QUEUE_NAME)
     return broker

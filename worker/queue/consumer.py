@@ -11,6 +11,7 @@ copied here is pinned to one Dramatiq minor version (`pyproject.toml`), and
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -25,8 +26,9 @@ from dramatiq.message import Message
 from worker.contract.events import MAX_MESSAGE_BYTES
 from worker.infra.logging import get_logger
 from worker.queue.dead_letters import dead_letter_record, log_dead_letter, store_dead_letter_reason
-from worker.queue.failures import INVALID_PAYLOAD, describe
+from worker.queue.failures import FAILURE_OPTION, INVALID_ENVELOPE, INVALID_PAYLOAD, describe
 from worker.queue.keys import in_flight_key, queue_keys
+from worker.queue.middleware.owed_invoice_events import UNPUBLISHED_OPTION
 
 log = get_logger(__name__)
 
@@ -42,9 +44,72 @@ _ENVELOPE: dict[str, tuple[type, ...]] = {
 }
 _KIND_NAMES = {str: "a string", list: "an array", dict: "an object", int: "a number"}
 
+#: Longest `actor_name` and `message_id` accepted (they are logged and kept with dead letters).
+MAX_NAME_CHARS = 256
+#: `message_timestamp` and `options.eta` are milliseconds since the epoch before the year 10000.
+_MAX_EPOCH_MS = 253_402_300_800_000
+#: Slack for producers' clocks when checking how far ahead an `eta` is.
+_CLOCK_SLACK_MS = 60_000
 
-def _envelope_problem(fields: object) -> str | None:
-    """What is wrong with a decoded message body, if anything (Dramatiq does not check the types)."""
+#: Options Dramatiq or its middleware read from a message to override how it is handled (retry
+#: policy, limits, callbacks, pipelines, priority). This worker's policy is its own (README
+#: "Failures"): a message carrying one is refused rather than half-honoured.
+POLICY_OPTIONS = frozenset(
+    {
+        "max_retries", "min_backoff", "max_backoff", "retry_when", "throws", "on_retry_exhausted",
+        "max_age", "time_limit", "notify_shutdown", "on_success", "on_failure", "callbacks",
+        "pipe_target", "pipe_ignore", "group_completion_uuid", "group_completion_callbacks",
+        "delay", "broker_priority", "priority", "store_results", "result_ttl",
+    }
+)  # fmt: skip
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _option_problem(name: str, value: object, *, now_ms: int, max_delay_ms: int) -> str | None:
+    """What is wrong with one message option, if anything. Accepted: the options Dramatiq's broker and
+    Retries write (`redis_message_id`, `retries`, `eta`, `traceback`, `requeue_timestamp`) and the
+    worker's own (`subsync_failure`, `subsync_unpublished`), each of its type."""
+    if name == "redis_message_id":
+        return None  # checked against the key it was stored under (`_check_redis_id`)
+    if name == "retries":
+        if not _is_int(value) or value < 0:  # type: ignore[operator]
+            return f"options.retries must be an integer >= 0, not {_shown(value)}"
+        return None
+    if name == "eta":
+        latest = now_ms + max_delay_ms + _CLOCK_SLACK_MS
+        if not _is_int(value) or not 0 <= value <= latest:  # type: ignore[operator]
+            return (
+                f"options.eta must be an integer time in milliseconds since the epoch, at most "
+                f"{max_delay_ms // 1000} s ahead (SUBSYNC_MAX_DELAY_SECONDS), not {_shown(value)}"
+            )
+        return None
+    if name == "traceback":
+        return None if value is None or isinstance(value, str) else "options.traceback must be a string"
+    if name == "requeue_timestamp":
+        if not _is_int(value) or not 0 <= value < _MAX_EPOCH_MS:  # type: ignore[operator]
+            return f"options.requeue_timestamp must be a time in milliseconds since the epoch, not {_shown(value)}"
+        return None
+    if name == FAILURE_OPTION:
+        return None if isinstance(value, dict) else f"options.{FAILURE_OPTION} must be an object"
+    if name == UNPUBLISHED_OPTION:
+        return None if isinstance(value, list) else f"options.{UNPUBLISHED_OPTION} must be an array"
+    if name in POLICY_OPTIONS:
+        return f"options.{name} is not accepted: the worker's retry policy, limits and callbacks are its own"
+    return f"options.{_shown(name)[1:-1]} is not an option this worker knows"
+
+
+def _envelope_problem(fields: object, queue_name: str, *, now_ms: int, max_delay_ms: int) -> str | None:
+    """What is wrong with a decoded message body fetched from `queue_name`, if anything: Dramatiq
+    checks none of it, and some of it (another `queue_name`, odd options) kills a worker thread or
+    loses the message (README "Publishing events from another language" lists the rules)."""
     if not isinstance(fields, dict):
         return "the message must be a JSON object"
     for name, kinds in _ENVELOPE.items():
@@ -56,6 +121,22 @@ def _envelope_problem(fields: object) -> str | None:
     unknown = sorted(str(k) for k in fields if k not in _ENVELOPE)
     if unknown:
         return f"the message has unknown fields: {', '.join(unknown)[:200]}"
+    if fields["queue_name"] != queue_name:
+        return f"queue_name must be {queue_name!r}, the queue the message is on, not {_shown(fields['queue_name'])}"
+    for name in ("actor_name", "message_id"):
+        value = fields[name]
+        if not 0 < len(value) <= MAX_NAME_CHARS or not value.isprintable():
+            return f"{name} must be 1-{MAX_NAME_CHARS} printable characters, not {_shown(value)}"
+    timestamp = fields["message_timestamp"]
+    if not (math.isfinite(timestamp) and 0 <= timestamp < _MAX_EPOCH_MS):
+        return f"message_timestamp must be milliseconds since the epoch, not {_shown(timestamp)}"
+    options = fields["options"]
+    for name, value in options.items():
+        problem = _option_problem(name, value, now_ms=now_ms, max_delay_ms=max_delay_ms)
+        if problem is not None:
+            return problem
+    if queue_name.endswith(".DQ") and "eta" not in options:
+        return "options.eta is required on the delay queue"
     return None
 
 
@@ -68,6 +149,13 @@ class GuardedRedisConsumer(_RedisConsumer):
     the process dies — then another worker takes them and gets stuck the same way. Here such a
     message, or one larger than `MAX_MESSAGE_BYTES` (not even decoded), is dead-lettered at once
     with reason `invalid_payload`, and consuming goes on.
+
+    A message that decodes but whose envelope a worker cannot honour is dead-lettered at once with
+    reason `invalid_envelope` (`_envelope_problem`): Dramatiq would otherwise run it and then kill
+    the worker thread post-processing it (a `queue_name` this worker does not consume), ack it on
+    the wrong queue (stranding it in flight), lose it (odd `retries` and policy options break the
+    Retries middleware, and the message is acknowledged), or hold it in memory "in progress" until
+    an `eta` centuries away.
     """
 
     def __next__(self) -> MessageProxy | None:  # the loop of `_RedisConsumer.__next__`, plus the checks
@@ -108,9 +196,11 @@ class GuardedRedisConsumer(_RedisConsumer):
             cause = exc.error if isinstance(exc, DecodeError) and isinstance(exc.error, BaseException) else exc
             self._reject(data, f"not a Dramatiq message: {describe(cause, limit=300)}")
             return None
-        problem = _envelope_problem(fields)
+        now_ms = int(time.time() * 1000)
+        max_delay_ms = getattr(self.broker, "max_delay_ms", DEFAULT_MAX_DELAY_MS)
+        problem = _envelope_problem(fields, self.queue_name, now_ms=now_ms, max_delay_ms=max_delay_ms)
         if problem is not None:
-            self._reject(data, problem)
+            self._reject(data, problem, INVALID_ENVELOPE, fields)
             return None
         self._check_redis_id(fields["options"], data)
         return Message(**{**fields, "args": tuple(fields["args"])})
@@ -141,13 +231,24 @@ class GuardedRedisConsumer(_RedisConsumer):
                 log.warning("message's redis_message_id is not its key; using the key", claimed=str(claimed)[:100])
             options["redis_message_id"] = found[0]
 
-    def _reject(self, data: bytes, error: str) -> None:
+    def _reject(self, data: bytes, error: str, reason: str = INVALID_PAYLOAD, fields: object = None) -> None:
         """Dead-letter the in-flight message(s) of this worker whose body is `data`."""
+        fields = fields if isinstance(fields, dict) else {}
+        message_id, actor_name = (_text_field(fields, name) for name in ("message_id", "actor_name"))
         for redis_id in self._in_flight_ids_with_body(data):
-            record = dead_letter_record(INVALID_PAYLOAD, error, 1, None, None)
-            log_dead_letter(record, message_id=redis_id)
+            record = dead_letter_record(reason, error, 1, message_id, actor_name)
+            log_dead_letter(record, message_id=message_id or redis_id, redis_message_id=redis_id, queue=self.queue_name)
             store_dead_letter_reason(self.broker, redis_id, record)
             self.broker.do_nack(self.queue_name, redis_id)
+
+
+def _text_field(fields: dict[str, Any], name: str) -> str | None:
+    value = fields.get(name)
+    return value[:MAX_NAME_CHARS] if isinstance(value, str) and value else None
+
+
+#: How far ahead an `options.eta` may be unless the broker is told otherwise (`SUBSYNC_MAX_DELAY_SECONDS`).
+DEFAULT_MAX_DELAY_MS = 7 * 86_400_000
 
 
 class GuardedRedisBroker(RedisBroker):
@@ -160,6 +261,12 @@ class GuardedRedisBroker(RedisBroker):
     queue first puts back whatever this broker still holds in flight on it (at the first start
     that is nothing; after a restart, exactly what was dropped).
     """
+
+    def __init__(self, *args: Any, max_delay_ms: int = DEFAULT_MAX_DELAY_MS, **kwargs: Any) -> None:
+        init: Any = super().__init__  # untyped in Dramatiq
+        init(*args, **kwargs)
+        #: Latest `options.eta` a consumer accepts, from now (`GuardedRedisConsumer`).
+        self.max_delay_ms = max_delay_ms
 
     @property
     def consumer_class(self) -> type[GuardedRedisConsumer]:

@@ -31,12 +31,15 @@ class FailureKind(StrEnum):
 
 
 INVALID_PAYLOAD = "invalid_payload"
+#: A message whose envelope (queue, actor, options, ids) no worker can honour (`worker.queue.consumer`).
+INVALID_ENVELOPE = "invalid_envelope"
 
 #: Message option where an attempt records its classified failure (reason, error, attempt).
 FAILURE_OPTION = "subsync_failure"
 
 _KIND_BY_REASON: dict[str, FailureKind] = {
     INVALID_PAYLOAD: FailureKind.invalid,
+    INVALID_ENVELOPE: FailureKind.invalid,
     "unknown_actor": FailureKind.invalid,
     "max_age_exceeded": FailureKind.invalid,
     "target_too_large": FailureKind.invalid,  # the same data gives the same size: retrying cannot help

@@ -48,9 +48,11 @@ class DeadLetterReasons(Middleware):
             for key in _EVENT_FIELDS
             if isinstance(payload.get(key), str)
         }
-        log_dead_letter(record, message_id=message.message_id, actor=message.actor_name, **event_fields)
+        redis_id = message.options.get("redis_message_id") or message.message_id
+        log_dead_letter(
+            record, message_id=message.message_id, redis_message_id=redis_id, actor=message.actor_name, **event_fields
+        )
         if isinstance(broker, RedisBroker):
-            redis_id = message.options.get("redis_message_id") or message.message_id
             try:
                 store_dead_letter_reason(broker, redis_id, record)
             except redis.RedisError as exc:

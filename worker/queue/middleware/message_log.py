@@ -14,7 +14,7 @@ from worker.app.handlers import Handled
 from worker.app.sync import SyncResult
 from worker.contract.text import format_time
 from worker.infra.logging import get_logger
-from worker.queue.failures import FAILURE_OPTION, RetryPolicy, classify, describe, kind_of
+from worker.queue.failures import FAILURE_OPTION, ActorFailed, RetryPolicy, classify, describe, kind_of
 from worker.queue.outcome import current_outcome, set_outcome
 
 log = get_logger("worker.queue.actors")
@@ -26,7 +26,8 @@ class MessageLog(Middleware):
     """Binds the log context of each message (`actor`, `message_id`, `attempt`; the actor body adds
     the event's fields), then logs its end once: `message.done` with what it did, or `message.failed`
     with the classified `reason` (README "Failures"), which it also keeps in the message option
-    `subsync_failure` for the dead-letter record. Worker threads run one message at a time, so the
+    `subsync_failure` for the dead-letter record; an `unexpected` failure's line is at error level and
+    carries the traceback. Worker threads run one message at a time, so the
     context is that message's only; it is cleared when the message ends.
 
     Parameters:
@@ -65,13 +66,18 @@ class MessageLog(Middleware):
         reason, error = classify(exception), describe(exception)
         will_retry = self.policy.should_retry(retries, reason)
         message.options[FAILURE_OPTION] = {"reason": reason, "error": error, "attempt": retries + 1}
-        (log.warning if will_retry else log.error)(
+        cause = exception.cause if isinstance(exception, ActorFailed) else exception
+        # An exception the worker does not know is a bug to diagnose: its traceback goes with the
+        # one line of the attempt, at error level (Dramatiq logs none for the `Retry` it arrives as).
+        unexpected = {"exc_info": cause} if reason == "unexpected" else {}
+        (log.warning if will_retry and not unexpected else log.error)(
             "message.failed",
             reason=reason,
             kind=str(kind_of(reason)),
             error=error,
             will_retry=will_retry,
             duration_ms=duration_ms,
+            **unexpected,
         )
 
 
