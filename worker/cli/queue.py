@@ -24,7 +24,7 @@ from worker.infra.logging import get_logger
 from worker.queue.dead_letters import list_dead_letters, retry_dead_letters
 from worker.queue.publish import publish
 from worker.queue.scheduler import Scheduler
-from worker.queue.status import status
+from worker.queue.status import StuckLimits, status
 
 log = get_logger("worker.cli")
 
@@ -196,13 +196,31 @@ def status_command(
             "--namespace", metavar="NS", help="Only this tenant's subscriptions.", callback=identifier_callback
         ),
     ] = None,
+    stuck_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stuck-after",
+            metavar="SECONDS",
+            min=0,
+            help="A message in flight for longer since it was queued is stuck "
+            "(default: the time limit plus the max backoff).",
+        ),
+    ] = None,
     fmt: FormatOption = None,
 ) -> None:
-    """Queue depth, dead letters, and the oldest overdue next_sync_after."""
+    """Queue depth, dead letters, stuck messages, and the oldest overdue next_sync_after."""
 
     runtime = get_runtime(ctx)
-    data = status(runtime.engine(), runtime.broker(), namespace=namespace)
-    emit(fmt, data, table=lambda: print_table("subsync status", ["", "value"], [[k, v] for k, v in data.items()]))
+    limits = StuckLimits.from_settings(runtime.settings, stuck_after)
+    data = status(runtime.engine(), runtime.broker(), namespace=namespace, limits=limits)
+
+    def table() -> None:
+        print_table("subsync status", ["", "value"], [[k, v] for k, v in data.items() if k != "stuck_messages"])
+        if data["stuck_messages"]:
+            columns = ["id", "queue", "why", "worker", "message_id", "actor_name", "queued_at", "eta"]
+            print_table("stuck messages", columns, [[m[c] or "-" for c in columns] for m in data["stuck_messages"]])
+
+    emit(fmt, data, table=table)
 
 
 # --- dead letters ------------------------------------------------------------------------------
