@@ -112,14 +112,16 @@ class RedisServer:
     """A throwaway `redis-server` on a loopback TCP port with its data in `directory`; append-only
     file on and fsynced at every write, so a SIGKILLed server restarts with every acknowledged write."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, password: str | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @staticmethod
     def executable() -> str:
@@ -141,6 +143,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--save", "",
             "--protected-mode", "yes",
+            *(["--requirepass", self.password] if self.password else []),
         ]  # fmt: skip
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(
@@ -153,7 +156,8 @@ class RedisServer:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"redis-server exited with {self.process.returncode}")
         try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+            client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=0.5)
+            return bool(client.ping())
         except redis.RedisError:
             return False
 
@@ -192,8 +196,8 @@ class Processes:
         worker.wait_ready(processes)
         return worker
 
-    def redis(self, name: str = "redis") -> RedisServer:
-        server = RedisServer(self.tmp_path / name)
+    def redis(self, name: str = "redis", password: str | None = None) -> RedisServer:
+        server = RedisServer(self.tmp_path / name, password=password)
         self.servers.append(server)
         server.start()
         return server
