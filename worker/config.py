@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     #: prometheus_client's multiprocess folder; `subsync worker` sets it for its processes when
     #: metrics are on (a worker process records metrics only when it is set).
     metrics_dir: Path | None = None
+    #: Liveness (`/livez`, docs/operations.md §4): a consumer thread that has not polled Redis for this
+    #: long, or a message running this long past its time limit, means the worker is wedged. Keep it
+    #: above the 30 s Redis socket timeout a poll may block for.
+    liveness_timeout_seconds: float = Field(default=60.0, gt=0)
     #: Page size of `reconcile_due`.
     reconcile_page_size: int = Field(default=500, ge=1, le=10_000)
     #: Threads of one worker process (`subsync worker --threads` sets it): its connection pool size.

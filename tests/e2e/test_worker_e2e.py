@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -10,13 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
 from tests.builders import apply, comparable, document, fee, lines_json, unique, usage
 from tests.e2e.conftest import WorkerProcess
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.queue.dead_letters import list_dead_letters
+from worker.queue.exposition import STATUS_CACHE_SECONDS
 from worker.queue.publish import publish
+from worker.queue.status import status
 from worker.store.subscriptions import delete_subscription
 from worker.store.tables import invoice_lines, subscription_sync_states
 
@@ -289,22 +293,70 @@ def test_a_foreign_message_without_redis_message_id_is_acknowledged_by_its_messa
     assert len(lines_json(engine, ns)) == 3
 
 
-def test_metrics_are_exposed(engine: Engine, worker: WorkerProcess) -> None:
-    created(engine, worker, unique("metrics"))
-    send(worker, unique("metrics-missing"), "subscription.updated")  # fails: not_found
-    worker.drain()
-    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
-    body = ""
+def scrape(worker: WorkerProcess) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The worker's /metrics as {sample name: {sorted labels: value}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
 
-    def scraped() -> bool:
-        nonlocal body
+
+def test_metrics_follow_prometheus_conventions_and_gauge_the_queue(engine: Engine, worker: WorkerProcess) -> None:
+    created(engine, worker, unique("metrics"))
+    send(worker, unique("metrics-missing"), "subscription.updated")  # fails: not_found, then dead-lettered
+    worker.drain()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+
+    def scraped() -> bool:  # the queue gauges are refreshed at most every STATUS_CACHE_SECONDS
+        nonlocal samples
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                body = response.read().decode()
+            samples = scrape(worker)
         except OSError:
             return False
-        return 'subsync_patches_total{op="line_create"}' in body and "subsync_sync_failures_total{" in body
+        return sum(samples.get("subsync_dead_letter_messages", {}).values()) >= 1
 
-    worker.wait_for(scraped, "the metrics endpoint")
-    assert 'subsync_sync_failures_total{actor="subscription_event",reason="not_found"}' in body
-    assert "dramatiq_messages_total" in body and "dramatiq_message_rejects_total" in body
+    worker.wait_for(scraped, "the dead letter in the gauges")
+    expected = status(engine, worker.broker)
+
+    event = (("actor_name", "subscription_event"),)
+    done = (*event, ("outcome", "done"))
+    assert samples["subsync_message_duration_seconds_count"][done] >= 1
+    assert samples["subsync_message_duration_seconds_bucket"][(*event, ("le", "+Inf"), ("outcome", "done"))] >= 1
+    assert samples["subsync_message_duration_seconds_count"][(*event, ("outcome", "failed"))] >= 2  # two attempts
+    failure = (*event, ("kind", "domain"), ("reason", "not_found"))
+    assert samples["subsync_message_failures_total"][failure] >= 2
+    assert samples["subsync_syncs_total"][event] >= 1
+    assert samples["subsync_patches_total"][(("op", "line_create"),)] >= 3
+    assert samples["subsync_status_up"][()] == 1
+    queue = ("queue_name", "subscription-sync")
+    for state in ("ready", "in_progress", "delayed"):
+        assert ((queue, ("state", state))) in samples["subsync_queue_messages"]
+    assert samples["subsync_dead_letter_messages"][(queue,)] == expected["dead_letters"] >= 1
+    assert samples["subsync_due_subscriptions"][()] >= 1  # the synced subscription is due again (2024)
+    overdue = samples["subsync_reconcile_overdue_seconds"][()]
+    assert expected["overdue_seconds"] - STATUS_CACHE_SECONDS - 1 <= overdue <= expected["overdue_seconds"]
+    assert "dramatiq_messages_total" in samples and "dramatiq_message_rejects_total" in samples
+    # No duration of the project's own is in milliseconds (Dramatiq's histogram is, and stays as it is).
+    own = {name for name in samples if name.startswith("subsync_")}
+    assert not {name for name in own if "milliseconds" in name or name.endswith("_ms")}
+
+
+def test_log_lines_have_one_timestamp_format_no_nulls_and_dramatiq_lines_carry_the_message_id(
+    engine: Engine, worker: WorkerProcess
+) -> None:
+    send(worker, unique("logs-missing"), "subscription.updated")  # fails twice: Dramatiq logs its retry decisions
+    worker.drain()
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    assert lines
+    for line in lines:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"]), line
+        assert None not in line.values(), line
+    failed = [line for line in lines if line["event"] == "message.failed"]
+    assert failed
+    # Dramatiq's Retries middleware logs after MessageLog has unbound its context: the id still comes along.
+    retry_lines = [line for line in lines if line["logger"].startswith("dramatiq.middleware.retries")]
+    assert {line["event"].split(" ")[0] for line in retry_lines} >= {"Retrying", "Retries"}
+    assert {line["message_id"] for line in retry_lines} == {line["message_id"] for line in failed}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from dramatiq.brokers.redis import RedisBroker
 
@@ -62,3 +63,28 @@ def test_the_loop_waits_for_the_next_tick_and_stops(redis_broker: RedisBroker) -
     assert done.wait(5)
     assert result == [3] and len(queued_actors(redis_broker)) == 3
     assert tick_of(10.0, 0.2) == 50
+
+
+def test_the_health_file_is_rewritten_after_each_tick_that_reached_redis(
+    redis_broker: RedisBroker, tmp_path: Path
+) -> None:
+    import json
+
+    health = tmp_path / "scheduler.health"
+    now = [1000.0]
+    scheduler = Scheduler(redis_broker, 10, clock=lambda: now[0], health_file=health)
+    scheduler.run(max_ticks=1)
+    first = json.loads(health.read_text())
+    assert first["tick"] == 100 and first["message_id"] is not None and first["interval"] == 10
+
+    now[0] = 1010.0  # the next tick, already taken by another scheduler: still a tick that reached Redis
+    assert run_tick(redis_broker, 10, 101) is not None
+    scheduler.run(max_ticks=1)
+    assert json.loads(health.read_text()) == {**first, "tick": 101, "message_id": None}
+
+
+def test_without_redis_the_health_file_is_not_written(tmp_path: Path) -> None:
+    unreachable = RedisBroker(url="redis://127.0.0.1:1/0", namespace="nowhere", socket_connect_timeout=0.2)
+    health = tmp_path / "scheduler.health"
+    assert Scheduler(unreachable, 10, health_file=health).run(max_ticks=1) == 0
+    assert not health.exists()

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,15 +178,33 @@ class Processes:
         self.servers: list[RedisServer] = []
 
     def worker(
-        self, env: dict[str, str], *, processes: int = 1, threads: int = 4, name: str = "worker"
+        self,
+        env: dict[str, str],
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        name: str = "worker",
+        metrics_port: int = 0,
     ) -> WorkerProcess:
+        """A `subsync worker`; with a `metrics_port`, serving metrics and health on 127.0.0.1 there."""
         log_path = self.tmp_path / f"{name}-{len(self.workers)}.log"
         full_env = {**os.environ, **env}
         for key in ("PROMETHEUS_MULTIPROC_DIR", "SUBSYNC_METRICS_DIR", "dramatiq_prom_db"):
             full_env.pop(key, None)
+        if metrics_port:
+            full_env["SUBSYNC_METRICS_DIR"] = str(self.tmp_path / f"{name}-{len(self.workers)}-metrics")
+            full_env["SUBSYNC_METRICS_HOST"] = "127.0.0.1"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [*WORKER_COMMAND, "--processes", str(processes), "--threads", str(threads), "--metrics-port", "0"],
+                [
+                    *WORKER_COMMAND,
+                    "--processes",
+                    str(processes),
+                    "--threads",
+                    str(threads),
+                    "--metrics-port",
+                    str(metrics_port),
+                ],
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -211,6 +231,17 @@ class Processes:
             worker.stop()
         for server in self.servers:
             server.kill()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of `GET http://127.0.0.1:<port><path>`; (0, error) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return 0, str(error)
 
 
 def worker_env(database_url: str, redis_url: str, broker_namespace: str, **extra: str) -> dict[str, str]:

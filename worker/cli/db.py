@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from worker.cli.output import FormatOption, emit, print_table
 from worker.cli.runtime import get_runtime
+from worker.errors import SubsyncError
 from worker.infra.logging import get_logger
 
 log = get_logger("worker.cli")
@@ -37,3 +39,58 @@ def db_downgrade(
     url = get_runtime(ctx).database_url(migrate_embedded=False)
     revision = migrations.downgrade(url, to)
     log.info("database schema downgraded", revision=revision or "base")
+
+
+def _state(ctx: typer.Context) -> dict[str, Any]:
+    # lazy: Alembic costs ~0.2 s of start-up, paid only by the db commands
+    from worker.store import migrations
+
+    state = migrations.schema_state(get_runtime(ctx).database_url(migrate_embedded=False))
+    return {"current": state.current, "head": state.head, "at_head": state.at_head, "problem": state.problem()}
+
+
+def _emit_state(fmt: Any, data: dict[str, Any]) -> None:
+    shown = {k: v for k, v in data.items() if k != "problem"}
+    emit(fmt, shown, table=lambda: print_table("database schema", ["", "value"], [[k, v] for k, v in shown.items()]))
+
+
+@app.command("current")
+def db_current(ctx: typer.Context, fmt: FormatOption = None) -> None:
+    """Print the database's schema revision and this release's head."""
+    _emit_state(fmt, _state(ctx))
+
+
+@app.command("history")
+def db_history(ctx: typer.Context, fmt: FormatOption = None) -> None:
+    """List this release's migrations, newest first, marking the database's current one."""
+    # lazy: Alembic costs ~0.2 s of start-up, paid only by the db commands
+    from worker.store import migrations
+
+    current = migrations.current_revision(get_runtime(ctx).database_url(migrate_embedded=False))
+    rows = [
+        {
+            "revision": r.revision,
+            "down_revision": r.down_revision,
+            "description": r.description,
+            "current": r.revision == current,
+        }
+        for r in migrations.history()
+    ]
+    emit(
+        fmt,
+        rows,
+        table=lambda: print_table(
+            "migrations (newest first)",
+            ["revision", "follows", "description", "current"],
+            [[r["revision"], r["down_revision"], r["description"], "*" if r["current"] else ""] for r in rows],
+        ),
+    )
+
+
+@app.command("check")
+def db_check(ctx: typer.Context, fmt: FormatOption = None) -> None:
+    """Exit 0 when the schema is at head, else 1 saying why (for deploy pipelines)."""
+    data = _state(ctx)
+    if data["problem"] is not None:
+        raise SubsyncError(data["problem"])
+    _emit_state(fmt, data)

@@ -35,14 +35,15 @@ dead_letters_app = typer.Typer(help="The dead-letter queue of subscription-sync.
 
 
 def _metrics_dir(configured: Path | None, port: int) -> Path:
-    """prometheus_client's multiprocess directory, emptied for this run: `SUBSYNC_METRICS_DIR` when
-    set, else one per port in the temp directory."""
+    """prometheus_client's multiprocess directory, emptied for this run (metrics files, and the
+    liveness reports in `health/`): `SUBSYNC_METRICS_DIR` when set, else one per port in the temp
+    directory."""
     if configured is not None:
         directory = configured
     else:
         directory = Path(tempfile.gettempdir()) / f"subsync-metrics-{os.getuid()}-{port}"
     if directory.exists():
-        for stale in directory.glob("*.db"):
+        for stale in [*directory.glob("*.db"), *directory.glob("health/*.json")]:
             stale.unlink(missing_ok=True)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return directory
@@ -132,13 +133,27 @@ def scheduler(
     interval: Annotated[
         float, typer.Option("--interval", min=0.1, metavar="SECONDS", help="Seconds between reconcile_due messages.")
     ] = 60.0,
+    health_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--health-file",
+            metavar="PATH",
+            help="Rewrite this file after every tick that reached Redis (its age is the scheduler's health).",
+        ),
+    ] = None,
 ) -> None:
     """Every interval, enqueue reconcile_due (safe to run several: one enqueues per tick)."""
 
     runtime = get_runtime(ctx)
     broker = runtime.broker()
-    log.info("scheduler started", interval=interval, queue=QUEUE_NAME, **runtime.describe())
-    enqueued = Scheduler(broker, interval).run_forever()
+    log.info(
+        "scheduler started",
+        interval=interval,
+        queue=QUEUE_NAME,
+        health_file=str(health_file) if health_file else None,
+        **runtime.describe(),
+    )
+    enqueued = Scheduler(broker, interval, health_file=health_file).run_forever()
     log.info("scheduler stopped", enqueued=enqueued)
 
 

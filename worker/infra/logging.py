@@ -1,9 +1,17 @@
-"""Structured logging to stderr: a console renderer on a TTY, one JSON object per line otherwise."""
+"""Structured logging to stderr: a console renderer on a TTY, one JSON object per line otherwise.
+
+Every line, ours and the libraries' (Dramatiq's included), goes through the same processors
+(docs/operations.md §4 "Logs"): one timestamp format (UTC, milliseconds, `Z`), no fields whose value
+is null, and — inside a message — the `message_id` bound by the worker's `MessageContext` middleware.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -18,6 +26,38 @@ _QUIET_LOGGERS = {
 }
 
 _HANDLER_NAME = "subsync-stderr"
+
+#: The id of the message the current worker thread is handling (set by the `MessageContext` middleware).
+_MESSAGE_ID: ContextVar[str | None] = ContextVar("subsync_log_message_id", default=None)
+
+
+def bind_message_id(message_id: str | None) -> None:
+    """Every log line of this thread (or task) carries `message_id` until it is bound to None."""
+    _MESSAGE_ID.set(message_id)
+
+
+def format_log_time(moment: datetime) -> str:
+    """`2024-01-01T00:00:00.123Z`: UTC, milliseconds, `Z` (the only timestamp format of the logs)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def _add_timestamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict["timestamp"] = format_log_time(datetime.now(UTC))
+    return event_dict
+
+
+def _add_message_id(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    message_id = _MESSAGE_ID.get()
+    if message_id is not None:
+        event_dict.setdefault("message_id", message_id)
+    return event_dict
+
+
+def _drop_nulls(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """No `"field": null` noise: a field without a value is left out."""
+    for key in [k for k, v in event_dict.items() if v is None]:
+        del event_dict[key]
+    return event_dict
 
 
 class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
@@ -40,9 +80,10 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
     """Route structlog and stdlib logging to stderr in the chosen format. Safe to call repeatedly."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_message_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_timestamp,
     ]
     renderer: Any
     if log_format == "json":
@@ -59,7 +100,7 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _drop_nulls, renderer],
     )
     handler = _CurrentStderrHandler()
     handler.setFormatter(formatter)
@@ -83,8 +124,10 @@ def _default_to_stdlib() -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_message_id,
             structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_timestamp,
+            _drop_nulls,
             structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),

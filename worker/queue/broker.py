@@ -1,10 +1,11 @@
 """The worker's Dramatiq Redis broker and its middleware, built from `Settings`.
 
-Middleware, in order: Prometheus (worker processes with metrics on), AgeLimit, TimeLimit,
-GracefulShutdown, Callbacks, Pipelines, DurableRetries (Retries with the policy of
-`worker.queue.failures`, riding out Redis outages), CurrentMessage, DeadLetterReasons,
-ForeignMessageIds, OwedInvoiceEvents, MessageLog, and SyncMetrics (with Prometheus). The broker is
-`worker.queue.consumer.GuardedRedisBroker`; its Redis keys are named in `worker.queue.keys`.
+Middleware, in order: MessageContext, Exposition (Dramatiq's Prometheus with the health endpoints;
+worker processes with metrics on), AgeLimit, TimeLimit, GracefulShutdown, Callbacks, Pipelines,
+DurableRetries (Retries with the policy of `worker.queue.failures`, riding out Redis outages),
+CurrentMessage, DeadLetterReasons, ForeignMessageIds, OwedInvoiceEvents, MessageLog, and with metrics
+SyncMetrics and Heartbeats. The broker is `worker.queue.consumer.GuardedRedisBroker`; its Redis keys
+are named in `worker.queue.keys`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from worker.queue.middleware.dead_letter_reasons import DeadLetterReasons
 from worker.queue.middleware.durable_retries import DurableRetries
 from worker.queue.middleware.foreign_message_ids import ForeignMessageIds
 from worker.queue.middleware.graceful_shutdown import GracefulShutdown
+from worker.queue.middleware.heartbeats import Heartbeats
+from worker.queue.middleware.message_context import MessageContext
 from worker.queue.middleware.message_log import MessageLog
 from worker.queue.middleware.owed_invoice_events import OwedInvoiceEvents
 from worker.queue.middleware.sync_metrics import SyncMetrics
@@ -33,6 +36,7 @@ from worker.queue.middleware.sync_metrics import SyncMetrics
 def build_middleware(settings: Settings, *, metrics: bool = False) -> list[Middleware]:
     policy = RetryPolicy.from_settings(settings)
     middleware: list[Middleware] = [
+        MessageContext(),  # first: its after-hook runs last, so every line of a message has its id
         AgeLimit(max_age=int(settings.max_age_seconds * 1000) if settings.max_age_seconds else None),
         TimeLimit(time_limit=int(settings.time_limit_seconds * 1000), interval=500),
         GracefulShutdown(settings.shutdown_grace_seconds),
@@ -52,11 +56,13 @@ def build_middleware(settings: Settings, *, metrics: bool = False) -> list[Middl
         MessageLog(policy),
     ]
     if metrics:
-        # lazy: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import; only worker processes set it
-        from dramatiq.middleware.prometheus import Prometheus
+        # lazy: Dramatiq's Prometheus module reads its environment at import; only worker processes set it
+        from worker.queue.exposition import Exposition
 
-        middleware.insert(0, Prometheus())
+        middleware.insert(1, Exposition())
         middleware.append(SyncMetrics())
+        if settings.metrics_dir is not None:
+            middleware.append(Heartbeats(settings.metrics_dir, int(settings.time_limit_seconds * 1000)))
     return middleware
 
 

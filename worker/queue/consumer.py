@@ -28,6 +28,7 @@ from worker.infra.logging import get_logger
 from worker.queue.dead_letters import dead_letter_record, log_dead_letter, store_dead_letter_reason
 from worker.queue.failures import FAILURE_OPTION, INVALID_ENVELOPE, INVALID_PAYLOAD, describe
 from worker.queue.keys import in_flight_key, queue_keys
+from worker.queue.liveness import beat
 from worker.queue.middleware.owed_invoice_events import UNPUBLISHED_OPTION
 
 log = get_logger(__name__)
@@ -159,6 +160,7 @@ class GuardedRedisConsumer(_RedisConsumer):
     """
 
     def __next__(self) -> MessageProxy | None:  # the loop of `_RedisConsumer.__next__`, plus the checks
+        beat()  # this consumer thread is polling (worker.queue.liveness)
         try:
             while True:
                 if not self.message_cache:
@@ -273,6 +275,7 @@ class GuardedRedisBroker(RedisBroker):
         return GuardedRedisConsumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        beat()  # a consumer thread restarting after an error is alive (worker.queue.liveness)
         if queue_name.endswith(".DQ"):
             try:
                 self.requeue_in_flight(queue_name)

@@ -1,6 +1,8 @@
-"""Prometheus metrics of the worker, next to Dramatiq's own (`dramatiq_*`).
+"""Prometheus metrics recorded by the worker processes, next to Dramatiq's own (`dramatiq_*`).
 
-The counters are defined (with their help text) in `_Metrics` below; the README lists them.
+Conventions (docs/operations.md §4): counters end in `_total`, durations are `_seconds` histograms,
+the actor label is `actor_name` as in Dramatiq's metrics. The gauges read at scrape time (queue
+depth, dead letters, overdue seconds) are `worker.queue.exposition`'s; the README lists every metric.
 
 `prometheus_client` decides at import whether it runs in multiprocess mode, so it is imported only
 after Dramatiq's Prometheus middleware has set `PROMETHEUS_MULTIPROC_DIR` (at process boot). Until
@@ -12,6 +14,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+#: Upper bounds of `subsync_message_duration_seconds`: a quick sync takes milliseconds, `reconcile_due`
+#: may take up to its 30 min time limit.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
 
@@ -22,13 +28,25 @@ class _Metrics:
         import prometheus_client as prom
 
         registry = prom.CollectorRegistry()  # values go to the multiprocess directory
-        self.patches = prom.Counter(
-            "subsync_patches_total", "Patches applied by subscription syncs.", ["op"], registry=registry
+        self.durations = prom.Histogram(
+            "subsync_message_duration_seconds",
+            "Time spent handling one message attempt, by actor and outcome (done or failed).",
+            ["actor_name", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
         )
         self.failures = prom.Counter(
-            "subsync_sync_failures_total", "Failed message attempts by reason.", ["reason", "actor"], registry=registry
+            "subsync_message_failures_total",
+            "Failed message attempts, by actor, failure reason and its kind (invalid, transient, domain).",
+            ["actor_name", "reason", "kind"],
+            registry=registry,
         )
-        self.syncs = prom.Counter("subsync_syncs_total", "Subscriptions synced.", ["actor"], registry=registry)
+        self.syncs = prom.Counter(
+            "subsync_syncs_total", "Subscription syncs committed, by actor.", ["actor_name"], registry=registry
+        )
+        self.patches = prom.Counter(
+            "subsync_patches_total", "Patches applied by subscription syncs, by operation.", ["op"], registry=registry
+        )
         self.invoices = prom.Counter(
             "subsync_invoices_created_total", "Invoices created after syncs.", registry=registry
         )
@@ -41,20 +59,26 @@ def enable() -> None:
             _metrics = _Metrics()
 
 
-def record_sync(actor: str, counts: Mapping[str, int]) -> None:
+def record_duration(actor_name: str, outcome: str, seconds: float) -> None:
+    metrics = _metrics
+    if metrics is not None:
+        metrics.durations.labels(actor_name, outcome).observe(seconds)
+
+
+def record_sync(actor_name: str, counts: Mapping[str, int]) -> None:
     metrics = _metrics
     if metrics is None:
         return
-    metrics.syncs.labels(actor).inc()
+    metrics.syncs.labels(actor_name).inc()
     for op, n in counts.items():
         if n:
             metrics.patches.labels(op).inc(n)
 
 
-def record_failure(actor: str, reason: str) -> None:
+def record_failure(actor_name: str, reason: str, kind: str) -> None:
     metrics = _metrics
     if metrics is not None:
-        metrics.failures.labels(reason, actor).inc()
+        metrics.failures.labels(actor_name, reason, kind).inc()
 
 
 def record_invoices(n: int) -> None:

@@ -5,15 +5,23 @@ time). For each tick a scheduler claims the Redis key `NS:subsync.scheduler.tick
 `SET NX`; only the one that sets it enqueues. Any number of schedulers may therefore run (for
 availability): exactly one `reconcile_due` is enqueued per tick. A `reconcile_due` that is still
 running when the next one arrives skips (see `worker.queue.actors`).
+
+Health (docs/operations.md §4): with a `health_file`, the scheduler rewrites that file after every
+tick that reached Redis (whether it enqueued or another scheduler did), so the file's age says how
+long ago the scheduler last did its job; a check fails when it is older than two intervals plus a
+margin (the compose file's scheduler healthcheck).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import dramatiq
@@ -54,12 +62,14 @@ class Scheduler:
         interval: float,
         *,
         clock: Callable[[], float] = time.time,
+        health_file: Path | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.broker = broker
         self.interval = interval
         self.clock = clock
+        self.health_file = health_file
         self._stop = threading.Event()
         self.enqueued = 0
 
@@ -85,11 +95,24 @@ class Scheduler:
                         log.info("reconcile_due enqueued", tick=tick, message_id=message_id)
                     else:
                         log.debug("tick taken by another scheduler", tick=tick)
+                    self._report_health(tick, message_id)
                 if max_ticks is not None and seen >= max_ticks:
                     break
             next_start = (tick + 1) * self.interval
             self._stop.wait(max(0.0, min(next_start - self.clock(), self.interval)) + 0.001)
         return self.enqueued
+
+    def _report_health(self, tick: int, message_id: str | None) -> None:
+        """Rewrite the health file (atomically: a checker never reads half a file)."""
+        if self.health_file is None:
+            return
+        report = {"pid": os.getpid(), "tick": tick, "interval": self.interval, "message_id": message_id}
+        temporary = self.health_file.with_name(f".{self.health_file.name}.tmp")
+        try:
+            temporary.write_text(json.dumps(report))
+            os.replace(temporary, self.health_file)
+        except OSError as exc:  # the file goes stale and the check says so; the scheduler goes on
+            log.warning("scheduler health file not written", path=str(self.health_file), error=str(exc))
 
     def run_forever(self) -> int:
         """`run()` with SIGTERM/SIGINT stopping the loop (main thread only)."""

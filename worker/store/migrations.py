@@ -8,6 +8,7 @@ reads the repository's folder.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -75,3 +76,57 @@ def downgrade(url: str, revision: str) -> str | None:
     if after != before:
         log.info("database migrated", from_revision=before, to_revision=after)
     return after
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One migration script: its id, the one it follows, and the first line of its docstring."""
+
+    revision: str
+    down_revision: str | None
+    description: str
+
+
+def history() -> list[Revision]:
+    """Every migration, newest first (head first, down to the first one)."""
+    scripts = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
+    revisions = []
+    for script in scripts.walk_revisions():
+        down = script.down_revision
+        if isinstance(down, tuple | list):  # a merge point: several parents
+            down = ",".join(down)
+        description = (script.doc or "").strip().splitlines()
+        revisions.append(Revision(script.revision, down, description[0] if description else ""))
+    return revisions
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema is against this release's migrations (`subsync db current` / `db check`)."""
+
+    current: str | None
+    head: str | None
+    known: bool  # the current revision is one of this release's migrations (or there is none yet)
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    def problem(self) -> str | None:
+        """Why a deploy should not go on with this database (None: it is at head)."""
+        if self.at_head:
+            return None
+        if self.current is None:
+            return f"the database has no schema (head is {self.head}): run `subsync db upgrade`"
+        if not self.known:
+            return (
+                f"the database schema is at {self.current}, which this release does not know "
+                f"(its head is {self.head}): a newer release migrated it"
+            )
+        return f"the database schema is at {self.current}, head is {self.head}: run `subsync db upgrade`"
+
+
+def schema_state(url: str) -> SchemaState:
+    current = current_revision(url)
+    known = current is None or any(r.revision == current for r in history())
+    return SchemaState(current=current, head=head_revision(), known=known)

@@ -1,0 +1,72 @@
+"""`subsync db current`, `db history`, `db check` on scratch databases (`empty_database`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import create_engine, pool, text
+from typer.testing import CliRunner
+
+from worker.cli import app
+from worker.store import migrations
+
+runner = CliRunner()
+
+
+def invoke(url: str, *args: str) -> Any:
+    return runner.invoke(app, ["db", *args], env={"DATABASE_URL": url, "SUBSYNC_LOG_FORMAT": "json"})
+
+
+def test_current_and_check_follow_the_schema_up_and_down(empty_database: Callable[[], str]) -> None:
+    url = empty_database()
+    head = migrations.head_revision()
+    first = migrations.history()[-1].revision
+
+    result = invoke(url, "current", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"current": None, "head": head, "at_head": False}
+    result = invoke(url, "check")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert f"error: the database has no schema (head is {head}): run `subsync db upgrade`" in result.stderr
+
+    assert invoke(url, "upgrade").exit_code == 0
+    result = invoke(url, "check", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"current": head, "head": head, "at_head": True}
+
+    assert invoke(url, "downgrade", "--to", first).exit_code == 0
+    result = invoke(url, "check")
+    assert result.exit_code == 1
+    assert f"error: the database schema is at {first}, head is {head}: run `subsync db upgrade`" in result.stderr
+    assert json.loads(invoke(url, "current", "--format", "json").stdout)["current"] == first
+
+
+def test_a_schema_from_a_newer_release_fails_the_check(empty_database: Callable[[], str]) -> None:
+    url = empty_database()
+    migrations.upgrade(url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    result = invoke(url, "check")
+    assert result.exit_code == 1
+    assert "the database schema is at 9999, which this release does not know" in result.stderr
+
+
+def test_history_lists_every_migration_newest_first_and_marks_the_current_one(
+    empty_database: Callable[[], str],
+) -> None:
+    url = empty_database()
+    migrations.upgrade(url)
+    result = invoke(url, "history", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["revision"] for r in rows] == [r.revision for r in migrations.history()]
+    assert rows[0]["revision"] == migrations.head_revision() and rows[-1]["down_revision"] is None
+    assert [r["down_revision"] for r in rows[:-1]] == [r["revision"] for r in rows[1:]]  # a chain
+    assert [r["current"] for r in rows] == [True] + [False] * (len(rows) - 1)
+    assert all(r["description"] for r in rows)
+    table = invoke(url, "history", "--format", "table")
+    assert table.exit_code == 0 and rows[0]["description"][:20] in table.stdout

@@ -1,0 +1,64 @@
+"""Log lines (worker/infra/logging.py): one timestamp format, no null fields, the message id inside a message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.infra.logging import bind_message_id, configure_logging, format_log_time, get_logger
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    configure_logging("json")
+    try:
+        yield capsys
+    finally:
+        bind_message_id(None)
+        configure_logging("console")  # as tests/conftest.py set it
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_the_timestamp_format_is_utc_milliseconds_and_z(moment: datetime) -> None:
+    text = format_log_time(moment)
+    assert TIMESTAMP.fullmatch(text)
+    assert datetime.fromisoformat(text) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def test_our_lines_and_library_lines_share_the_format_without_null_fields(
+    json_logs: pytest.CaptureFixture[str],
+) -> None:
+    get_logger("worker.test").info("ours", kept=0, dropped=None, empty="")
+    logging.getLogger("dramatiq.worker.WorkerThread").warning("theirs %s", "formatted")
+    ours, theirs = lines(json_logs)
+    assert ours["event"] == "ours" and ours["kept"] == 0 and ours["empty"] == "" and "dropped" not in ours
+    assert theirs["event"] == "theirs formatted" and theirs["logger"] == "dramatiq.worker.WorkerThread"
+    for line in (ours, theirs):
+        assert TIMESTAMP.fullmatch(str(line["timestamp"]))
+        assert None not in line.values()
+
+
+def test_inside_a_message_every_line_carries_its_id(json_logs: pytest.CaptureFixture[str]) -> None:
+    bind_message_id("m-1")
+    logging.getLogger("dramatiq.middleware.retries.Retries").info("Retrying message %r.", "m-1")
+    get_logger("worker.test").info("ours")
+    get_logger("worker.test").info("explicit", message_id="other")  # a field given wins
+    bind_message_id(None)
+    logging.getLogger("dramatiq.worker.WorkerThread").info("between messages")
+    retrying, ours, explicit, between = lines(json_logs)
+    assert retrying["message_id"] == ours["message_id"] == "m-1"
+    assert explicit["message_id"] == "other"
+    assert "message_id" not in between
