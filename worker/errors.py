@@ -44,3 +44,11 @@ class InvalidInputError(SubsyncError):
 
     reason = "invalid_payload"
     exit_code = 2
+
+
+class InvalidSubscriptionError(SubsyncError):
+    """A stored subscription breaks a structural rule of CONTRACT §3 (written before the rule existed):
+    no sync can build its target, so it fails at once with the rule named and is never retried (the
+    same data gives the same answer); `subscriptions get` still prints it, re-applying it fixed heals it."""
+
+    reason = "invalid_subscription"

@@ -292,7 +292,7 @@ def test_valid_edge_values_are_accepted() -> None:
     document = contract_example()
     document["id"] = "S" + "x" * 127
     document["phases"][0]["key"] = "k" * 64
-    document["active_from"] = "1970-01-01T00:00:00Z"
+    document["active_from"] = document["phases"][0]["active_from"] = "1970-01-01T00:00:00Z"
     document["active_to"] = "9998-12-31T23:59:59.999999Z"
     item0(document)["rate_card"]["price"]["amount"] = "1" * 19 + "." + "1" * 19
     item0(document)["annotations"] = nested(16)

@@ -94,6 +94,7 @@ def test_applying_again_replaces_and_removed_versions_vanish(db: Engine) -> None
     del paid["items"]["api-calls"]
     paid["items"]["support"] = [version("2024-02-01T00:00:00Z")]
     changed["phases"] = [paid]  # drop the trial phase
+    changed["active_from"] = paid["active_from"]  # no instant without a phase (CONTRACT §3 structure)
     changed["name"] = "Renamed"  # the currency and customer never change (CONTRACT §3 limits)
     second = apply(db, changed)
 
@@ -175,15 +176,15 @@ def test_namespaces_do_not_interfere(db: Engine) -> None:
     assert get(db, "acme", "sub_01") == acme
     assert get(db, "globex", "sub_01") == globex
 
-    # replacing in one namespace (dropping every phase) leaves the other untouched
-    apply(db, contract_example() | {"phases": []})
+    # replacing in one namespace (dropping every item) leaves the other untouched
+    apply(db, contract_example() | {"phases": [{"key": "empty", "active_from": "2024-01-01T00:00:00Z"}]})
     assert get(db, "globex", "sub_01") == globex
     with db.begin() as conn:
         delete_subscription(conn, "globex", "sub_01")
     with db.connect() as conn:
         acme_stored = get_subscription(conn, "acme", "sub_01")
     assert acme_stored is not None and acme_stored.deleted_at is None
-    assert row_counts(db) == (2, 1, 1)
+    assert row_counts(db) == (2, 2, 1)
 
 
 def test_customer_upsert_keeps_name_and_writes_deleted_at(db: Engine) -> None:

@@ -14,11 +14,12 @@ from sqlalchemy import Connection, Engine
 
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.planner import plan as make_plan
+from worker.domain.structure import stored_violations
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
 from worker.domain.target import Target, build_target
 from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
-from worker.domain.view import build_view
-from worker.errors import NotFoundError
+from worker.domain.view import PhaseRecord, SubscriptionRecord, build_view
+from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
@@ -69,6 +70,19 @@ def sync_subscription(
         )
 
 
+def check_structure(record: SubscriptionRecord, phases: list[PhaseRecord]) -> None:
+    """A subscription stored before a structural rule of CONTRACT §3 existed, and breaking it, cannot be
+    synced: fail at once naming the rule (never retried) rather than on every period (docs/contract.md §3)."""
+    problems = stored_violations(record, phases)
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidSubscriptionError(
+            f"subscription {record.id!r} breaks the structural rules of CONTRACT §3 and cannot be synced; "
+            f"apply a corrected document: {shown}{more}"
+        )
+
+
 def sync_in_transaction(
     conn: Connection,
     namespace: str,
@@ -83,7 +97,11 @@ def sync_in_transaction(
     record = loaded.record
     bound = log.bind(namespace=namespace, subscription_id=subscription_id, customer_id=record.customer_id)
     deleted = loaded.is_deleted(now)
-    view = None if deleted else build_view(record, load_phases(conn, namespace, subscription_id, now))
+    view = None
+    if not deleted:
+        phases = load_phases(conn, namespace, subscription_id, now)
+        check_structure(record, phases)
+        view = build_view(record, phases)
 
     def result(patches: tuple[PrintedPatch, ...], state: SyncState, changes: Changes | None = None) -> SyncResult:
         return SyncResult(

@@ -28,6 +28,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -47,6 +48,7 @@ from worker.contract.fields import (
 )
 from worker.contract.problems import DocumentError, Problem, refuse, validation_problems
 from worker.contract.text import format_decimal, format_time
+from worker.domain import structure
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_PHASES = 1000
@@ -227,14 +229,40 @@ class SubscriptionDocument(_Model):
         return handler(value)
 
     @model_validator(mode="after")
-    def _rules_then_defaults(self) -> SubscriptionDocument:
+    def _rules_then_defaults(self, info: ValidationInfo) -> SubscriptionDocument:
         problems: list[Problem] = []
         if self.active_to is not None and self.active_to < self.active_from:
             problems.append(Problem("active_to", "must not be before active_from"))
         problems += self._duplicate_ids()
+        if not is_stored(info):  # a stored subscription that breaks a newer rule is still printed
+            problems += [Problem(v.path, f"{v.message} (rule {v.rule})") for v in self.structure_violations()]
         refuse(problems)
         self.billing_anchor = self.billing_anchor or self.active_from  # the default of CONTRACT §3
         return self
+
+    def structure_violations(self) -> list[structure.Violation]:
+        """The structural rules of CONTRACT §3 (`worker.domain.structure`) over this document, with its
+        defaults applied (a version without `active_from` starts with its phase)."""
+        phases = [
+            structure.PhaseShape(
+                f"phases[{p_index}]",
+                phase.active_from,
+                [
+                    structure.VersionShape(
+                        f"phases[{p_index}].items.{key}[{v_index}]",
+                        version.active_from or phase.active_from,
+                        version.active_to,
+                        version.rate_card.billing_cadence is None,
+                        None if version.rate_card.price is None else version.rate_card.price.type,
+                        bool(version.rate_card.feature_key),
+                    )
+                    for key, versions in phase.items.items()
+                    for v_index, version in enumerate(versions)
+                ],
+            )
+            for p_index, phase in enumerate(self.phases)
+        ]
+        return structure.violations(self.active_from, phases)
 
     def _duplicate_ids(self) -> list[Problem]:
         """Phase keys and ids, and item version ids, are each used once in a document."""
@@ -265,6 +293,16 @@ class SubscriptionDocument(_Model):
                     elif version.id is not None:
                         item_ids[version.id] = version_path
         return problems
+
+
+#: Validation context of a document read back from the tables (`validate_stored`).
+STORED = {"stored": True}
+
+
+def is_stored(info: ValidationInfo) -> bool:
+    """Whether the document being validated was read back from the tables: written under earlier rules,
+    it is checked for shape only, so that `subscriptions get` still prints it (docs/contract.md §3)."""
+    return isinstance(info.context, Mapping) and bool(info.context.get("stored"))
 
 
 def _raw_version_count(value: Any) -> int:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.contract.documents import ItemVersion, Phase, SubscriptionDocument, rate_card_to_json
+from worker.contract.documents import STORED, ItemVersion, Phase, SubscriptionDocument, rate_card_to_json
 from worker.contract.problems import DocumentError, Problem, format_validation_error
 from worker.errors import ConflictError, NotFoundError, SubsyncError
 from worker.infra.ids import new_id
@@ -468,7 +468,7 @@ def get_subscription(conn: Connection, namespace: str, subscription_id: str) -> 
         ],
     }
     try:
-        document = SubscriptionDocument.model_validate(data)
+        document = SubscriptionDocument.model_validate(data, context=STORED)
     except ValidationError as exc:
         problems = "; ".join(format_validation_error(exc)[:3])
         raise SubsyncError(f"stored subscription {subscription_id!r} is not a valid document: {problems}") from None
