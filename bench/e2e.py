@@ -8,6 +8,9 @@ is switched off (`SUBSYNC_INVOICE_AFTER_SYNC=false`) so that every message is ex
 A first round warms the workers up (process start, imports, connection pools) and is not counted.
 Throughput of a round = N / (time from the first publish until the last sync state is written).
 Per-message handling times come from the workers' own `message.done` log lines.
+After each counted round, the floor (`bench.floor`, the minimum SQL of a steady-state sync) runs back to
+back on one connection over the same number of twin subscriptions of the same database: the single-
+connection throughput the workers are compared with (issue 16).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from bench import floor
 from bench.seeding import REAL, Seeded
 from worker.bootstrap import redis_url as resolve_redis_url
 from worker.config import Settings, load_settings
@@ -43,6 +47,7 @@ class EndToEnd:
     threads: int
     per_round: list[float] = field(default_factory=list)  # syncs per second, one value per round
     message_ms: list[float] = field(default_factory=list)  # handling time of each message, in the worker
+    floor_per_round: list[float] = field(default_factory=list)  # the floor's syncs/s on one connection
 
 
 def _done_since(engine: Engine, since: datetime, ids: list[str]) -> int:
@@ -105,6 +110,7 @@ def run_end_to_end(
                 time.sleep(0.01)
             if n > 0:
                 result.per_round.append(len(ids) / (time.perf_counter() - began))
+                result.floor_per_round.append(_floor_throughput(engine, subscriptions))
     finally:
         _stop(worker)
         for key in broker.client.scan_iter(match=f"{namespace}:*"):
@@ -113,6 +119,15 @@ def run_end_to_end(
     result.message_ms = _message_times(log_path, skip_prefix="bench-0-")
     log_path.unlink(missing_ok=True)
     return result
+
+
+def _floor_throughput(engine: Engine, subscriptions: list[Seeded]) -> float:
+    """Syncs per second of the floor run back to back on one connection (its work prepared untimed)."""
+    works = [floor.prepare(engine, s.subscription_id, s.as_of) for s in subscriptions]
+    began = time.perf_counter()
+    for work in works:
+        floor.run(engine, work)
+    return len(works) / (time.perf_counter() - began)
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

@@ -19,6 +19,14 @@ FIRST_MAX_RATIO = 3.0
 LARGE_LINES = 10_000
 LARGE_MAX_SECONDS = 2.0
 MAX_EXPONENT = 1.3  # linear is 1; quadratic would be 2
+# issue 16: the queue path within reach of the database floor
+E2E_MIN_THROUGHPUT_RATIO = 1.0  # workers' syncs/s over the floor's single-connection syncs/s
+E2E_MAX_MESSAGE_RATIO = 3.0  # message median over the steady-state floor median
+STEADY_TARGET_RATIO = 1.3
+EDIT_TARGET_RATIO = 1.5
+FIRST_TARGET_RATIO = 1.3
+LARGE_STEADY_TARGET_RATIO = 1.5
+LARGE_FIRST_TARGET_RATIO = 1.2
 
 
 @dataclass(slots=True)
@@ -153,6 +161,27 @@ def _render_end_to_end(results: Results) -> list[str]:
         "  (syncs/s ratio = one connection running the floor back to back, over the workers' throughput; "
         "statements, round trips and rows are those of the steady-state sync above)"
     )
+    if e2e.floor_per_round:
+        floor_rate = statistics.median(e2e.floor_per_round)
+        lines += [
+            "",
+            "End to end against the floor (issue 16; medians over the counted rounds, same database and data):",
+            *table(
+                ["", "syncs/s", "message median ms"],
+                [
+                    [
+                        f"workers, {e2e.processes} process(es) x {e2e.threads} thread(s)",
+                        f"{throughput:.0f}",
+                        _ms(msg_median),
+                    ],
+                    ["floor, one connection back to back", f"{floor_rate:.0f}", _ms(steady.floor.median)],
+                    ["  workers / floor", f"{throughput / floor_rate:.2f}x", _ratio(msg_median, steady.floor.median)],
+                ],
+            ),
+            "  (floor message = one steady-state floor sync measured above; per round: "
+            + ", ".join(f"{w:.0f}/{f:.0f}" for w, f in zip(e2e.per_round, e2e.floor_per_round, strict=True))
+            + " syncs/s workers/floor)",
+        ]
     return lines
 
 
@@ -240,4 +269,50 @@ def _render_targets(results: Results) -> list[str]:
         ):
             k = marginal_exponent(pts)
             out.append(_check(k <= MAX_EXPONENT, f"{name} grows linearly in lines: exponent {k:.2f} <= {MAX_EXPONENT}"))
+    out += _render_issue16_targets(results)
+    return out
+
+
+def _render_issue16_targets(results: Results) -> list[str]:
+    """The targets of issue 16, each a ratio measured in this run."""
+    first, steady, edit = results.scenarios
+    out = ["Targets of issue 16 (the queue path within reach of the floor):"]
+    e2e = results.end_to_end
+    if e2e is not None and e2e.floor_per_round:
+        ratio = statistics.median(e2e.per_round) / statistics.median(e2e.floor_per_round)
+        out.append(
+            _check(
+                ratio >= E2E_MIN_THROUGHPUT_RATIO,
+                f"end to end {e2e.processes}x{e2e.threads} workers {ratio:.2f}x the floor's single-connection "
+                f"throughput >= {E2E_MIN_THROUGHPUT_RATIO:.1f}x",
+            )
+        )
+    if e2e is not None and e2e.message_ms:
+        ratio = statistics.median(e2e.message_ms) / 1000 / steady.floor.median
+        out.append(
+            _check(
+                ratio <= E2E_MAX_MESSAGE_RATIO,
+                f"message median {ratio:.2f}x the steady-state floor <= {E2E_MAX_MESSAGE_RATIO:.0f}x",
+            )
+        )
+    if e2e is None:
+        out.append(_check(False, f"end to end not measured ({results.end_to_end_error or 'disabled'})"))
+    for name, c, limit in (
+        ("steady-state sync", steady, STEADY_TARGET_RATIO),
+        ("sync after an edit", edit, EDIT_TARGET_RATIO),
+        (f"first sync ({first.lines} lines)", first, FIRST_TARGET_RATIO),
+    ):
+        ratio = c.real.median / c.floor.median
+        out.append(_check(ratio <= limit, f"{name} {ratio:.2f}x the floor <= {limit}x"))
+    large = [p for p in results.scaling if p.first.lines >= LARGE_LINES]
+    if large:
+        p = large[-1]
+        for name, c, limit in (
+            ("steady", p.steady, LARGE_STEADY_TARGET_RATIO),
+            ("first", p.first, LARGE_FIRST_TARGET_RATIO),
+        ):
+            ratio = c.real.median / c.floor.median
+            out.append(
+                _check(ratio <= limit, f"{p.first.lines}-line subscription, {name} {ratio:.2f}x the floor <= {limit}x")
+            )
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -15,6 +15,7 @@ from worker.app.handlers import (
     handle_reconcile_subscription,
     handle_subscription_event,
 )
+from worker.app.invoicing import invoice_pending_lines
 from worker.contract.events import InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.errors import MissingInvoiceError, NotFoundError
 from worker.store.subscriptions import delete_subscription
@@ -180,3 +181,31 @@ def test_reconcile_subscription_syncs_at_now_without_invoicing(db: Engine) -> No
     handled = handle_reconcile_subscription(db, ReconcileRequest(namespace=NS, subscription_id="sub_1"), now=NOW)
     assert handled.syncs[0].as_of == NOW and handled.invoices == ()
     assert {line["invoice_status"] for line in lines_json(db, NS)} == {"gathering"}
+
+
+# --- the after-sync invoicing is skipped only when it certainly bills nothing (docs/sync.md §8.3) ---
+
+
+def test_a_due_line_of_another_subscription_of_the_customer_is_still_invoiced(db: Engine) -> None:
+    """SPEC §8.3 invoices the customer: an event on A must invoice B's due line, though A has none."""
+    apply(db, document(NS, {"fee": [fee("it_b", "100", "2024-01-01T00:00:00Z")]}, subscription_id="sub_b"))
+    handle_subscription_event(db, event("subscription.created", subscription_id="sub_b"), invoice_after_sync=False)
+    apply(db, document(NS, {"fee": [fee("it_a", "50", "2024-03-01T00:00:00Z")]}, subscription_id="sub_a", start="2024-03-01T00:00:00Z"))  # fmt: skip
+    handled = handle_subscription_event(db, event("subscription.created", subscription_id="sub_a"), now=NOW)
+
+    assert handled.syncs[0].maybe_due is True
+    [invoice] = handled.invoices
+    due = [line["id"] for line in lines_json(db, NS) if line["subscription"]["subscription_id"] == "sub_b" and line["invoice_status"] == "draft"]  # fmt: skip
+    assert sorted(invoice.line_ids) == sorted(due) and len(due) == 2  # B's January and February
+
+
+def test_invoicing_is_skipped_only_when_it_would_bill_nothing(db: Engine) -> None:
+    apply(db, document(NS, {"fee": [fee("it_a", "50", "2024-03-01T00:00:00Z")]}, start="2024-03-01T00:00:00Z"))
+    handled = handle_subscription_event(db, event("subscription.created"), now=NOW)
+    assert handled.syncs[0].maybe_due is False and handled.invoices == ()
+    assert invoice_pending_lines(db, NS, "cust_1", as_of=AS_OF, now=NOW) == []  # what the skipped step would do
+    # One second before the line's invoice_at it is still not due; at invoice_at it is (SPEC §9 step 2).
+    march = datetime(2024, 3, 1, tzinfo=UTC)
+    for as_of, due in ((march - timedelta(microseconds=1), False), (march, True)):
+        handled = handle_subscription_event(db, event("subscription.updated", as_of=as_of), now=NOW)
+        assert handled.syncs[0].maybe_due is due and len(handled.invoices) == int(due)

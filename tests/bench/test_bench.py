@@ -43,6 +43,7 @@ def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None
 
     report = render(results)
     assert "ratio to floor" in report and "fitted exponent" in report and "Targets:" in report
+    assert "Targets of issue 16" in report and "[PASS]" in report
 
     # The floor left each twin as the sync would have: syncing either one again changes nothing.
     for namespace in (REAL, FLOOR):

@@ -76,12 +76,20 @@ def handle_subscription_event(
     (SPEC §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
     now = now or utcnow()
     as_of = sync_as_of(engine, event, now)
+    invoicing = invoice_after_sync and event.type != "subscription.deleted"
     result = sync_subscription(
-        engine, event.namespace, event.subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+        engine,
+        event.namespace,
+        event.subscription_id,
+        as_of=as_of,
+        now=now,
+        max_target_lines=max_target_lines,
+        due_at=(event.as_of or now) if invoicing else None,  # the x of `invoice_after` below
     )
     created: list[CreatedInvoice] = []
     published: list[str] = []
-    if invoice_after_sync and event.type != "subscription.deleted" and not result.subscription_deleted:
+    # `maybe_due` False: SPEC §9 would find no billable line, so it would write nothing (docs/sync.md §8.3).
+    if invoicing and not result.subscription_deleted and result.maybe_due is not False:
         created, published = invoice_after(engine, event.namespace, result.customer_id, event.as_of, publish, now)
     return Handled(syncs=(result,), invoices=tuple(created), published=tuple(published), customer_id=result.customer_id)
 

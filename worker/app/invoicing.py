@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from worker.domain.invoicing import plan_invoicing
+from worker.domain.invoicing import InvoicingPlan, plan_invoicing
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
+from worker.store.db import run_transaction
 from worker.store.invoicing import apply_invoicing, load_pending_lines
 from worker.store.locks import lock_customer
 
@@ -39,13 +40,18 @@ def invoice_pending_lines(
     Publishing `invoice.created` for the result is the caller's business (after this commit)."""
     now = now or utcnow()
     x = as_of or now
-    with engine.begin() as conn:
+
+    def invoice(conn: Connection) -> InvoicingPlan:
         lock_customer(conn, namespace, customer_id)
         lines = load_pending_lines(conn, namespace, customer_id)
         plan = plan_invoicing(lines, x, progressive=progressive, new_id=new_id)
-        if plan.is_empty:
-            return []
-        apply_invoicing(conn, namespace, customer_id, plan, now)
+        if not plan.is_empty:
+            apply_invoicing(conn, namespace, customer_id, plan, now)
+        return plan
+
+    plan = run_transaction(engine, invoice)  # a stale pooled connection is replaced once
+    if plan.is_empty:
+        return []
     created = [CreatedInvoice(inv.id, inv.currency, "draft", inv.line_ids) for inv in plan.invoices]
     log.info(
         "invoicing.done",

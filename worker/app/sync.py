@@ -23,6 +23,7 @@ from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
+from worker.store.db import run_transaction
 from worker.store.persisted import load_persisted
 from worker.store.sync_state import write_sync_state
 from worker.store.view import load_and_lock_subscription, load_phases
@@ -41,6 +42,8 @@ class SyncResult:
     state: SyncState
     subscription_deleted: bool = False
     changes: Changes | None = field(default=None, compare=False, repr=False)
+    # With `due_at`: False when the after-sync invoicing (SPEC §8.3) certainly bills nothing; else None/True.
+    maybe_due: bool | None = field(default=None, compare=False, repr=False)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -58,16 +61,28 @@ def sync_subscription(
     dry_run: bool = False,
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+    due_at: datetime | None = None,
 ) -> SyncResult:
     """Sync one subscription in one transaction; any error rolls everything back.
 
-    `max_target_lines` bounds the work (README "Period generation"); callers pass `Settings.max_target_lines`."""
+    `max_target_lines` bounds the work (README "Period generation"); callers pass `Settings.max_target_lines`.
+    `due_at`: the instant the after-sync invoicing will use; the result's `maybe_due` then says whether it can
+    bill anything (answered by the sync-state upsert, no extra round trip: docs/sync.md §8.3)."""
     now = now or utcnow()
     as_of = as_of or now
-    with engine.begin() as conn:
-        return sync_in_transaction(
-            conn, namespace, subscription_id, as_of=as_of, dry_run=dry_run, now=now, max_target_lines=max_target_lines
-        )
+    return run_transaction(
+        engine,
+        lambda conn: sync_in_transaction(
+            conn,
+            namespace,
+            subscription_id,
+            as_of=as_of,
+            dry_run=dry_run,
+            now=now,
+            max_target_lines=max_target_lines,
+            due_at=due_at,
+        ),
+    )
 
 
 def check_structure(record: SubscriptionRecord, phases: list[PhaseRecord]) -> None:
@@ -92,6 +107,7 @@ def sync_in_transaction(
     dry_run: bool,
     now: datetime,
     max_target_lines: int | None = None,
+    due_at: datetime | None = None,
 ) -> SyncResult:
     loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
     record = loaded.record
@@ -103,9 +119,14 @@ def sync_in_transaction(
         check_structure(record, phases)
         view = build_view(record, phases)
 
-    def result(patches: tuple[PrintedPatch, ...], state: SyncState, changes: Changes | None = None) -> SyncResult:
+    def result(
+        patches: tuple[PrintedPatch, ...],
+        state: SyncState,
+        changes: Changes | None = None,
+        maybe_due: bool | None = None,
+    ) -> SyncResult:
         return SyncResult(
-            namespace, subscription_id, record.customer_id, as_of, dry_run, patches, state, deleted, changes
+            namespace, subscription_id, record.customer_id, as_of, dry_run, patches, state, deleted, changes, maybe_due
         )
 
     customer_deleted_at = None
@@ -143,9 +164,12 @@ def sync_in_transaction(
         state = NOTHING_TO_BILL
     else:
         state = after_sync(target.max_limit, now)
+    maybe_due = None
     if not dry_run:
         apply_changes(conn, namespace, changes, now)
-        write_sync_state(conn, namespace, subscription_id, state, now)
-    out = result(tuple(changes.patches), state, changes)
-    bound.info("sync.done", as_of=as_of.isoformat(), dry_run=dry_run, patches=out.counts())
+        # The sync's last statement: it sees every line this sync wrote (docs/sync.md §8.3).
+        due = None if due_at is None else (record.customer_id, due_at)
+        maybe_due = write_sync_state(conn, namespace, subscription_id, state, now, due=due)
+    out = result(tuple(changes.patches), state, changes, maybe_due)
+    bound.debug("sync.done", as_of=as_of.isoformat(), dry_run=dry_run, patches=out.counts())
     return out

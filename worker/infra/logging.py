@@ -93,7 +93,8 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
         renderer = structlog.dev.ConsoleRenderer(colors=_stderr_isatty())
 
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Level first: a dropped line (`sync.done` at debug) then costs ~10 µs, not the whole chain.
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError
 
 from worker.contract.text import format_decimal, format_time
 
 _PSYCOPG_DRIVER = "postgresql+psycopg"
+_T = TypeVar("_T")
+_USED = "subsync_used"  # in a pooled connection's info: a statement succeeded since its checkout
 
 
 def normalize_database_url(url: str) -> str:
@@ -49,10 +53,13 @@ def make_engine(
     application_name: str = "subsync",
     **kwargs: Any,
 ) -> Engine:
-    """A pooled engine. Every connection uses `TimeZone=UTC`, so timestamps come back in UTC."""
-    return create_engine(
+    """A pooled engine. Every connection uses `TimeZone=UTC`, so timestamps come back in UTC.
+
+    No `pool_pre_ping` (a round trip on every checkout, measured in docs/operations.md "Performance"):
+    `run_transaction` replaces a stale pooled connection instead, when its first statement finds it dead."""
+    created = create_engine(
         normalize_database_url(url),
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
@@ -61,3 +68,39 @@ def make_engine(
         connect_args={"options": "-c timezone=UTC", "application_name": application_name},
         **kwargs,
     )
+    event.listen(created, "after_cursor_execute", _mark_used)
+    event.listen(created, "handle_error", _mark_stale)
+    return created
+
+
+def _mark_used(conn: Connection, *_: Any) -> None:
+    conn.info[_USED] = True
+
+
+def _mark_stale(context: ExceptionContext) -> None:
+    # Before SQLAlchemy invalidates the connection (which clears its info): was it dead on arrival?
+    if context.is_disconnect and context.connection is not None and not context.connection.info.get(_USED):
+        setattr(context.sqlalchemy_exception, "subsync_stale", True)  # noqa: B010
+
+
+def is_stale(exc: BaseException) -> bool:
+    """A disconnect raised by the first statement since the connection left the pool."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated and getattr(exc, "subsync_stale", False)
+
+
+def run_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
+    """`work(conn)` in one transaction. A pooled connection can be stale (server restarted, idle connection
+    killed): it then fails on the transaction's first statement, before anything was read or written, and
+    that attempt is replaced once by one on a new connection. Any other failure, a connection lost in the
+    middle of the transaction included, propagates (the queue classifies it `database_unavailable` and
+    retries the message: SPEC §8.5 makes the re-run safe)."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                conn.info.pop(_USED, None)
+                with conn.begin():
+                    return work(conn)
+        except DBAPIError as exc:
+            if attempt == 2 or not is_stale(exc):
+                raise
+    raise AssertionError("unreachable")

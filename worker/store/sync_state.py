@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
 
 from worker.domain.sync_state import SyncState
+from worker.domain.timeutil import trunc
 from worker.store.tables import subscription_sync_states
 
 _COLUMNS = ("namespace", "subscription_id", "has_billables", "next_sync_after", "synced_at")
@@ -19,14 +20,52 @@ _UPSERT = _new.on_conflict_do_update(
 )
 
 
-def write_sync_state(conn: Connection, namespace: str, subscription_id: str, state: SyncState, now: datetime) -> None:
-    conn.execute(
-        _UPSERT,
-        {
-            "namespace": namespace,
-            "subscription_id": subscription_id,
-            "has_billables": state.has_billables,
-            "next_sync_after": state.next_sync_after,
-            "synced_at": now,
-        },
+# The same upsert, also answering "can the after-sync invoicing (SPEC §8.3) find anything to bill?" in the
+# same round trip, after the sync's own writes and under the customer lock (docs/sync.md §8.3). SPEC §9
+# step 2, not progressive: a line is billable only if trunc(invoice_at) <= X, i.e. invoice_at < X + 1 s
+# (usage lines also need their end <= X). §9 invoices the whole *customer* (every subscription and manual
+# line of its live gathering invoices), so the subscription's own state is not enough. A live group child
+# counts as "maybe due" whatever its invoice_at, so that §9's error on a child whose price cannot be billed
+# progressively is still raised by the invoicing step (never skipped).
+_UPSERT_MAYBE_DUE = text(
+    """
+    INSERT INTO subscription_sync_states (namespace, subscription_id, has_billables, next_sync_after, synced_at)
+    VALUES (:namespace, :subscription_id, :has_billables, :next_sync_after, :synced_at)
+    ON CONFLICT (namespace, subscription_id) DO UPDATE SET has_billables = excluded.has_billables,
+        next_sync_after = excluded.next_sync_after, synced_at = excluded.synced_at
+    RETURNING EXISTS (
+        SELECT 1 FROM invoices i JOIN invoice_lines l ON l.namespace = i.namespace AND l.invoice_id = i.id
+        WHERE i.namespace = :namespace AND i.customer_id = :customer_id AND i.type = 'gathering'
+            AND i.deleted_at IS NULL AND l.deleted_at IS NULL
+            AND (l.invoice_at < :due_before OR l.split_line_group_id IS NOT NULL)
+    ) AS maybe_due
+    """
+)
+
+
+def write_sync_state(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    state: SyncState,
+    now: datetime,
+    *,
+    due: tuple[str, datetime] | None = None,
+) -> bool | None:
+    """Upsert the sync state. With `due = (customer_id, x)` (x: the instant the after-sync invoicing will
+    use), also return whether that invoicing can bill anything (False: it certainly bills nothing)."""
+    params = {
+        "namespace": namespace,
+        "subscription_id": subscription_id,
+        "has_billables": state.has_billables,
+        "next_sync_after": state.next_sync_after,
+        "synced_at": now,
+    }
+    if due is None:
+        conn.execute(_UPSERT, params)
+        return None
+    customer_id, x = due
+    due_before = trunc(x) + timedelta(seconds=1)
+    return bool(
+        conn.execute(_UPSERT_MAYBE_DUE, {**params, "customer_id": customer_id, "due_before": due_before}).scalar_one()
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -24,11 +24,17 @@ class WorkerBoot(Middleware):
         after importing the broker's module).
       where(Mapping[str, str]): where the database and the broker are, as `worker.bootstrap.describe`
         says (host and database only, never a password).
+      on_boot(callable): run once the process has booted, before any message (the bootstrap passes the
+        engine's warm-up, so the first message does not pay for creating the pool); a failure is logged,
+        not raised (a database that is down at boot is the first message's retryable failure).
     """
 
-    def __init__(self, log_format: LogFormat, where: Mapping[str, str]) -> None:
+    def __init__(
+        self, log_format: LogFormat, where: Mapping[str, str], on_boot: Callable[[], object] | None = None
+    ) -> None:
         self.log_format: LogFormat = log_format
         self.where = dict(where)
+        self.on_boot = on_boot
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         configure_logging(self.log_format)
@@ -40,3 +46,8 @@ class WorkerBoot(Middleware):
             metrics=metrics.enabled(),
             **self.where,
         )
+        if self.on_boot is not None:
+            try:
+                self.on_boot()
+            except Exception as exc:  # the messages will meet (and classify) the same problem
+                log.warning("worker process warm-up failed", error=f"{type(exc).__name__}: {exc}")
