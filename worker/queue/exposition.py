@@ -48,7 +48,7 @@ READY_CACHE_SECONDS = 2.0
 STATUS_CACHE_SECONDS = 5.0
 #: Timeouts of the readiness checks and the gauges' queries.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
-POSTGRES_STATEMENT_TIMEOUT_MS = 5000
+_SET_STATEMENT_TIMEOUT = "SET statement_timeout = '5s'"  # of the gauges' query and the readiness check
 REDIS_TIMEOUT_SECONDS = 1.0
 
 Response = tuple[int, str, bytes]
@@ -233,7 +233,7 @@ class _Collector:
 
 def _set_statement_timeout(dbapi_connection: Any, _record: Any) -> None:
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET statement_timeout = {POSTGRES_STATEMENT_TIMEOUT_MS}")
+        cursor.execute(_SET_STATEMENT_TIMEOUT)
     dbapi_connection.commit()
 
 
