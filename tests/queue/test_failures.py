@@ -90,7 +90,7 @@ def test_retry_policy_by_kind() -> None:
     assert policy.retry_when(1, wrapped(psycopg.errors.SerializationFailure("x"))) is True
 
 
-KNOWN_REASONS = {"invalid_payload", "not_found", "missing_invoice", "concurrent_write"}
+KNOWN_REASONS = {"invalid_payload", "not_found", "missing_invoice", "concurrent_write", "invalid_subscription"}
 
 
 def test_every_project_error_carries_a_known_reason_and_an_exit_code() -> None:
