@@ -409,6 +409,17 @@ def set_subscription_end(engine: Engine, end: str | None, namespace: str = "acme
         )
 
 
+def store_unchecked(engine: Engine, namespace: str, id: str, **values: Any) -> None:
+    """Overwrite columns of a stored subscription row without validation: a subscription written before
+    a rule of CONTRACT §3 existed (e.g. `active_from` before its first phase, a cadence `P١M`)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.namespace == namespace, subscriptions.c.id == id)
+            .values(**values)
+        )
+
+
 def move_lines_to_new_invoice(
     engine: Engine, line_ids: list[str], status: str, namespace: str = "acme", customer_id: str = "cust_01"
 ) -> str:

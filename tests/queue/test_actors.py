@@ -17,7 +17,7 @@ from dramatiq.middleware import Shutdown
 from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
-from tests.builders import apply, document, fast_settings, fee, lines_json
+from tests.builders import apply, document, fast_settings, fee, lines_json, store_unchecked
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.infra.logging import configure_logging
 from worker.queue.actors import Actors, declare_actors
@@ -104,6 +104,21 @@ def test_a_sync_over_the_line_limit_is_dead_lettered_at_once(db: Engine) -> None
     # one attempt, then dead-lettered: the same data would fail the same way, so it is not retried
     assert failure["attempt"] == 1 and dead.options["retries"] == 1
     assert failure["reason"] == "target_too_large" and "sub_1" in failure["error"] and "2" in failure["error"]
+    assert lines_json(db, NS) == []
+
+
+def test_a_stored_subscription_breaking_a_structural_rule_is_dead_lettered_at_once(
+    db: Engine, harness: Harness
+) -> None:
+    seed(db)
+    store_unchecked(db, NS, "sub_1", active_from=datetime(2023, 12, 1, tzinfo=UTC))  # before its first phase
+    harness.send(harness.actors.subscription_event, created())
+    harness.drain()
+    [dead] = harness.dead
+    failure = dead.options["subsync_failure"]
+    # one attempt, never retried (CONTRACT §3 structure): the stored data gives the same answer every time
+    assert failure["attempt"] == 1 and dead.options["retries"] == 1
+    assert failure["reason"] == "invalid_subscription" and "rule phase-coverage" in failure["error"]
     assert lines_json(db, NS) == []
 
 

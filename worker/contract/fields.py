@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StrictInt
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StrictInt, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from worker.contract.text import decimal_digits, format_time, parse_decimal, parse_time_value
@@ -35,6 +36,7 @@ USAGE_PRICE_TYPES = ("unit", "tiered", "package", "dynamic")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _CURRENCY_PATTERN = re.compile(r"[A-Z]{3}\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -60,9 +62,27 @@ def _check_key(value: str) -> str:
     return value
 
 
+def text_problem(value: str) -> str | None:
+    """CONTRACT §3 limits, "text": no NUL character and no lone surrogate in any string of a document or
+    an event (Postgres and UTF-8 cannot hold them); the reason, or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character (\\u0000)"
+    if _SURROGATE.search(value):
+        return "must not contain a lone surrogate (\\ud800-\\udfff): it is not valid Unicode text"
+    return None
+
+
+def printable(value: str) -> str:
+    """`value` as it may be printed in a problem's path: escaped (`'a\\x00b'`) when it holds control
+    characters or lone surrogates, which a terminal or a UTF-8 stream cannot take as they are."""
+    return value if value.isprintable() else ascii(value)
+
+
 def _check_text(value: str) -> str:
     if len(value) > MAX_TEXT_LENGTH:
         raise _error(f"must be at most {MAX_TEXT_LENGTH} characters")
+    if (problem := text_problem(value)) is not None:
+        raise _error(problem)
     return value
 
 
@@ -74,11 +94,13 @@ def _check_currency(value: str) -> str:
     return value
 
 
-def _check_duration(value: str) -> str:
+def _check_duration(value: str, info: ValidationInfo) -> str:
     if len(value) > MAX_TEXT_LENGTH:
         raise _error(f"must be at most {MAX_TEXT_LENGTH} characters")
+    # Read back from the tables (`STORED` context): written before the ASCII-digits rule, still printed.
+    stored = isinstance(info.context, Mapping) and bool(info.context.get("stored"))
     try:
-        timeutil.Duration.parse(value)
+        timeutil.Duration.parse(timeutil.ascii_digits(value) if stored else value)
     except ValueError as exc:
         raise _error(str(exc)) from None
     return value
@@ -119,6 +141,10 @@ def _parse_amount(value: object) -> Decimal:
         if len(value) > MAX_TEXT_LENGTH:
             raise _error(message)
         try:
+            timeutil.check_ascii_digits(value)
+        except ValueError as exc:
+            raise _error(str(exc)) from None
+        try:
             parsed = parse_decimal(value)
         except ValueError:
             raise _error(message) from None
@@ -139,10 +165,31 @@ def _json_depth(value: Any) -> int:
     return 0
 
 
+def _json_text_problems(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """`(relative path, reason)` for every string, key or value, that breaks `text_problem`."""
+    out: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if (problem := text_problem(value)) is not None:
+            out.append((path, problem))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{printable(str(key))}" if path else printable(str(key))
+            if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                out.append((f"{inner} (key)", problem))
+            out += _json_text_problems(item, inner)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out += _json_text_problems(item, f"{path}[{index}]")
+    return out
+
+
 def _check_free_json(value: Any) -> Any:
     # Depth first: it also keeps json.dumps away from pathologically deep input.
     if _json_depth(value) > MAX_FREE_JSON_DEPTH:
         raise _error(f"must be nested at most {MAX_FREE_JSON_DEPTH} levels deep")
+    if problems := _json_text_problems(value):
+        # Reported at each string's own path below the field (`annotations.team.owner`), like `refuse`.
+        raise PydanticCustomError(RULE, "the fields break rules", {"problems": problems})
     try:
         encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):

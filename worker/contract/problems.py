@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from worker.contract.fields import PRICE_TYPES, RULE
+from worker.contract.fields import PRICE_TYPES, RULE, printable
 from worker.errors import InvalidInputError
 
 MAX_PROBLEMS_REPORTED = 50
@@ -60,7 +60,8 @@ def format_path(loc: Iterable[int | str]) -> str:
         elif previous == "price" and part in PRICE_TYPES:
             continue
         else:
-            text += f".{part}" if text else part
+            shown = printable(part)  # a key with a NUL or a lone surrogate is printed escaped
+            text += f".{shown}" if text else shown
         previous = part
     return text
 

@@ -9,15 +9,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from worker.domain.money import format_decimal as format_decimal  # re-exported
-from worker.domain.timeutil import format_instant
+from worker.domain.timeutil import check_ascii_digits, format_instant
 
 _RFC3339 = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
     r"[Tt](?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
     r"(?:\.(?P<fraction>\d{1,9}))?"
-    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,  # CONTRACT §3 limits: ASCII digits only (`\d` would match any script's digits)
 )
-_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?\Z")
+_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?\Z", re.ASCII)
 
 
 def parse_time(text: str) -> datetime:
@@ -28,6 +29,7 @@ def parse_time(text: str) -> datetime:
     """
     match = _RFC3339.match(text)
     if match is None:
+        check_ascii_digits(text)
         raise ValueError("must be an RFC 3339 time with an offset, like 2024-01-01T00:00:00Z")
     offset_text = match["offset"]
     if offset_text in ("Z", "z"):
@@ -88,6 +90,7 @@ def format_optional_time(value: datetime | None) -> str | None:
 def parse_decimal(text: str) -> Decimal:
     """Parse a plain decimal string (`-?digits[.digits]`, no exponent). Raises ValueError."""
     if not _DECIMAL.match(text):
+        check_ascii_digits(text)
         raise ValueError('must be a decimal string like "12.50"')
     return Decimal(text)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -90,12 +91,14 @@ class Period:
 
 _DURATION_RE = re.compile(
     r"P(?!\Z)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?\Z"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?\Z",
+    re.ASCII,  # CONTRACT §3 limits: ASCII digits only (`\d` would match any script's digits)
 )
 # Same shape with fractions everywhere: used only to explain why a text was refused.
 _WITH_FRACTIONS = re.compile(
     r"P(?!\Z)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?"
-    r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?\Z"
+    r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?\Z",
+    re.ASCII,
 )
 _MAX_COMPONENT = 10_000_000
 
@@ -133,6 +136,7 @@ class Duration:
     def _parse(cls, text: str) -> Duration:
         match = _DURATION_RE.match(text)
         if match is None:
+            check_ascii_digits(text)
             if text.startswith(("-", "+")):
                 raise ValueError("must be a positive ISO 8601 duration (no sign), like P1M")
             if _WITH_FRACTIONS.match(text):
@@ -185,6 +189,26 @@ class Duration:
 @functools.lru_cache(maxsize=1024)
 def _parse_duration(text: str) -> Duration:
     return Duration._parse(text)
+
+
+def check_ascii_digits(text: str) -> None:
+    """CONTRACT §3 limits: durations, decimals and times are written with ASCII digits only; ValueError
+    saying so when `text` has another script's digits (`P١M`, full-width `２０２４`)."""
+    if any(ch.isdigit() and not ch.isascii() for ch in text):
+        raise ValueError("must be written with ASCII digits 0-9 only")
+
+
+def ascii_digits(text: str) -> str:
+    """`text` with every decimal digit of another script replaced by its ASCII digit (`P١M` → `P1M`):
+    only for reading back what was stored before the ASCII-digits rule (docs/contract.md §3)."""
+    return "".join(_ascii_digit(ch) for ch in text)
+
+
+def _ascii_digit(ch: str) -> str:
+    if ch.isascii() or not ch.isdigit():
+        return ch
+    value = unicodedata.decimal(ch, None)
+    return ch if value is None else str(value)
 
 
 def _add_months(t: datetime, months: int) -> datetime:

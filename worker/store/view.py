@@ -3,17 +3,17 @@ for a sync, the customer lock), then its live phases with their live items."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select
 
 from worker.domain.prices import price_from_json
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
-from worker.errors import NotFoundError
+from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
 from worker.store.tables import customers, subscription_items, subscription_phases, subscriptions
 
@@ -83,7 +83,7 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         id=row.id,
         customer_id=row.customer_id,
         currency=row.currency,
-        billing_cadence=Duration.parse(row.billing_cadence),
+        billing_cadence=_stored(Duration.parse, row.billing_cadence, row.id, "billing_cadence"),
         billing_anchor=row.billing_anchor,
         pro_rating_enabled=row.pro_rating_enabled,
         pro_rating_mode=row.pro_rating_mode,
@@ -135,7 +135,12 @@ def load_phases(conn: Connection, namespace: str, subscription_id: str, now: dat
                     key=row.item_key,
                     active_from=row.item_from,
                     active_to=row.item_to,
-                    rate_card=rate_card_from_json(row.item_rate_card),
+                    rate_card=_stored(
+                        rate_card_from_json,
+                        row.item_rate_card,
+                        subscription_id,
+                        f"phases[key={row.phase_key}].items.{row.item_key}[id={row.item_id}].rate_card",
+                    ),
                     annotations=row.item_annotations or {},
                 )
             )
@@ -143,6 +148,22 @@ def load_phases(conn: Connection, namespace: str, subscription_id: str, now: dat
         PhaseRecord(h.phase_id, h.phase_key, h.phase_name, h.phase_from, h.phase_sort_hint, tuple(items[pid]))
         for pid, h in heads.items()
     ]
+
+
+_T = TypeVar("_T")
+_V = TypeVar("_V")
+
+
+def _stored(read: Callable[[_V], _T], value: _V, subscription_id: str, field: str) -> _T:
+    """A stored value read back; one written before a rule of CONTRACT §3 (e.g. a duration with
+    non-ASCII digits, docs/contract.md §3) fails the sync at once with the field named, never retried."""
+    try:
+        return read(value)
+    except ValueError as exc:
+        raise InvalidSubscriptionError(
+            f"subscription {subscription_id!r} cannot be synced: stored {field} {exc} "
+            "(CONTRACT §3 limits); apply a corrected document"
+        ) from None
 
 
 def rate_card_from_json(data: Mapping[str, Any]) -> RateCard:
