@@ -13,7 +13,15 @@ from bench.seeding import FLOOR, REAL, Shape
 from worker.app.sync import sync_subscription
 
 TINY = Options(
-    subscriptions=3, phases=2, items=4, months=1, repeats=2, workers=0, scale_days=(1, 2, 4), scale_repeats=1
+    subscriptions=3,
+    phases=2,
+    items=4,
+    months=1,
+    repeats=2,
+    workers=0,
+    scale_days=(1, 2, 4),
+    scale_repeats=1,
+    startup_repeats=0,  # measured by its own test below
 )
 AS_OF = Shape(TINY.phases, TINY.items, TINY.months).as_of
 

