@@ -18,8 +18,7 @@ from worker.cli.runtime import Runtime
 
 app = typer.Typer(
     name="subsync",
-    cls=SubsyncGroup,
-    help="Keep billing invoice lines in step with subscriptions.",
+    cls=SubsyncGroup,  # its help is the root callback's docstring
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich's help renderer alone costs ~0.2 s of start-up

@@ -69,7 +69,8 @@ class Runtime:
             level = logging.INFO if long_running else logging.WARNING
         self._log_level = level
         configure_logging(settings.effective_log_format, level)
-        self.announce(self.command)
+        if level <= logging.INFO:  # describing the URLs imports the composition root: only when it is shown
+            self.announce(self.command)
 
     def describe(self) -> dict[str, str]:
         """Where the database and the broker are (host and database only), without connecting."""
