@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from bench import seeding
+from bench import seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
 from bench.measure import Comparison, run_pass, warm_up
@@ -45,9 +45,11 @@ class Options:
     scale_days: tuple[int, ...] = (1, 10, 100, 1000)  # ~10 lines per day: 14, 104, 1004, 10004 lines
     scale_repeats: int = 3  # timed first syncs (and steady-state syncs) per size
     keep: bool = False
+    startup_repeats: int = 7  # runs of each command of the start-up section (0: skip it)
+    startup_only: bool = False
 
 
-QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1)
+QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1, startup_repeats=3)
 
 
 def run(options: Options, database_url: str | None = None, *, scratch: bool = True) -> Results:
@@ -55,6 +57,16 @@ def run(options: Options, database_url: str | None = None, *, scratch: bool = Tr
     `database_url` (default: `DATABASE_URL` or the embedded server) and dropped afterwards; without it,
     `database_url` must be an empty migrated database (the test suite's)."""
     url = database_url or server_url()
+    if options.startup_only:
+        with scratch_database(url, keep=options.keep) as db_url:
+            began = time.perf_counter()
+            startup.seed(db_url)
+            results = Results(
+                [f"subsync start-up — Python {platform.python_version()}, {_cpus()} CPU(s)"], [], None, None, []
+            )
+            results.startup = startup.measure(db_url, repeats=options.startup_repeats)
+            results.elapsed = time.perf_counter() - began
+            return results
     if not scratch:
         return _run_on(url, options, describe_url(url))
     with scratch_database(url, keep=options.keep) as db_url:
@@ -117,6 +129,9 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"K={options.workers} worker process(es) x {options.threads} thread(s)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points)
+    if options.startup_repeats > 0:
+        startup.seed(url)
+        results.startup = startup.measure(url, repeats=options.startup_repeats)
     results.elapsed = time.perf_counter() - began
     return results
 
@@ -161,6 +176,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help=f"timed runs per scaling size of 1,000 lines or more; smaller sizes get at least 10 (default {d.scale_repeats})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="only the start-up section: median wall time of `subsync --help` and read commands (about a minute)",
+    )
+    parser.add_argument(
+        "--startup-repeats",
+        type=int,
+        help=f"runs of each command in the start-up section, 0 skips it (default {d.startup_repeats})",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else d
     values = {
@@ -175,14 +200,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             "repeats",
             "scale_days",
             "scale_repeats",
+            "startup_repeats",
         )
         if getattr(args, name) is not None
     }
-    options = dataclasses.replace(base, **values, keep=args.keep)  # type: ignore[arg-type]
+    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup)  # type: ignore[arg-type]
     if options.subscriptions < 2 or options.phases < 1 or options.items < 1 or options.months < 1:
         parser.error("need N >= 2 and P, I, M >= 1")
     if options.repeats < 1 or options.scale_repeats < 1 or options.workers < 0 or options.threads < 1:
         parser.error("repeats and threads must be >= 1, workers >= 0")
+    if options.startup_repeats < 0 or (options.startup_only and options.startup_repeats < 1):
+        parser.error("--startup-repeats must be >= 0 (>= 1 with --startup)")
     if any(d < 1 or d > 1000 for d in options.scale_days):
         parser.error("--scale-days values must be 1..1000 (at most 1001 periods per item version and sync)")
     return options

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from bench.database import Counts
 from bench.e2e import EndToEnd
 from bench.measure import Comparison, percentile
+from bench.startup import StartUp
+from bench.startup import render as render_startup
 
 STEADY_MAX_STATEMENTS = 8
 WRITING_MAX_STATEMENTS = 12
@@ -44,6 +46,7 @@ class Results:
     scaling: list[ScalePoint]
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
+    startup: StartUp | None = None  # the command's start-up (bench.startup)
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float:
@@ -114,6 +117,9 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def render(results: Results) -> str:
     out: list[str] = [*results.header, ""]
+    if not results.scenarios:  # `python -m bench --startup`: the start-up section only
+        out += render_startup(results.startup) if results.startup is not None else []
+        return "\n".join([*out, "", f"benchmark ran in {results.elapsed:.0f} s"])
     out.append(f"Per sync, {len(results.scenarios[0].real.seconds)}+ runs each (median and p95 of wall time):")
     rows: list[list[str]] = []
     for c in results.scenarios:
@@ -125,6 +131,8 @@ def render(results: Results) -> str:
     out += _render_scaling(results.scaling)
     out.append("")
     out += _render_targets(results)
+    if results.startup is not None:
+        out += ["", *render_startup(results.startup)]
     if results.notes:
         out += ["", *results.notes]
     out += ["", f"benchmark ran in {results.elapsed:.0f} s"]

@@ -11,17 +11,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from worker.config import Settings, describe_url, secret
 from worker.infra.logging import get_logger
-from worker.queue.actors import Actors, declare_actors
-from worker.queue.broker import build_broker
-from worker.queue.middleware.worker_boot import WorkerBoot
 from worker.store.db import make_engine, normalize_database_url
+
+if TYPE_CHECKING:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    from worker.queue.actors import Actors
 
 log = get_logger(__name__)
 
@@ -76,6 +78,9 @@ def engine(settings: Settings, url: str | None = None, *, pool_size: int = 2, ma
 
 def broker(settings: Settings, url: str | None = None, *, metrics: bool = False) -> RedisBroker:
     """The worker's Redis broker on `url` (default: `redis_url(settings)`), its queue declared."""
+    # lazy: Dramatiq costs ~0.15 s of start-up; the command line's database-only commands never load it
+    from worker.queue.broker import build_broker
+
     return build_broker(url or redis_url(settings), settings, metrics=metrics)
 
 
@@ -137,6 +142,8 @@ class Worker:
 def worker(settings: Settings, broker: dramatiq.Broker, *, engine: Callable[[], Engine] | None = None) -> Worker:
     """Declare the actors on `broker` (once per broker), running against `engine` (default: a
     `LazyEngine` of the settings)."""
+    from worker.queue.actors import declare_actors  # lazy: see `broker`
+
     engine = engine or LazyEngine(settings)
     actors = declare_actors(broker, settings, engine=engine)
     return Worker(settings, broker, actors, engine)
@@ -145,6 +152,10 @@ def worker(settings: Settings, broker: dramatiq.Broker, *, engine: Callable[[], 
 def worker_process(settings: Settings) -> Worker:
     """Wire a `dramatiq` worker process: the broker (with metrics when `subsync worker` turned them on)
     and its boot log line, the actors, and Dramatiq's global broker (which the `dramatiq` command runs)."""
+    import dramatiq  # lazy: see `broker`
+
+    from worker.queue.middleware.worker_boot import WorkerBoot
+
     process_broker = broker(settings, metrics=settings.metrics_enabled)
     engine = LazyEngine(settings)
     process_broker.add_middleware(WorkerBoot(settings.effective_log_format, describe(settings), on_boot=engine.warm))

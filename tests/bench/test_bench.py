@@ -7,13 +7,22 @@ import math
 
 from sqlalchemy import Engine
 
+from bench import startup
 from bench.cli import Options, parse_args, run
 from bench.report import render
 from bench.seeding import FLOOR, REAL, Shape
 from worker.app.sync import sync_subscription
 
 TINY = Options(
-    subscriptions=3, phases=2, items=4, months=1, repeats=2, workers=0, scale_days=(1, 2, 4), scale_repeats=1
+    subscriptions=3,
+    phases=2,
+    items=4,
+    months=1,
+    repeats=2,
+    workers=0,
+    scale_days=(1, 2, 4),
+    scale_repeats=1,
+    startup_repeats=0,  # measured by its own test below
 )
 AS_OF = Shape(TINY.phases, TINY.items, TINY.months).as_of
 
@@ -56,3 +65,15 @@ def test_options() -> None:
     assert parse_args([]) == Options()
     quick = parse_args(["--quick", "-k", "0", "--scale-days", "1,10"])
     assert quick.subscriptions < Options().subscriptions and quick.workers == 0 and quick.scale_days == (1, 10)
+
+
+def test_startup_section_runs_every_command(db: Engine, database_url: str) -> None:
+    """`python -m bench --startup`: each command runs and is measured (timings printed, never asserted)."""
+    startup.seed(database_url)
+    measured = startup.measure(database_url, repeats=1)
+    assert [run.failed for run in measured.runs] == [None] * len(measured.runs)
+    assert all(len(run.seconds) == len(run.cpu) == 1 for run in measured.runs)
+    text = "\n".join(startup.render(measured))
+    assert "subsync --help" in text and "python -c pass" in text
+    assert text.count("[PASS]") + text.count("[FAIL]") == len(measured.runs) - 1  # all but the bare interpreter
+    assert parse_args(["--startup", "--startup-repeats", "3"]).startup_only

@@ -144,7 +144,7 @@ def test_bad_input_exits_2_with_one_line(db: Engine, cli_env: dict[str, str]) ->
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "--customer" in errors[0]
     result = run(cli_env, "invoices", "set-status", "--namespace", "acme", "--id", "x", "--status", "lost")
-    assert result.exit_code == 2 and "draft, issued, paid" in result.stderr
+    assert result.exit_code == 2 and "'draft', 'issued', 'paid'" in result.stderr
     result = run(cli_env, *SYNC[:-1], "yesterday")
     assert result.exit_code == 2
 

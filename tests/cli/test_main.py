@@ -62,7 +62,7 @@ def test_customer_upsert_apply_get_delete(db: Engine, cli_env: dict[str, str], t
 
 def test_every_command_names_database_and_broker_without_password(db: Engine, cli_env: dict[str, str]) -> None:
     env = cli_env | {"REDIS_URL": "redis://:hunter2@127.0.0.1:6390/3"}
-    result = invoke(env, "subscriptions", "get", "--namespace", "acme", "--id", "nope")
+    result = invoke(env, "-v", "subscriptions", "get", "--namespace", "acme", "--id", "nope")
     assert result.exit_code == 1
     announcement = json.loads(result.stderr.splitlines()[0])
     assert announcement["event"] == "subsync subscriptions get"

@@ -55,7 +55,7 @@ def test_publish_enqueues_the_event(env: dict[str, str], redis_broker: RedisBrok
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["subscription.renamed", "--namespace", "acme", "--subscription", "s"], "unknown event type"),
+        (["subscription.renamed", "--namespace", "acme", "--subscription", "s"], "is not one of"),
         (["subscription.created", "--namespace", "acme", "--invoice", "i"], "takes a subscription id"),
         (["invoice.created", "--namespace", "acme", "--subscription", "s"], "takes an invoice id"),
         (["subscription.created", "--namespace", "a/b", "--subscription", "s"], "must be 1-128 characters"),

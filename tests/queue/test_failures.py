@@ -94,7 +94,14 @@ KNOWN_REASONS = {"invalid_payload", "not_found", "missing_invoice", "concurrent_
 
 
 def test_every_project_error_carries_a_known_reason_and_an_exit_code() -> None:
-    import worker.cli  # noqa: F401  (loads every module, so every error type is defined)
+    import importlib
+    import pkgutil
+
+    import worker
+
+    for module in pkgutil.walk_packages(worker.__path__, "worker."):  # every error type defined
+        if not module.name.startswith("worker.migrations"):
+            importlib.import_module(module.name)
 
     def subclasses(cls: type[SubsyncError]) -> list[type[SubsyncError]]:
         return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]

@@ -1,16 +1,12 @@
 """Billing commands: `sync`, `lines`, `invoice`, and `invoices set-status|list`."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from worker.app.invoicing import invoice_pending_lines
-from worker.app.sync import sync_subscription
-from worker.cli.options import IdOption, NamespaceOption, identifier_callback, timestamp_option
-from worker.cli.output import FormatOption, emit, print_renderable
+from worker.cli.options import IdOption, InvoiceStatus, NamespaceOption, identifier_callback, timestamp_option
+from worker.cli.output import FormatOption, WideOption, emit, print_spec
 from worker.cli.presenters import (
     created_invoices_json,
     created_invoices_table,
@@ -22,14 +18,11 @@ from worker.cli.presenters import (
     sync_result_json,
 )
 from worker.cli.runtime import get_runtime
-from worker.contract.events import InvoiceCreatedEvent
 from worker.errors import InvalidInputError
-from worker.infra.clock import utcnow
-from worker.queue.publish import publish
-from worker.store.invoices import SETTABLE_STATUSES, list_invoices, set_invoice_status
-from worker.store.lines import list_lines
 
 invoices_app = typer.Typer(help="Invoices.", no_args_is_help=True)
+
+AS_OF_HELP = "Sync horizon (RFC 3339; default: now)."
 
 
 def register(root: typer.Typer) -> None:
@@ -43,16 +36,23 @@ def register(root: typer.Typer) -> None:
 def sync(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    subscription_id: Annotated[str, typer.Option("--subscription", metavar="ID", callback=identifier_callback)],
-    as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
+    subscription_id: Annotated[
+        str,
+        typer.Option("--subscription", metavar="ID", help="Subscription to sync.", callback=identifier_callback),
+    ],
+    as_of: Annotated[datetime | None, timestamp_option("--as-of", help=AS_OF_HELP)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and print, write nothing.")] = False,
     invoice_after: Annotated[
         bool,
         typer.Option("--invoice", help="Then invoice the customer's pending lines (SPEC 8.3), as the worker does."),
     ] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Run one sync now, in this process, and print the patches it applied (or would apply)."""
+    # lazy: the use cases import SQLAlchemy; loaded when the command runs, not for --help
+    from worker.app.invoicing import invoice_pending_lines
+    from worker.app.sync import sync_subscription
 
     runtime = get_runtime(ctx)
     engine = runtime.engine()
@@ -73,9 +73,9 @@ def sync(
         ]
 
     def table() -> None:
-        print_renderable(patches_table(result))
+        print_spec(patches_table(result), wide=wide)
         if created:
-            print_renderable(created_invoices_table(created, "invoiced after sync"))
+            print_spec(created_invoices_table(created, "invoiced after sync"), wide=wide)
 
     emit(fmt, data, table=table)
 
@@ -83,17 +83,34 @@ def sync(
 def lines(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    customer_id: Annotated[str | None, typer.Option("--customer", metavar="ID", callback=identifier_callback)] = None,
-    subscription_id: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", callback=identifier_callback)
+    customer_id: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            metavar="ID",
+            help="The customer's lines (give --customer or --subscription, not both).",
+            callback=identifier_callback,
+        ),
     ] = None,
-    include_deleted: Annotated[bool, typer.Option("--include-deleted")] = False,
+    subscription_id: Annotated[
+        str | None,
+        typer.Option(
+            "--subscription",
+            metavar="ID",
+            help="The subscription's lines (give --customer or --subscription, not both).",
+            callback=identifier_callback,
+        ),
+    ] = None,
+    include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted lines.")] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """List invoice lines of a customer or a subscription (split line groups: group, then children)."""
-
     if (customer_id is None) == (subscription_id is None):
         raise InvalidInputError("give exactly one of --customer and --subscription")
+    # lazy: the store imports SQLAlchemy
+    from worker.store.lines import list_lines
+
     with get_runtime(ctx).engine().connect() as conn:
         rows = list_lines(
             conn, namespace, customer_id=customer_id, subscription_id=subscription_id, include_deleted=include_deleted
@@ -102,15 +119,19 @@ def lines(
     emit(
         fmt,
         [line_json(r) for r in rows],
-        table=lambda: print_renderable(lines_table(rows, f"{len(rows)} line(s) of {owner} in {namespace}")),
+        table=lambda: print_spec(lines_table(rows, f"{len(rows)} line(s) of {owner} in {namespace}"), wide=wide),
     )
 
 
 def invoice(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    customer_id: Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)],
-    as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
+    customer_id: Annotated[
+        str, typer.Option("--customer", metavar="ID", help="Customer to invoice.", callback=identifier_callback)
+    ],
+    as_of: Annotated[
+        datetime | None, timestamp_option("--as-of", help="Invoice what is due at this time (RFC 3339; default: now).")
+    ] = None,
     progressive: Annotated[
         bool, typer.Option("--progressive", help="Split usage lines whose service period contains the time.")
     ] = False,
@@ -118,8 +139,14 @@ def invoice(
         bool, typer.Option("--publish", help="Publish invoice.created for each new invoice (needs the broker).")
     ] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Invoice pending lines: move what is due onto new draft invoices (one per currency)."""
+    # lazy: the use case imports SQLAlchemy, publishing imports Dramatiq
+    from worker.app.invoicing import invoice_pending_lines
+    from worker.contract.events import InvoiceCreatedEvent
+    from worker.queue.publish import publish
+
     runtime = get_runtime(ctx)
     created = invoice_pending_lines(runtime.engine(), namespace, customer_id, as_of=as_of, progressive=progressive)
     if publish_event and created:
@@ -130,7 +157,11 @@ def invoice(
     title = f"{len(created)} invoice(s) created for customer {customer_id}" + (
         " (nothing was due)" if not created else ""
     )
-    emit(fmt, created_invoices_json(created), table=lambda: print_renderable(created_invoices_table(created, title)))
+    emit(
+        fmt,
+        created_invoices_json(created),
+        table=lambda: print_spec(created_invoices_table(created, title), wide=wide),
+    )
 
 
 @invoices_app.command("set-status")
@@ -138,29 +169,44 @@ def invoices_set_status(
     ctx: typer.Context,
     namespace: NamespaceOption,
     invoice_id: IdOption,
-    status: Annotated[str, typer.Option("--status", help="draft, issued, paid or voided.")],
+    status: Annotated[InvoiceStatus, typer.Option("--status", help="The new status (immutable unless draft).")],
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Move a standard invoice to draft, issued, paid or voided (immutable unless draft)."""
-    if status not in SETTABLE_STATUSES:
-        raise InvalidInputError(f"--status: must be one of {', '.join(SETTABLE_STATUSES)} (got {status!r})")
+    # lazy: the store imports SQLAlchemy
+    from worker.infra.clock import utcnow
+    from worker.store.invoices import set_invoice_status
+
     with get_runtime(ctx).engine().begin() as conn:
-        row = set_invoice_status(conn, namespace, invoice_id, status, utcnow())
-    emit(fmt, invoice_json(row, []), table=lambda: print_renderable(invoices_table([(row, [])], "invoice updated")))
+        row = set_invoice_status(conn, namespace, invoice_id, status.value, utcnow())
+    emit(
+        fmt,
+        invoice_json(row, []),
+        table=lambda: print_spec(invoices_table([(row, [])], "invoice updated"), wide=wide),
+    )
 
 
 @invoices_app.command("list")
 def invoices_list(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    customer_id: Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)],
+    customer_id: Annotated[
+        str, typer.Option("--customer", metavar="ID", help="The customer's invoices.", callback=identifier_callback)
+    ],
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """List a customer's invoices, newest first, with their validation issues."""
+    # lazy: the store imports SQLAlchemy
+    from worker.store.invoices import list_invoices
+
     with get_runtime(ctx).engine().connect() as conn:
         entries = list_invoices(conn, namespace, customer_id)
     emit(
         fmt,
         [invoice_json(row, issues) for row, issues in entries],
-        table=lambda: print_renderable(invoices_table(entries, f"{len(entries)} invoice(s) of customer {customer_id}")),
+        table=lambda: print_spec(
+            invoices_table(entries, f"{len(entries)} invoice(s) of customer {customer_id}"), wide=wide
+        ),
     )

@@ -1,15 +1,12 @@
 """`subsync customers`."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
-from worker.app.subscriptions import upsert_customer
 from worker.cli.options import IdOption, NamespaceOption, timestamp_option
-from worker.cli.output import FormatOption, emit, print_table
+from worker.cli.output import FormatOption, WideOption, emit, print_record
 from worker.cli.runtime import get_runtime
 from worker.errors import InvalidInputError
 
@@ -27,8 +24,12 @@ def customers_upsert(
     ] = None,
     undelete: Annotated[bool, typer.Option("--undelete", help="Clear the soft-delete time.")] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Write a customer: only what is given changes (a deleted customer stays deleted unless --undelete)."""
+    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
+    from worker.app.subscriptions import upsert_customer
+
     if name is not None and len(name) > 1024:
         raise InvalidInputError("--name must be at most 1024 characters")
     if undelete and deleted_at is not None:
@@ -37,4 +38,5 @@ def customers_upsert(
         get_runtime(ctx).engine(), namespace, customer_id, name=name, deleted_at=deleted_at, undelete=undelete
     )
     data = customer.to_json()
-    emit(fmt, data, table=lambda: print_table("customer", list(data), [list(data.values())]))
+    times = ("deleted_at", "created_at", "updated_at")
+    emit(fmt, data, table=lambda: print_record("customer", data, times=times, wide=wide))

@@ -34,10 +34,16 @@ def db_downgrade(
 ) -> None:
     """Migrate down to a revision."""
     # lazy: Alembic costs ~0.2 s of start-up, paid only by the db commands
+    from alembic.util.exc import CommandError
+
+    from worker.errors import InvalidInputError
     from worker.store import migrations
 
     url = get_runtime(ctx).database_url(migrate_embedded=False)
-    revision = migrations.downgrade(url, to)
+    try:
+        revision = migrations.downgrade(url, to)
+    except CommandError as exc:  # an unknown or unreachable revision: bad usage, nothing was changed
+        raise InvalidInputError(f"--to {to}: {exc}") from None
     log.info("database schema downgraded", revision=revision or "base")
 
 

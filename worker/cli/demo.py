@@ -6,35 +6,25 @@ subscription started two months ago with a "launch" phase (a flat in-advance pla
 usage-based API-calls item) and moved to a "growth" phase last month.
 """
 
-from __future__ import annotations
-
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import typer
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.errors import QueueJoinTimeout
-from sqlalchemy import Engine
 
-from worker import bootstrap
-from worker.app.subscriptions import apply_subscription, upsert_customer
-from worker.cli.output import FormatOption, emit, print_renderable
+from worker.cli.output import FormatOption, WideOption, emit, print_spec
 from worker.cli.presenters import line_json, lines_table
+from worker.cli.progress import Steps
 from worker.cli.runtime import get_runtime
-from worker.config import Settings
-from worker.contract.builders import flat, item_version, rate_card, unit
-from worker.contract.documents import validate_document
-from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.contract.text import format_time
 from worker.errors import SubsyncError
-from worker.infra.clock import utcnow
-from worker.infra.logging import get_logger
-from worker.queue.broker import boot_once
-from worker.queue.publish import publish
-from worker.store.lines import list_lines
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
+    from sqlalchemy import Engine
+
+    from worker.config import Settings
 
 DEMO_NAMESPACE = "demo"
 DEMO_CUSTOMER = "demo-customer"
@@ -52,6 +42,9 @@ def _month_start(now: datetime, months_back: int) -> datetime:
 
 def demo_document(now: datetime) -> dict[str, Any]:
     """The demo subscription (CONTRACT §3 shape), dated relative to `now`."""
+    # lazy: the builders are shared with the tests and the bench; loaded when the demo runs
+    from worker.contract.builders import flat, item_version, rate_card, unit
+
     start = format_time(_month_start(now, 2))
     growth = format_time(_month_start(now, 1))
 
@@ -95,15 +88,26 @@ def demo_document(now: datetime) -> dict[str, Any]:
     }
 
 
-def seed(engine: Engine, now: datetime) -> bool:
+def seed(engine: "Engine", now: datetime) -> bool:
     """Write the demo customer and subscription; True when the subscription was new."""
+    # lazy: the document model (pydantic) and the use cases (SQLAlchemy)
+    from worker.app.subscriptions import apply_subscription, upsert_customer
+    from worker.contract.documents import validate_document
+
     document = validate_document(demo_document(now))
     upsert_customer(engine, DEMO_NAMESPACE, DEMO_CUSTOMER, name="Demo customer")
     return bool(apply_subscription(engine, document).created)
 
 
-def drain(broker: RedisBroker, *, timeout_seconds: float = 60.0, threads: int = 2) -> None:
+def drain(broker: "RedisBroker", *, timeout_seconds: float = 60.0, threads: int = 2) -> None:
     """Run an in-process worker until the queue (ready, in-flight and delayed) is empty."""
+    # lazy: Dramatiq, loaded when the demo runs
+    import dramatiq
+    from dramatiq.errors import QueueJoinTimeout
+
+    from worker.contract.events import QUEUE_NAME
+    from worker.queue.broker import boot_once
+
     boot_once(broker)
     worker = dramatiq.Worker(broker, queues={QUEUE_NAME}, worker_threads=threads, worker_timeout=100)
     worker.start()
@@ -118,10 +122,26 @@ def drain(broker: RedisBroker, *, timeout_seconds: float = 60.0, threads: int = 
         worker.stop(timeout=10_000)
 
 
-def run_demo(settings: Settings, engine: Engine, broker: RedisBroker, *, now: datetime | None = None) -> list[Any]:
+def run_demo(
+    settings: "Settings",
+    engine: "Engine",
+    broker: "RedisBroker",
+    *,
+    now: datetime | None = None,
+    step: Callable[[str], None] = lambda text: None,
+) -> list[Any]:
     """Seed, publish `subscription.created` (or `.updated` on a re-run), drain, return the lines."""
+    # lazy: the composition root, events and queue import SQLAlchemy, pydantic and Dramatiq
+    from worker import bootstrap
+    from worker.contract.events import SubscriptionEvent
+    from worker.infra.clock import utcnow
+    from worker.infra.logging import get_logger
+    from worker.queue.publish import publish
+    from worker.store.lines import list_lines
+
     now = now or utcnow()
     bootstrap.worker(settings, broker, engine=lambda: engine)
+    step("seeding the demo subscription and publishing its event")
     created = seed(engine, now)
     event = SubscriptionEvent.new(
         "subscription.created" if created else "subscription.updated",
@@ -129,21 +149,46 @@ def run_demo(settings: Settings, engine: Engine, broker: RedisBroker, *, now: da
         subscription_id=DEMO_SUBSCRIPTION,
     )
     message_id = publish(event, broker=broker)
-    log.info("demo event published", event_type=event.type, message_id=message_id)
+    get_logger(__name__).info("demo event published", event_type=event.type, message_id=message_id)
+    step("waiting for the worker to handle it")
     drain(broker)
     with engine.connect() as conn:
         return list_lines(conn, DEMO_NAMESPACE, customer_id=DEMO_CUSTOMER)
 
 
-def demo(ctx: typer.Context, fmt: FormatOption = None) -> None:
-    """Seed a sample subscription, publish its event, run a worker until it is handled, print the lines."""
+def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False) -> None:
+    """Seed a sample subscription, publish its event, run a worker until it is handled, print the lines.
+
+    Without DATABASE_URL / REDIS_URL it starts the embedded Postgres and Redis; they stay up for the
+    next commands (`subsync embedded status`, `subsync embedded stop`)."""
     runtime = get_runtime(ctx)
+    settings = runtime.settings
+    embedded = settings.uses_embedded_database or settings.uses_embedded_redis
+    step = Steps(6 if settings.uses_embedded_database else 5)
+    if settings.uses_embedded_database:
+        step("starting the embedded database")
+        url = runtime.database_url(migrate_embedded=False)
+        step("migrating the database")
+        from worker.store import migrations  # lazy: Alembic costs ~0.2 s of start-up
+
+        migrations.upgrade(url)
+    else:
+        step("connecting to the database")  # a configured database is migrated only by `subsync db upgrade`
+        runtime.database_url(migrate_embedded=False)
+    step("starting the embedded broker" if settings.uses_embedded_redis else "connecting to the broker")
+    broker = runtime.broker()
     try:
-        rows = run_demo(runtime.settings, runtime.engine(), runtime.broker())
+        rows = run_demo(settings, runtime.engine(), broker, step=step)
     except DemoTimeout as exc:
         raise SubsyncError(str(exc)) from None
+    step("done")
+    if embedded:
+        sys.stderr.write(
+            f"note: the embedded servers under {settings.home_path} stay up for the next commands; "
+            "see them with `subsync embedded status`, stop them with `subsync embedded stop`\n"
+        )
     title = f"Invoice lines of customer {DEMO_CUSTOMER} (namespace {DEMO_NAMESPACE})"
-    emit(fmt, [line_json(row) for row in rows], table=lambda: print_renderable(lines_table(rows, title)))
+    emit(fmt, [line_json(row) for row in rows], table=lambda: print_spec(lines_table(rows, title), wide=wide))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,44 +1,70 @@
-"""The root `subsync` group: logging, settings and the runtime of one invocation, and the groups."""
+"""The root `subsync` group: the runtime of one invocation (`-v`, settings read on first use), `--version`,
+shell completion, and the groups.
 
-from __future__ import annotations
+Start-up speed (issue 14, docs/contract.md §5): importing this module imports typer and the command
+modules only; a command imports SQLAlchemy, Dramatiq, pydantic and rich when it runs (each such import
+is marked `# lazy:`), so `subsync --help` neither reads a setting nor connects anywhere.
+"""
 
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
-from worker.cli import billing, customers, db, demo, queue, subscriptions
+from worker.cli import billing, customers, db, demo, embedded, queue, reconcile, subscriptions
 from worker.cli.errors import COMMAND_WORDS_KEY, SubsyncGroup, error_report, print_error_lines
 from worker.cli.runtime import Runtime
-from worker.config import load_settings
-from worker.infra.logging import configure_logging
 
 app = typer.Typer(
     name="subsync",
-    cls=SubsyncGroup,
-    help="Keep billing invoice lines in step with subscriptions.",
+    cls=SubsyncGroup,  # its help is the root callback's docstring
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help renderer alone costs ~0.2 s of start-up
 )
 app.add_typer(db.app, name="db")
 app.add_typer(customers.app, name="customers")
 app.add_typer(subscriptions.app, name="subscriptions")
+app.add_typer(embedded.app, name="embedded")
 billing.register(app)
 demo.register(app)
 queue.register(app)
+reconcile.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from worker import __version__
+
+        sys.stdout.write(f"subsync {__version__}\n")
+        raise typer.Exit()
 
 
 @app.callback()
-def root(ctx: typer.Context) -> None:
-    """Configure logging, read the settings and say which database and broker are used."""
-    configure_logging("console" if sys.stderr.isatty() else "json")
-    settings = load_settings()
-    configure_logging(settings.effective_log_format, settings.log_level)
-    runtime = Runtime(settings)
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool,  # a flag, not a count: typer coerces every non-bool option through pydantic (~0.1 s of start-up)
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log info lines (which database and broker are used); SUBSYNC_LOG_LEVEL=DEBUG: more.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep billing invoice lines in step with subscriptions.
+
+    Data goes to stdout (a table on a terminal, JSON otherwise), logs to stderr: warnings and errors
+    only unless -v or SUBSYNC_LOG_LEVEL asks for more. Exit codes: 0 done, 1 failed, 2 bad input.
+    """
+    runtime = Runtime(verbosity=int(verbose), command=_command_path(ctx))
     ctx.obj = runtime
     ctx.call_on_close(runtime.close)
-    runtime.announce(_command_path(ctx))
 
 
 def _command_path(ctx: typer.Context) -> str:
@@ -47,7 +73,7 @@ def _command_path(ctx: typer.Context) -> str:
     return " ".join(words[:2] if words[0] in _GROUPS else words[:1])
 
 
-_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters"}
+_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "embedded"}
 
 
 def main() -> None:

