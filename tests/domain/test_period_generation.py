@@ -170,12 +170,22 @@ def test_no_accepted_cadence_anchor_start_or_as_of_yields_a_duplicate_or_zero_le
         assert len(versions) <= MAX_PERIODS_PER_VERSION
         periods = [(line.service_period, line.billing_period) for line in versions]
         assert len(set(periods)) == len(periods), "a period generated twice"
+        subsecond = any(t is not None and t.microsecond for t in (anchor, active_from, end))
+        slices = []
         for line in versions:
             service = line.service_period
             if price.is_flat and end is not None and service.start == service.end == trunc(end):
                 continue  # SPEC §3.6: a flat line may keep an empty period only where the subscription ends
+            if price.is_flat and subsecond and service.start == service.end:
+                # SPEC §1.1/§3.6/§3.9 quirk, kept on purpose: a sub-second slice before a sub-second
+                # boundary truncates to a zero-length flat line, billed in full as the reference does.
+                # It happens at most once per version, before every other period of it.
+                slices.append(line)
+                continue
             assert service.end > service.start, f"zero-length period {service}"
-        starts = [line.service_period.start for line in versions]
+        assert len(slices) <= 1, "more than one zero-length slice"
+        assert not slices or versions[0] is slices[0], "a zero-length slice after the first period"
+        starts = [line.service_period.start for line in versions if line not in slices]
         assert starts == sorted(starts) and len(set(starts)) == len(starts)
         for a, b in itertools.pairwise(versions):
             assert a.service_period.end <= b.service_period.start
