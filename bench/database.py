@@ -31,7 +31,7 @@ class Counts:
     """What one sync costs in database work."""
 
     statements: int  # statements the code executes (SQLAlchemy's before_cursor_execute)
-    round_trips: int  # client waits on the wire (BEGIN, COMMIT and the pool's pre-ping included)
+    round_trips: int  # client waits on the wire (BEGIN and COMMIT included)
     executions: int  # Query/Execute messages the server runs (an executemany counts every row)
     rows_written: int  # rows inserted, updated or deleted (pg_stat_xact_user_tables at commit)
 
