@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from worker.app.charges import invoice_status_changed
 from worker.app.invoicing import invoice_pending_lines
 from worker.app.sync import sync_subscription
 from worker.cli.options import IdOption, NamespaceOption, identifier_callback, timestamp_option
@@ -145,7 +146,9 @@ def invoices_set_status(
     if status not in SETTABLE_STATUSES:
         raise InvalidInputError(f"--status: must be one of {', '.join(SETTABLE_STATUSES)} (got {status!r})")
     with get_runtime(ctx).engine().begin() as conn:
-        row = set_invoice_status(conn, namespace, invoice_id, status, utcnow())
+        now = utcnow()
+        row = set_invoice_status(conn, namespace, invoice_id, status, now)  # takes the customer lock
+        invoice_status_changed(conn, namespace, row.customer_id, invoice_id, row.immutable, now)  # CREDITS §3.11
     emit(fmt, invoice_json(row, []), table=lambda: print_renderable(invoices_table([(row, [])], "invoice updated")))
 
 

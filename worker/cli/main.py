@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import typer
 
-from worker.cli import billing, customers, db, demo, queue, subscriptions
+from worker.cli import billing, charges, credits, customers, db, demo, queue, subscriptions
 from worker.cli.errors import COMMAND_WORDS_KEY, SubsyncGroup, error_report, print_error_lines
 from worker.cli.runtime import Runtime
 from worker.config import load_settings
@@ -24,6 +24,8 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(customers.app, name="customers")
 app.add_typer(subscriptions.app, name="subscriptions")
+app.add_typer(charges.app, name="charges")
+app.add_typer(credits.app, name="credits")
 billing.register(app)
 demo.register(app)
 queue.register(app)
@@ -47,7 +49,7 @@ def _command_path(ctx: typer.Context) -> str:
     return " ".join(words[:2] if words[0] in _GROUPS else words[:1])
 
 
-_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters"}
+_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "charges", "credits"}
 
 
 def main() -> None:
