@@ -102,6 +102,11 @@ def contract_example() -> dict[str, Any]:
     return copy.deepcopy(CONTRACT_EXAMPLE)
 
 
+def printed_example() -> dict[str, Any]:
+    """The contract's example as stored and printed: `settlement_mode` always shown (CREDITS §2.1)."""
+    return {**contract_example(), "settlement_mode": "invoice_only"}
+
+
 def version(
     active_from: str,
     active_to: str | None = None,

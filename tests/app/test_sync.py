@@ -15,6 +15,7 @@ from tests.builders import (
     t,
     unit,
 )
+from worker.app import charge_sync as charge_sync_module
 from worker.app.sync import sync_subscription
 from worker.domain.errors import DuplicateIdentityError
 from worker.errors import MissingInvoiceError
@@ -175,6 +176,7 @@ def test_crash_between_patch_groups_rolls_back_everything(db: Engine, monkeypatc
 
     monkeypatch.setattr(apply_module, "_update_groups", boom)
     monkeypatch.setattr(apply_module, "delete_emptied_invoices", boom)
+    monkeypatch.setattr(charge_sync_module, "delete_emptied_invoices", boom)  # CREDITS §3.7 step 4 runs it
     with pytest.raises(RuntimeError, match="injected"):
         sync_subscription(db, "acme", "sub_01", as_of=t("2024-02-15"))
     assert table_snapshot(db) == before

@@ -99,6 +99,11 @@ def test_sync_prints_the_contract_shape_and_converges(db: Engine, cli_env: dict[
         "annotations": {},
         "quantity": None,
         "deleted": False,
+        "charge_id": None,
+        "amount": None,
+        "discounts_total": None,
+        "credits_total": None,
+        "total": None,
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
-from tests.builders import contract_example
+from tests.builders import contract_example, printed_example
 from worker.cli import app
 from worker.store.tables import customers, subscription_items, subscription_phases, subscriptions
 
@@ -44,11 +44,11 @@ def test_customer_upsert_apply_get_delete(db: Engine, cli_env: dict[str, str], t
 
     result = invoke(cli_env, "subscriptions", "apply", write(tmp_path, contract_example()))
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == contract_example()
+    assert json.loads(result.stdout) == printed_example()
 
     result = invoke(cli_env, "subscriptions", "get", "--namespace", "acme", "--id", "sub_01", "--format", "json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == contract_example()
+    assert json.loads(result.stdout) == printed_example()
 
     result = invoke(cli_env, "subscriptions", "get", "--namespace", "acme", "--id", "sub_01", "--format", "table")
     assert result.exit_code == 0 and "platform-fee" in result.stdout

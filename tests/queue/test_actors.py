@@ -18,12 +18,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
 from tests.builders import apply, document, fast_settings, fee, lines_json, store_unchecked
+from worker.app.sync import sync_subscription
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.infra.logging import configure_logging
 from worker.queue.actors import Actors, declare_actors
 from worker.queue.broker import build_middleware
 from worker.queue.middleware.graceful_shutdown import GracefulShutdown
-from worker.store.tables import subscription_sync_states
+from worker.store.tables import charges, subscription_sync_states
 
 NS = "acme"
 AS_OF = datetime(2024, 2, 15, tzinfo=UTC)
@@ -250,3 +251,52 @@ def test_an_unexpected_exception_is_logged_once_with_its_traceback_and_message_i
         assert "Traceback (most recent call last)" in line["exception"]
         assert "in broken_engine" in line["exception"] and "RuntimeError: no engine today" in line["exception"]
     assert sum("Traceback" in json.dumps(line) for line in lines) == len(failed)  # no second copy
+
+
+# --- advance_charges (CREDITS §2.5) ------------------------------------------------------------------
+
+
+def seed_credit_only(engine: Engine, customer_id: str = "cust_1") -> None:
+    items = {"platform-fee": [fee(f"it_{customer_id}", "100", "2024-01-01T00:00:00Z")]}
+    doc = document(NS, items, customer_id=customer_id, subscription_id=f"sub_{customer_id}")
+    doc["settlement_mode"] = "credit_only"
+    apply(engine, doc)
+
+
+def charge_statuses(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {r.unique_reference_id: r.status for r in conn.execute(select(charges))}
+
+
+def test_the_worker_advances_charges_after_a_credit_mode_sync(db: Engine, harness: Harness) -> None:
+    seed_credit_only(db)
+    event = SubscriptionEvent.new(
+        "subscription.created", namespace=NS, subscription_id="sub_cust_1", as_of=AS_OF, event_id="e1"
+    ).payload()
+    harness.send(harness.actors.subscription_event, event)
+    harness.drain()
+    assert harness.dead == []
+    statuses = charge_statuses(db)
+    # as of 02-15 (horizon 03-01): period[0] and period[1] booked (their service starts passed), period[2] not due
+    assert statuses == {
+        "sub_cust_1/default/platform-fee/v[0]/period[0]": "final",
+        "sub_cust_1/default/platform-fee/v[0]/period[1]": "final",
+        "sub_cust_1/default/platform-fee/v[0]/period[2]": "created",
+    }
+
+
+def test_advance_charges_fans_out_then_advances_each_customer(db: Engine, harness: Harness) -> None:
+    for customer_id in ("cust_a", "cust_b"):
+        seed_credit_only(db, customer_id)
+        sync_subscription(db, NS, f"sub_{customer_id}", as_of=AS_OF)
+    assert set(charge_statuses(db).values()) == {"created"}
+    harness.send(harness.actors.advance_charges)  # the scheduler's message: no argument
+    harness.drain()
+    assert harness.dead == []
+    assert set(charge_statuses(db).values()) == {"final"}  # each per-customer message booked its charges (now)
+
+
+def test_advance_charges_with_an_invalid_argument_is_dead_lettered(db: Engine, harness: Harness) -> None:
+    harness.send(harness.actors.advance_charges, {"namespace": NS})
+    harness.drain()
+    assert len(harness.dead) == 1

@@ -22,7 +22,8 @@ def test_one_enqueue_per_tick(redis_broker: RedisBroker) -> None:
     assert run_tick(redis_broker, 60, 1000) is not None
     assert run_tick(redis_broker, 60, 1000) is None
     assert run_tick(redis_broker, 60, 1001) is not None
-    assert queued_actors(redis_broker) == ["reconcile_due", "reconcile_due"]
+    # CREDITS §2.5: `advance_charges` (no argument) beside `reconcile_due` on every tick
+    assert sorted(queued_actors(redis_broker)) == ["advance_charges"] * 2 + ["reconcile_due"] * 2
 
 
 def test_two_schedulers_share_the_ticks(redis_broker: RedisBroker) -> None:
@@ -47,7 +48,7 @@ def test_two_schedulers_share_the_ticks(redis_broker: RedisBroker) -> None:
     for thread in threads:
         thread.join(10)
     assert sorted(results) == [0, 1]
-    assert len(queued_actors(redis_broker)) == 1
+    assert sorted(queued_actors(redis_broker)) == ["advance_charges", "reconcile_due"]
 
 
 def test_the_loop_waits_for_the_next_tick_and_stops(redis_broker: RedisBroker) -> None:
@@ -61,7 +62,7 @@ def test_the_loop_waits_for_the_next_tick_and_stops(redis_broker: RedisBroker) -
 
     threading.Thread(target=run, daemon=True).start()
     assert done.wait(5)
-    assert result == [3] and len(queued_actors(redis_broker)) == 3
+    assert result == [3] and queued_actors(redis_broker).count("reconcile_due") == 3
     assert tick_of(10.0, 0.2) == 50
 
 

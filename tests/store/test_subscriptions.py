@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from tests.builders import contract_example, two_phase_document, version
+from tests.builders import contract_example, printed_example, two_phase_document, version
 from worker.contract.documents import to_document, validate_document
 from worker.errors import ConflictError, NotFoundError
 from worker.store.customers import get_customer, upsert_customer
@@ -56,8 +56,8 @@ def without_ids(document: dict[str, Any]) -> dict[str, Any]:
 
 def test_contract_example_round_trips_exactly(db: Engine) -> None:
     add_customer(db)
-    assert apply(db, contract_example()) == contract_example()
-    assert get(db, "acme", "sub_01") == contract_example()
+    assert apply(db, contract_example()) == printed_example()
+    assert get(db, "acme", "sub_01") == printed_example()
 
 
 def test_round_trip_generates_ids_and_normalises_to_utc(db: Engine) -> None:
@@ -138,7 +138,7 @@ def test_ids_of_another_subscription_are_refused_and_nothing_is_written(db: Engi
     with pytest.raises(ConflictError, match="item id 'it_01' belongs to subscription 'sub_01'"):
         apply(db, other)
     assert row_counts(db) == (1, 1, 1)
-    assert get(db, "acme", "sub_01") == contract_example()
+    assert get(db, "acme", "sub_01") == printed_example()
 
 
 def test_delete_is_soft_and_reapply_restores(db: Engine) -> None:
@@ -150,7 +150,7 @@ def test_delete_is_soft_and_reapply_restores(db: Engine) -> None:
     with db.connect() as conn:
         stored = get_subscription(conn, "acme", "sub_01")
     assert stored is not None and stored.deleted_at == at
-    assert to_document(stored.document) == contract_example()
+    assert to_document(stored.document) == printed_example()
     with db.begin() as conn:
         now = conn.execute(select(func.now())).scalar_one()
         assert delete_subscription(conn, "acme", "sub_01") == now
@@ -169,8 +169,8 @@ def test_delete_and_get_of_unknown_subscription(db: Engine) -> None:
 def test_namespaces_do_not_interfere(db: Engine) -> None:
     add_customer(db, "acme")
     add_customer(db, "globex")
-    acme = contract_example()
-    globex = contract_example() | {"namespace": "globex", "currency": "EUR"}
+    acme = printed_example()
+    globex = printed_example() | {"namespace": "globex", "currency": "EUR"}
     apply(db, acme)
     apply(db, globex)
     assert get(db, "acme", "sub_01") == acme

@@ -13,10 +13,11 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from worker.app.charges import advance_customer, iter_due_customers
 from worker.app.invoicing import CreatedInvoice, invoice_pending_lines
 from worker.app.sync import SyncResult, sync_subscription
 from worker.config import DEFAULT_MAX_TARGET_LINES
-from worker.contract.events import InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
+from worker.contract.events import AdvanceChargesRequest, InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
 from worker.store.due import iter_due_pages
@@ -91,7 +92,28 @@ def handle_subscription_event(
     # `maybe_due` False: SPEC §9 would find no billable line, so it would write nothing (docs/sync.md §8.3).
     if invoicing and not result.subscription_deleted and result.maybe_due is not False:
         created, published = invoice_after(engine, event.namespace, result.customer_id, event.as_of, publish, now)
-    return Handled(syncs=(result,), invoices=tuple(created), published=tuple(published), customer_id=result.customer_id)
+    advanced = advance_after((result,), engine, event.as_of, now)
+    return Handled(
+        syncs=(result,),
+        invoices=tuple(created),
+        published=tuple(published),
+        customer_id=result.customer_id,
+        extra=advanced,
+    )
+
+
+def advance_after(
+    results: Sequence[SyncResult], engine: Engine, as_of: datetime | None, now: datetime
+) -> dict[str, object]:
+    """CREDITS §2.5: after a successful sync of a credit-mode subscription (and after the invoicing step),
+    advance its customer's due charges as of the event's override, else now, in their own transaction."""
+    customers = sorted(
+        {(r.namespace, r.customer_id) for r in results if not r.dry_run and r.settlement_mode != "invoice_only"}
+    )
+    changed = 0
+    for namespace, customer_id in customers:
+        changed += len(advance_customer(engine, namespace, customer_id, as_of=as_of or now, now=now))
+    return {"charges_advanced": changed} if customers else {}
 
 
 class InvoicesNotPublished(Exception):
@@ -167,7 +189,9 @@ def handle_invoice_created(
         for subscription_id in subscription_ids
     )
     customers = {r.customer_id for r in results}
+    advanced = advance_after(results, engine, event.as_of, now)
     return Handled(
+        extra=advanced,
         syncs=results,
         skipped=None if results else "no subscription lines on the invoice",
         customer_id=next(iter(customers)) if len(customers) == 1 else None,
@@ -189,7 +213,7 @@ def handle_reconcile_subscription(
     result = sync_subscription(
         engine, request.namespace, request.subscription_id, as_of=now, now=now, max_target_lines=max_target_lines
     )
-    return Handled(syncs=(result,), customer_id=result.customer_id)
+    return Handled(syncs=(result,), customer_id=result.customer_id, extra=advance_after((result,), engine, None, now))
 
 
 def handle_reconcile_due(
@@ -208,3 +232,31 @@ def handle_reconcile_due(
         enqueue(requests)
         total += len(requests)
     return Handled(extra={"enqueued": total})
+
+
+# --- advance_charges (CREDITS §2.5) ------------------------------------------------------------------
+
+
+def handle_advance_charges(
+    engine: Engine,
+    request: AdvanceChargesRequest | None,
+    enqueue: Callable[[Sequence[AdvanceChargesRequest]], object],
+    *,
+    now: datetime | None = None,
+    page_size: int = 500,
+) -> Handled:
+    """Without a request: enqueue one `advance_charges` per customer with a due charge, page by page (like
+    `reconcile_due`); with one: advance that customer's due charges as of its `as_of` (default now)."""
+    now = now or utcnow()
+    if request is None:
+        total = 0
+        for page in iter_due_customers(engine, now, page_size=page_size):
+            enqueue([AdvanceChargesRequest(namespace=ns, customer_id=cid) for ns, cid in page])
+            total += len(page)
+        return Handled(extra={"enqueued": total})
+    changes = advance_customer(engine, request.namespace, request.customer_id, as_of=request.as_of or now, now=now)
+    return Handled(
+        customer_id=request.customer_id,
+        skipped=None if changes else "no charge was due",
+        extra={"charges_advanced": len(changes)},
+    )

@@ -8,6 +8,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy import Connection, Engine
 
+from worker.app.charges import invoice_charges
 from worker.domain.invoicing import InvoicingPlan, plan_invoicing
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
@@ -47,6 +48,15 @@ def invoice_pending_lines(
         plan = plan_invoicing(lines, x, progressive=progressive, new_id=new_id)
         if not plan.is_empty:
             apply_invoicing(conn, namespace, customer_id, plan, now)
+            charge_lines = {line.id: line.charge_id for line in lines if line.charge_id is not None}
+            moved = {
+                charge_lines[line_id]: inv.id
+                for inv in plan.invoices
+                for line_id in inv.line_ids
+                if line_id in charge_lines
+            }
+            if moved:
+                invoice_charges(conn, namespace, customer_id, moved, now)  # CREDITS §3.11 step 2
         return plan
 
     plan = run_transaction(engine, invoice)  # a stale pooled connection is replaced once

@@ -12,17 +12,20 @@ from datetime import datetime
 import structlog
 from sqlalchemy import Connection, Engine
 
+from worker.app.charge_sync import ChargeStep, plan_charge_step, write_charge_step
 from worker.config import DEFAULT_MAX_TARGET_LINES
+from worker.domain.charges import ChargePrintedPatch, route_targets
 from worker.domain.planner import plan as make_plan
 from worker.domain.structure import stored_violations
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
-from worker.domain.target import Target, build_target
+from worker.domain.target import Target
 from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
 from worker.domain.view import PhaseRecord, SubscriptionRecord, build_view
 from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 from worker.store.apply import apply_changes, find_gathering_invoice, get_or_create_gathering_invoice
+from worker.store.charges import load_subscription_charges
 from worker.store.db import run_transaction
 from worker.store.persisted import load_persisted
 from worker.store.sync_state import write_sync_state
@@ -38,9 +41,11 @@ class SyncResult:
     customer_id: str
     as_of: datetime
     dry_run: bool
-    patches: tuple[PrintedPatch, ...]
+    patches: tuple[PrintedPatch | ChargePrintedPatch, ...]
+    """Line and group patches, then charge patches in apply order (CREDITS §2.6)."""
     state: SyncState
     subscription_deleted: bool = False
+    settlement_mode: str = "invoice_only"  # CREDITS §2.1; the worker advances charges after a credit-mode sync
     changes: Changes | None = field(default=None, compare=False, repr=False)
     # With `due_at`: False when the after-sync invoicing (SPEC §8.3) certainly bills nothing; else None/True.
     maybe_due: bool | None = field(default=None, compare=False, repr=False)
@@ -120,13 +125,23 @@ def sync_in_transaction(
         view = build_view(record, phases)
 
     def result(
-        patches: tuple[PrintedPatch, ...],
+        patches: tuple[PrintedPatch | ChargePrintedPatch, ...],
         state: SyncState,
         changes: Changes | None = None,
         maybe_due: bool | None = None,
     ) -> SyncResult:
         return SyncResult(
-            namespace, subscription_id, record.customer_id, as_of, dry_run, patches, state, deleted, changes, maybe_due
+            namespace,
+            subscription_id,
+            record.customer_id,
+            as_of,
+            dry_run,
+            patches,
+            state,
+            deleted,
+            loaded.settlement_mode,
+            changes,
+            maybe_due,
         )
 
     customer_deleted_at = None
@@ -141,10 +156,19 @@ def sync_in_transaction(
         customer_deleted_at = loaded.customer_deleted_at
 
     persisted = load_persisted(conn, namespace, subscription_id)
-    target = (
-        build_target(view, as_of, persisted, customer_deleted_at, max_target_lines)
+    charge_items = load_subscription_charges(conn, namespace, subscription_id)  # CREDITS §3.3
+    target, charge_targets = (
+        route_targets(
+            view,
+            as_of,
+            loaded.settlement_mode,  # type: ignore[arg-type]  # the column's check: one of SETTLEMENT_MODES
+            persisted,
+            charge_items,
+            customer_deleted_at=customer_deleted_at,
+            max_lines=max_target_lines,
+        )
         if view is not None
-        else Target((), None)
+        else (Target((), None), ())
     )
     plan = make_plan(target.lines, persisted)
     gathering_id = None
@@ -160,16 +184,40 @@ def sync_in_transaction(
         new_id=lambda: new_id("il"),
         customer_deleted_at=customer_deleted_at,
     )
+    charge_step = (
+        plan_charge_step(
+            conn,
+            namespace,
+            record.customer_id,
+            charge_items,
+            charge_targets,
+            now=now,
+            gathering_invoice_id=gathering_id,
+            customer_deleted_at=customer_deleted_at,
+        )
+        if charge_items or charge_targets
+        else ChargeStep()
+    )
     if view is None or not view.has_billables:
         state = NOTHING_TO_BILL
     else:
         state = after_sync(target.max_limit, now)
     maybe_due = None
     if not dry_run:
-        apply_changes(conn, namespace, changes, now)
-        # The sync's last statement: it sees every line this sync wrote (docs/sync.md §8.3).
+        apply_changes(conn, namespace, changes, now, delete_emptied=False)  # CREDITS §3.7 step 1
+        write_charge_step(  # CREDITS §3.7 steps 2-4
+            conn,
+            namespace,
+            record.customer_id,
+            record.currency,
+            charge_step,
+            now,
+            gathering_invoice_id=gathering_id,
+            line_touched_invoices=changes.touched_invoices,
+        )
+        # The sync's last statement: it sees every line this sync wrote, charge lines too (docs/sync.md §8.3).
         due = None if due_at is None else (record.customer_id, due_at)
         maybe_due = write_sync_state(conn, namespace, subscription_id, state, now, due=due)
-    out = result(tuple(changes.patches), state, changes, maybe_due)
+    out = result((*changes.patches, *charge_step.printed(dry_run=dry_run)), state, changes, maybe_due)
     bound.debug("sync.done", as_of=as_of.isoformat(), dry_run=dry_run, patches=out.counts())
     return out

@@ -179,7 +179,12 @@ def invoices_set_status(
     from worker.store.invoices import set_invoice_status
 
     with get_runtime(ctx).engine().begin() as conn:
-        row = set_invoice_status(conn, namespace, invoice_id, status.value, utcnow())
+        now = utcnow()
+        row = set_invoice_status(conn, namespace, invoice_id, status.value, now)  # takes the customer lock
+        # lazy: the charge engine, only for the command that changes an invoice's status
+        from worker.app.charges import invoice_status_changed
+
+        invoice_status_changed(conn, namespace, row.customer_id, invoice_id, row.immutable, now)  # CREDITS §3.11
     emit(
         fmt,
         invoice_json(row, []),

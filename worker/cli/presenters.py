@@ -14,6 +14,7 @@ from worker.contract.text import format_decimal, format_optional_time, format_ti
 
 if TYPE_CHECKING:
     from worker.app.sync import SyncResult
+    from worker.domain.charges import ChargePrintedPatch  # noqa: TC004
     from worker.domain.timeutil import Period
     from worker.domain.updater import PrintedPatch
 
@@ -69,14 +70,24 @@ def line_json(row: Any) -> dict[str, Any]:
         "annotations": row.annotations or {},
         "quantity": format_decimal(row.quantity) if row.quantity is not None else None,
         "deleted": row.deleted_at is not None,
+        # CREDITS §2.4: the charge that owns the line and its amounts (null on every line sync writes)
+        "charge_id": row.charge_id,
+        **{k: _decimal_or_none(getattr(row, k)) for k in ("amount", "discounts_total", "credits_total", "total")},
     }
+
+
+def _decimal_or_none(value: Any) -> str | None:
+    return format_decimal(value) if value is not None else None
 
 
 def _patch_period(period: Period) -> dict[str, str | None]:
     return _period(period.start, period.end)
 
 
-def patch_json(patch: PrintedPatch) -> dict[str, Any]:
+def patch_json(patch: PrintedPatch | ChargePrintedPatch) -> dict[str, Any]:
+    # lazy: the charge domain, loaded only when a sync result is printed (not for --help)
+    from worker.domain.charges import ChargePrintedPatch
+
     out: dict[str, Any] = {
         "op": patch.op,
         "unique_reference_id": patch.unique_reference_id,
@@ -89,6 +100,8 @@ def patch_json(patch: PrintedPatch) -> dict[str, Any]:
         out["line_id"] = None
         out["invoice_id"] = None
         out["group_id"] = patch.group_id
+    if isinstance(patch, ChargePrintedPatch):  # CREDITS §2.6
+        out["charge_id"] = patch.charge_id
     return out
 
 

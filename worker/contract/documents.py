@@ -215,6 +215,7 @@ class SubscriptionDocument(_Model):
     active_from: Time
     active_to: Time | None = None
     phases: list[Phase] = Field(default_factory=list, max_length=MAX_PHASES)
+    settlement_mode: Literal["invoice_only", "credit_then_invoice", "credit_only"] = "invoice_only"  # CREDITS §2.1
 
     def item_version_count(self) -> int:
         return sum(len(versions) for phase in self.phases for versions in phase.items.values())
@@ -451,6 +452,7 @@ def to_document(document: SubscriptionDocument) -> dict[str, Any]:
         "pro_rating": {"enabled": document.pro_rating.enabled, "mode": document.pro_rating.mode},
         "active_from": _time(document.active_from),
         "active_to": _time(document.active_to),
+        "settlement_mode": document.settlement_mode,
         "phases": [
             {
                 "key": phase.key,

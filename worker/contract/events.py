@@ -41,6 +41,7 @@ SUBSCRIPTION_EVENT_ACTOR = "subscription_event"
 INVOICE_CREATED_ACTOR = "invoice_created"
 RECONCILE_DUE_ACTOR = "reconcile_due"
 RECONCILE_SUBSCRIPTION_ACTOR = "reconcile_subscription"
+ADVANCE_CHARGES_ACTOR = "advance_charges"  # CREDITS §2.5
 
 SubscriptionEventType = Literal[
     "subscription.created",
@@ -232,6 +233,30 @@ def parse_invoice_created_event(payload: object) -> InvoiceCreatedEvent:
 
 def parse_reconcile_request(payload: object) -> ReconcileRequest:
     return _parse(ReconcileRequest, payload, "request")
+
+
+class AdvanceChargesRequest(BaseModel):
+    """Argument of `advance_charges` for one customer (CREDITS §2.5); `as_of` defaults to now."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: Identifier
+    customer_id: Identifier
+    as_of: Time | None = None
+    event_id: EventId | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def log_context(self) -> dict[str, Any]:
+        return {"event_type": "advance_charges", "namespace": self.namespace, "customer_id": self.customer_id}
+
+
+def parse_advance_charges(payload: object) -> AdvanceChargesRequest | None:
+    """The argument of `advance_charges`: None (fan out to every customer with a due charge) or one customer."""
+    if payload is None:
+        return None
+    return _parse(AdvanceChargesRequest, payload, "request")
 
 
 def parse_event(payload: object) -> Event:

@@ -15,23 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Context, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from worker.domain.credit_allocation import CreditCharge, Ledger
 from worker.domain.errors import DomainError, DuplicateIdentityError, PlanningError
 from worker.domain.money import format_decimal, parse_decimal, prorate, proration_ratio, round_cur
 from worker.domain.persisted import HierarchyItem, Invoice, IssueKey, LineItem, PersistedState
 from worker.domain.prices import FlatPrice, Price, UsagePrice
-from worker.domain.target import (
-    Candidate,
-    _Budget,
-    _continuity_correction,
-    _generate,
-    _may_continue,
-    _truncate,
-    horizon,
-    is_billable,
-)
+from worker.domain.target import Candidate, Target, TargetLine, expected_line, generate_candidates, is_billable
 from worker.domain.timeutil import Period, format_instant, trunc
 from worker.domain.updater import NewIssue
 from worker.domain.view import SubscriptionView
@@ -237,6 +228,38 @@ def charge_target(view: SubscriptionView, c: Candidate, mode: CreditMode) -> Cha
     )
 
 
+def route_targets(
+    view: SubscriptionView,
+    as_of: datetime,
+    mode: SettlementMode,
+    persisted: PersistedState,
+    charges: Mapping[str, ChargeItem],
+    *,
+    customer_deleted_at: datetime | None = None,
+    max_lines: int | None = None,
+) -> tuple[Target, tuple[ChargeTarget, ...]]:
+    """CREDITS §3.1-§3.2: one generation of SPEC §3 (one `max_lines` budget), each identity routed to its
+    backend — a persisted line or group keeps lines, a persisted charge keeps charges, a new identity follows
+    `mode` — then the line targets (SPEC §3.9) and the charge targets (every billable candidate). An identity
+    held by a charge and by a line or group is an error (CREDITS §3.1 rule 3), targeted or not."""
+    for identity in sorted(charges.keys() & persisted.items.keys()):
+        route(identity, mode, persisted.items[identity], charges[identity].charge.id)
+    view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    lines: list[TargetLine] = []
+    charge_targets: list[ChargeTarget] = []
+    for c in candidates:
+        identity = f"{view.id}/{c.phase.key}/{c.identity}"
+        held = charges.get(identity)
+        if route(identity, mode, persisted.items.get(identity), held.charge.id if held else None) == "line":
+            if (line := expected_line(view, c)) is not None:
+                lines.append(line)
+            continue
+        charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
+        if (target := charge_target(view, c, charge_mode)) is not None:
+            charge_targets.append(target)
+    return Target(tuple(lines), max_limit), tuple(charge_targets)
+
+
 def build_charge_targets(
     view: SubscriptionView,
     as_of: datetime,
@@ -245,21 +268,10 @@ def build_charge_targets(
     line_state: PersistedState | None = None,
     customer_deleted_at: datetime | None = None,
 ) -> tuple[ChargeTarget, ...]:
-    """SPEC §3 unchanged (horizon, generation, truncation, customer capping), every billable candidate in
-    scope; the SPEC §3.7 correction only from line- and group-backed items (`line_state`), never a charge."""
-    if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
-        view = view.capped_at(customer_deleted_at)
-    budget = _Budget(view.id, None)  # phase B routes charges through build_target and its line budget
-    candidates: list[Candidate] = []
-    for phase in view.phases:
-        if phase.is_zero_length or not phase.has_billables:
-            continue
-        candidates += _truncate(_generate(view, phase, horizon(view, phase, as_of), budget))
-        if phase.end is None or phase.end >= as_of:
-            break
-    if line_state is not None and _may_continue(line_state):
-        candidates = [_continuity_correction(view, c, line_state) for c in candidates]
-    return tuple(t for c in candidates if (t := charge_target(view, c, mode)) is not None)
+    """The charge targets of a credit-mode subscription with no persisted line (`route_targets` without
+    lines or charges: every identity is new and goes to a charge)."""
+    state = line_state if line_state is not None else PersistedState({}, {})
+    return route_targets(view, as_of, mode, state, {}, customer_deleted_at=customer_deleted_at)[1]
 
 
 # --- persisted charges (CREDITS §3.3) -------------------------------------------------------------
@@ -484,6 +496,7 @@ class ChargePrintedPatch:
     charge_id: str | None
     line_id: str | None = None
     invoice_id: str | None = None
+    group_id: None = None  # the printed shape of CONTRACT §6 has it; a charge patch never names a group
 
 
 @dataclass(frozen=True, slots=True)

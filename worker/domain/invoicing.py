@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from worker.domain.errors import PlanningError
 from worker.domain.prices import Price, UsagePrice
@@ -23,6 +24,9 @@ class PendingLine:
     service_period: Period
     invoice_at: datetime
     split_line_group_id: str | None
+    charge_id: str | None = None
+    """Set on a charge line (CREDITS §3.11): billable by its own rule, never split."""
+    quantity: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,12 @@ def billable_period(line: PendingLine, x: datetime, progressive: bool) -> Period
     at = trunc(x)
     s, e = line.service_period.start, line.service_period.end
     price = line.price
+    if line.charge_id is not None:  # CREDITS §3.11 step 1 (worker.domain.charges.is_invoiceable)
+        if line.invoice_at > at:
+            return None
+        if price is None or price.is_flat:
+            return line.service_period
+        return line.service_period if line.quantity is not None and e <= at else None
     if line.split_line_group_id is not None and (
         price is None or price.is_flat or (isinstance(price, UsagePrice) and not price.progressively_billable)
     ):

@@ -106,6 +106,21 @@ def build_target(
     max_lines: int | None = None,
 ) -> Target:
     """SPEC §3.1. `max_lines` bounds the candidates generated (TargetTooLargeError beyond it)."""
+    view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
+    return Target(lines, max_limit)
+
+
+def generate_candidates(
+    view: SubscriptionView,
+    as_of: datetime,
+    persisted: PersistedState,
+    customer_deleted_at: datetime | None = None,
+    max_lines: int | None = None,
+) -> tuple[SubscriptionView, list[Candidate], datetime | None]:
+    """SPEC §3.1 up to billability: the (capped) view, its truncated candidates after the SPEC §3.7 correction
+    from the line- and group-backed `persisted` items, and the largest horizon. One generation feeds both the
+    lines and the charges (CREDITS §3.2), under one `max_lines` budget."""
     if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
         view = view.capped_at(customer_deleted_at)
     budget = _Budget(view.id, max_lines)
@@ -121,8 +136,7 @@ def build_target(
             break
     if _may_continue(persisted):
         candidates = [_continuity_correction(view, c, persisted) for c in candidates]
-    lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
-    return Target(lines, max_limit)
+    return view, candidates, max_limit
 
 
 def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> datetime:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from worker.app.handlers import (
     Handled,
+    handle_advance_charges,
     handle_invoice_created,
     handle_reconcile_due,
     handle_reconcile_subscription,
@@ -29,15 +30,18 @@ from worker.app.handlers import (
 )
 from worker.config import Settings
 from worker.contract.events import (
+    ADVANCE_CHARGES_ACTOR,
     INVOICE_CREATED_ACTOR,
     QUEUE_NAME,
     RECONCILE_DUE_ACTOR,
     RECONCILE_SUBSCRIPTION_ACTOR,
     SUBSCRIPTION_EVENT_ACTOR,
+    AdvanceChargesRequest,
     InvalidEvent,
     InvoiceCreatedEvent,
     ReconcileRequest,
     SubscriptionEvent,
+    parse_advance_charges,
     parse_invoice_created_event,
     parse_reconcile_request,
     parse_subscription_event,
@@ -113,6 +117,22 @@ def parse_reconcile_due(call: ActorCall) -> str | None:
     raise InvalidEvent(['reconcile_due takes no argument (or {"namespace": NS})'])
 
 
+def parse_advance_charges_call(call: ActorCall) -> AdvanceChargesRequest | None:
+    """The argument of `advance_charges` (CREDITS §2.5): nothing (fan out), or one customer's request."""
+    call_args, call_kwargs = call
+    if not call_args and not call_kwargs:
+        return None
+    if len(call_args) == 1 and not call_kwargs:
+        return parse_advance_charges(call_args[0])
+    raise InvalidEvent(['advance_charges takes no argument (or {"namespace", "customer_id", "as_of"?, "event_id"?})'])
+
+
+def advance_charges_message(request: AdvanceChargesRequest | None = None) -> dramatiq.Message[Any]:
+    """The `advance_charges` message: without a request, the scheduler's fan-out."""
+    args = () if request is None else (request.payload(),)
+    return dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ADVANCE_CHARGES_ACTOR, args=args, kwargs={}, options={})
+
+
 # --- reconcile_due run lock --------------------------------------------------------------------
 
 _RELEASE = """
@@ -130,6 +150,7 @@ class Actors:
     invoice_created: dramatiq.Actor[..., Any]
     reconcile_due: dramatiq.Actor[..., Any]
     reconcile_subscription: dramatiq.Actor[..., Any]
+    advance_charges: dramatiq.Actor[..., Any]
 
 
 def declare_actors(
@@ -202,6 +223,15 @@ def declare_actors(
 
     reconcile_due = actor_body(parse_reconcile_due, run_reconcile_due)
 
+    def enqueue_advances(requests: Sequence[AdvanceChargesRequest]) -> None:
+        for request in requests:
+            broker.enqueue(advance_charges_message(request))
+
+    advance_charges = actor_body(
+        parse_advance_charges_call,
+        lambda r: handle_advance_charges(engine(), r, enqueue_advances, page_size=settings.reconcile_page_size),
+    )
+
     def declare(fn: Callable[..., None], name: str, limit: int) -> dramatiq.Actor[..., Any]:
         decorator: Any = dramatiq.actor(actor_name=name, time_limit=limit, **common)
         actor: dramatiq.Actor[..., Any] = decorator(fn)
@@ -212,4 +242,5 @@ def declare_actors(
         invoice_created=declare(invoice_created, INVOICE_CREATED_ACTOR, time_limit),
         reconcile_due=declare(reconcile_due, RECONCILE_DUE_ACTOR, int(settings.reconcile_time_limit_seconds * 1000)),
         reconcile_subscription=declare(reconcile_subscription, RECONCILE_SUBSCRIPTION_ACTOR, time_limit),
+        advance_charges=declare(advance_charges, ADVANCE_CHARGES_ACTOR, time_limit),
     )

@@ -27,7 +27,7 @@ from types import FrameType
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from worker.contract.events import QUEUE_NAME, RECONCILE_DUE_ACTOR
+from worker.contract.events import ADVANCE_CHARGES_ACTOR, QUEUE_NAME, RECONCILE_DUE_ACTOR
 from worker.infra.logging import get_logger
 
 log = get_logger("worker.queue.scheduler")
@@ -45,12 +45,19 @@ def reconcile_due_message() -> dramatiq.Message[None]:
     return dramatiq.Message(queue_name=QUEUE_NAME, actor_name=RECONCILE_DUE_ACTOR, args=(), kwargs={}, options={})
 
 
+def advance_charges_message() -> dramatiq.Message[None]:
+    """CREDITS §2.5: `advance_charges` without argument, enqueued beside `reconcile_due` every tick."""
+    return dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ADVANCE_CHARGES_ACTOR, args=(), kwargs={}, options={})
+
+
 def run_tick(broker: RedisBroker, interval: float, tick: int) -> str | None:
     """Enqueue `reconcile_due` for `tick` unless another scheduler already did; the message id or None."""
     ttl_ms = max(int(interval * 2000), 1000)
     if not broker.client.set(tick_key(broker, interval, tick), "1", nx=True, px=ttl_ms):
         return None
-    return broker.enqueue(reconcile_due_message()).message_id
+    message_id = broker.enqueue(reconcile_due_message()).message_id
+    broker.enqueue(advance_charges_message())
+    return message_id
 
 
 class Scheduler:

@@ -99,9 +99,12 @@ def get_or_create_gathering_invoice(
     return str(found)
 
 
-def apply_changes(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
+def apply_changes(
+    conn: Connection, namespace: str, changes: Changes, now: datetime, *, delete_emptied: bool = True
+) -> None:
     """SPEC §6.3-§6.5 in order: creates, updates, deletes, issues, group deletes and updates, then
-    emptied invoices are deleted."""
+    emptied invoices are deleted (`delete_emptied=False`: the caller does it once, after the charges,
+    CREDITS §3.7 step 4)."""
     if changes.new_lines:
         _insert_lines(conn, namespace, changes, now)
     if changes.line_writes:
@@ -130,7 +133,7 @@ def apply_changes(conn: Connection, namespace: str, changes: Changes, now: datet
         conn.execute(_DELETE_GROUPS, {"ns": namespace, "ids": changes.group_deletes, "now": now})
     if changes.group_updates:
         _update_groups(conn, namespace, changes, now)
-    if changes.touched_invoices:
+    if delete_emptied and changes.touched_invoices:
         delete_emptied_invoices(conn, namespace, sorted(changes.touched_invoices), now)
 
 

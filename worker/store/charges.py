@@ -10,19 +10,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, select, text, update
+from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, select, text, tuple_, update
 
 from worker.domain.charges import Charge, ChargeChanges, ChargeItem, ChargeLine, ChargeRun, index_charges
 from worker.domain.credit_allocation import Ledger
 from worker.domain.money import format_decimal
-from worker.domain.persisted import Invoice
+from worker.domain.persisted import Invoice, IssueKey
 from worker.domain.prices import Price, price_from_json
 from worker.domain.timeutil import Period, trunc
+from worker.domain.updater import COMPONENT
 from worker.infra.ids import new_id
 from worker.store.apply import delete_emptied_invoices
 from worker.store.credits import insert_allocation_rows
 from worker.store.db import json_dumps
-from worker.store.tables import charge_runs, charges, invoice_lines, invoice_validation_issues, invoices
+from worker.store.tables import (
+    charge_runs,
+    charges,
+    credit_allocations,
+    invoice_lines,
+    invoice_validation_issues,
+    invoices,
+)
 
 # One row per live charge: the charge, its live run (uq_charge_runs_live), its live line (uq_invoice_lines_charge)
 # and the invoices of both. Every join repeats the namespace.
@@ -468,3 +476,115 @@ def write_charge_changes(
         conn.execute(invoice_validation_issues.insert(), issues)
     if delete_emptied and changes.touched_invoices:
         delete_emptied_invoices(conn, namespace, sorted(changes.touched_invoices), now)
+
+
+_v = invoice_validation_issues
+_ISSUE_KEYS = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c.message).where(
+    _v.c.namespace == bindparam("namespace"),
+    _v.c.invoice_id == any_(bindparam("ids", type_=ARRAY(Text))),
+    _v.c.component == COMPONENT,
+    _v.c.deleted_at.is_(None),
+)
+
+
+def load_issue_keys(conn: Connection, namespace: str, invoice_ids: Iterable[str]) -> list[IssueKey]:
+    """The live sync issues of the given invoices (SPEC §6.4 de-duplication of CREDITS §3.13 issues)."""
+    ids = sorted(set(invoice_ids))
+    if not ids:
+        return []
+    rows = conn.execute(_ISSUE_KEYS, {"namespace": namespace, "ids": ids}).all()
+    return [IssueKey(r.invoice_id, r.path or "", r.component, r.code, r.message) for r in rows]
+
+
+_LIVE_RUN_CHARGES_OF_INVOICE = select(charge_runs.c.charge_id).where(
+    charge_runs.c.namespace == bindparam("namespace"),
+    charge_runs.c.invoice_id == bindparam("invoice_id"),
+    charge_runs.c.deleted_at.is_(None),
+)
+
+
+def charges_with_live_run_on(conn: Connection, namespace: str, invoice_id: str) -> list[str]:
+    """Ids of the charges whose live run is on `invoice_id` (CREDITS §3.11 `invoices set-status`)."""
+    rows = conn.execute(_LIVE_RUN_CHARGES_OF_INVOICE, {"namespace": namespace, "invoice_id": invoice_id})
+    return sorted(r.charge_id for r in rows)
+
+
+# --- reading for commands (CREDITS §2.4) -----------------------------------------------------------
+
+_a = credit_allocations
+
+
+def list_charge_rows(
+    conn: Connection,
+    namespace: str,
+    *,
+    customer_id: str | None = None,
+    subscription_id: str | None = None,
+    charge_ids: Sequence[str] | None = None,
+    include_deleted: bool = False,
+) -> list[tuple[Any, str | None, list[tuple[Any, list[Any]]]]]:
+    """Charges (CREDITS §2.4 order) with their live line id, their runs (by `created_at`, id) and each run's
+    allocation rows (by `seq`): three statements, whatever the number of charges."""
+    query = select(charges).where(_c.namespace == namespace)
+    if customer_id is not None:
+        query = query.where(_c.customer_id == customer_id)
+    if subscription_id is not None:
+        query = query.where(_c.subscription_id == subscription_id)
+    if charge_ids is not None:
+        query = query.where(_c.id == any_(bindparam("ids", list(charge_ids), type_=ARRAY(Text))))
+    if not include_deleted:
+        query = query.where(_c.deleted_at.is_(None))
+    rows = conn.execute(query.order_by(_c.service_period_start, _c.unique_reference_id, _c.id)).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    ids_param = bindparam("ids", ids, type_=ARRAY(Text))
+    line_ids = {
+        r.charge_id: r.id
+        for r in conn.execute(
+            select(invoice_lines.c.charge_id, invoice_lines.c.id).where(
+                invoice_lines.c.namespace == namespace,
+                invoice_lines.c.charge_id == any_(ids_param),
+                invoice_lines.c.deleted_at.is_(None),
+            )
+        )
+    }
+    runs = conn.execute(
+        select(charge_runs)
+        .where(charge_runs.c.namespace == namespace, charge_runs.c.charge_id == any_(ids_param))
+        .order_by(charge_runs.c.created_at, charge_runs.c.id)
+    ).all()
+    allocations: dict[str, list[Any]] = {}
+    if runs:
+        for row in conn.execute(
+            select(_a).where(_a.c.namespace == namespace, _a.c.charge_id == any_(ids_param)).order_by(_a.c.seq)
+        ):
+            allocations.setdefault(row.run_id, []).append(row)
+    runs_of: dict[str, list[tuple[Any, list[Any]]]] = {}
+    for run in runs:
+        runs_of.setdefault(run.charge_id, []).append((run, allocations.get(run.id, [])))
+    return [(r, line_ids.get(r.id), runs_of.get(r.id, [])) for r in rows]
+
+
+def customers_with_due_charges(
+    conn: Connection,
+    now: datetime,
+    *,
+    namespace: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int = 500,
+) -> list[tuple[str, str]]:
+    """(namespace, customer_id) of customers with a live charge whose `advance_after ≤ now` (CREDITS §2.5),
+    in key order after `after` (keyset paging, like `reconcile_due`)."""
+    query = (
+        select(_c.namespace, _c.customer_id)
+        .where(_c.advance_after.is_not(None), _c.advance_after <= now, _c.deleted_at.is_(None))
+        .group_by(_c.namespace, _c.customer_id)
+        .order_by(_c.namespace, _c.customer_id)
+        .limit(limit)
+    )
+    if namespace is not None:
+        query = query.where(_c.namespace == namespace)
+    if after is not None:
+        query = query.where(tuple_(_c.namespace, _c.customer_id) > tuple_(*after))
+    return [(r.namespace, r.customer_id) for r in conn.execute(query)]

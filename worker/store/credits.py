@@ -100,6 +100,7 @@ _INSERT_ROWS = text(
 class StoredGrant:
     grant: Grant
     remaining: Decimal
+    customer_id: str = ""
 
 
 def _grant(row: Any) -> Grant:
@@ -151,7 +152,7 @@ def list_grants(
 ) -> list[StoredGrant]:
     """The customer's grants with their remaining credit, by currency then consumption order (CREDITS §2.4)."""
     rows = conn.execute(_GRANTS, {"namespace": namespace, "customer_id": customer_id, "currency": None})
-    grants = [StoredGrant(_grant(r), Decimal(r.remaining)) for r in rows]
+    grants = [StoredGrant(_grant(r), Decimal(r.remaining), customer_id) for r in rows]
     if not include_voided:
         grants = [g for g in grants if g.grant.voided_at is None]
     return sorted(grants, key=lambda g: (g.grant.currency, g.grant.consumption_key()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import ARRAY, Connection, Text, and_, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
@@ -30,6 +31,8 @@ def load_pending_lines(conn: Connection, namespace: str, customer_id: str) -> li
             l.c.service_period_end,
             l.c.invoice_at,
             l.c.split_line_group_id,
+            l.c.charge_id,
+            l.c.quantity,
         )
         .select_from(l.join(i, and_(i.c.namespace == l.c.namespace, i.c.id == l.c.invoice_id)))
         .where(
@@ -49,6 +52,8 @@ def load_pending_lines(conn: Connection, namespace: str, customer_id: str) -> li
             Period(r.service_period_start, r.service_period_end).truncated(),
             trunc(r.invoice_at),
             r.split_line_group_id,
+            r.charge_id,
+            None if r.quantity is None else Decimal(r.quantity),
         )
         for r in rows
     ]

@@ -90,7 +90,7 @@ def _check_identity(conn: Connection, document: SubscriptionDocument, subscripti
     """CONTRACT §3 limits: a stored subscription (soft-deleted or not) keeps its customer and currency;
     a document that changes them is refused (exit 2), naming the field."""
     stored = conn.execute(
-        select(subscriptions.c.customer_id, subscriptions.c.currency).where(
+        select(subscriptions.c.customer_id, subscriptions.c.currency, subscriptions.c.settlement_mode).where(
             subscriptions.c.namespace == document.namespace, subscriptions.c.id == subscription_id
         )
     ).one_or_none()
@@ -101,6 +101,7 @@ def _check_identity(conn: Connection, document: SubscriptionDocument, subscripti
         for field, what, old, new in (
             ("customer_id", "customer", stored.customer_id, document.customer_id),
             ("currency", "currency", stored.currency, document.currency),
+            ("settlement_mode", "settlement mode", stored.settlement_mode, document.settlement_mode),  # CREDITS §2.1
         )
         if old != new
     ]
@@ -125,6 +126,7 @@ def _upsert_subscription_row(
         "pro_rating_mode": document.pro_rating.mode,
         "active_from": document.active_from,
         "active_to": document.active_to,
+        "settlement_mode": document.settlement_mode,
         "deleted_at": None,
     }
     new_row = insert(subscriptions).values(**values)
@@ -137,6 +139,7 @@ def _upsert_subscription_row(
         where=and_(
             subscriptions.c.customer_id == new_row.excluded.customer_id,
             subscriptions.c.currency == new_row.excluded.currency,
+            subscriptions.c.settlement_mode == new_row.excluded.settlement_mode,
         ),
     ).returning(
         (subscriptions.c.created_at == subscriptions.c.updated_at).label("created"),
@@ -455,6 +458,7 @@ def get_subscription(conn: Connection, namespace: str, subscription_id: str) -> 
         "pro_rating": {"enabled": row.pro_rating_enabled, "mode": row.pro_rating_mode},
         "active_from": row.active_from,
         "active_to": row.active_to,
+        "settlement_mode": row.settlement_mode,
         "phases": [
             {
                 "key": phase.key,

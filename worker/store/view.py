@@ -24,6 +24,7 @@ class LoadedSubscription:
     deleted_at: datetime | None
     customer_exists: bool
     customer_deleted_at: datetime | None
+    settlement_mode: str = "invoice_only"  # CREDITS §2.1
 
     def is_deleted(self, now: datetime) -> bool:
         return self.deleted_at is not None and self.deleted_at <= now
@@ -90,7 +91,9 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         active_from=row.active_from,
         active_to=row.active_to,
     )
-    return LoadedSubscription(record, row.deleted_at, row.customer_row_id is not None, row.customer_deleted_at)
+    return LoadedSubscription(
+        record, row.deleted_at, row.customer_row_id is not None, row.customer_deleted_at, row.settlement_mode
+    )
 
 
 _p, _i = subscription_phases, subscription_items
