@@ -1,14 +1,11 @@
 """`subsync charges list|advance|set-quantity` (CREDITS §2.3, JSON shapes of §2.4)."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
 
-from worker.app.charges import advance_customer, advance_namespace, list_charges, set_quantity
 from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
 from worker.cli.output import FormatOption, emit, print_table
 from worker.cli.runtime import get_runtime
@@ -16,9 +13,11 @@ from worker.contract.text import format_decimal, format_optional_time, format_ti
 from worker.errors import InvalidInputError, SubsyncError
 from worker.infra.clock import utcnow
 
-app = typer.Typer(help="Charges of credit-settled subscriptions (CREDITS.md).", no_args_is_help=True)
+app = typer.Typer(help="Charges of credit-settled subscriptions (docs/credits.md).", no_args_is_help=True)
 
-CustomerOption = Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)]
+CustomerOption = Annotated[
+    str, typer.Option("--customer", metavar="ID", help="The customer's id.", callback=identifier_callback)
+]
 
 
 def _num(value: Any) -> str | None:
@@ -140,14 +139,31 @@ def _charges_table(data: list[dict[str, Any]], title: str) -> None:
 def charges_list(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    customer_id: Annotated[str | None, typer.Option("--customer", metavar="ID", callback=identifier_callback)] = None,
-    subscription_id: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", callback=identifier_callback)
+    customer_id: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            metavar="ID",
+            help="This customer's charges (or give --subscription).",
+            callback=identifier_callback,
+        ),
     ] = None,
-    include_deleted: Annotated[bool, typer.Option("--include-deleted")] = False,
+    subscription_id: Annotated[
+        str | None,
+        typer.Option(
+            "--subscription",
+            metavar="ID",
+            help="This subscription's charges (or give --customer).",
+            callback=identifier_callback,
+        ),
+    ] = None,
+    include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted charges.")] = False,
     fmt: FormatOption = None,
 ) -> None:
     """List charges with their runs and allocation rows."""
+    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
+    from worker.app.charges import list_charges
+
     if (customer_id is None) == (subscription_id is None):
         raise InvalidInputError("give exactly one of --customer and --subscription")
     entries = list_charges(
@@ -165,11 +181,24 @@ def charges_list(
 def charges_advance(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    customer_id: Annotated[str | None, typer.Option("--customer", metavar="ID", callback=identifier_callback)] = None,
-    as_of: Annotated[datetime | None, timestamp_option("--as-of")] = None,
+    customer_id: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            metavar="ID",
+            help="Only this customer (default: every customer of the namespace with a due charge).",
+            callback=identifier_callback,
+        ),
+    ] = None,
+    as_of: Annotated[
+        datetime | None, timestamp_option("--as-of", help="Advance as of this time (RFC 3339; default: now).")
+    ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Advance due charges now, in this process (every customer with a due charge without --customer)."""
+    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
+    from worker.app.charges import advance_customer, advance_namespace
+
     engine = get_runtime(ctx).engine()
     at = as_of or utcnow()
     failures: list[tuple[str, str]] = []
@@ -235,11 +264,16 @@ def parse_quantity(text: str) -> Decimal:
 def charges_set_quantity(
     ctx: typer.Context,
     namespace: NamespaceOption,
-    charge_id: Annotated[str, typer.Option("--charge", metavar="ID", callback=identifier_callback)],
-    quantity: Annotated[str, typer.Option("--quantity", metavar="Q")],
+    charge_id: Annotated[
+        str, typer.Option("--charge", metavar="ID", help="The usage-based charge.", callback=identifier_callback)
+    ],
+    quantity: Annotated[str, typer.Option("--quantity", metavar="Q", help="The usage: a non-negative decimal string.")],
     fmt: FormatOption = None,
 ) -> None:
     """Supply the usage of a usage-based charge whose service period has ended."""
+    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
+    from worker.app.charges import list_charges, set_quantity
+
     q = parse_quantity(quantity)
     engine = get_runtime(ctx).engine()
     set_quantity(engine, namespace, charge_id, q)

@@ -174,7 +174,12 @@ def build_table(
     if not wide:
         title = fit_title(title, width) if title else title
         caption_text = "\n".join(fit_title(line, width) for line in caption_text.splitlines())
+    # rich wraps a title or caption to the table's own width: make the table at least as wide as they are
+    # (within `width`), so a note like `id: every id starts with …` is never broken inside its id.
+    headings = [*(caption_text.splitlines() if caption_text else []), *([title] if title else [])]
+    min_width = min(width, max((len(line) for line in headings), default=0)) or None
     table = Table(
+        min_width=min_width,
         title=Text(title) if title else None,
         title_justify="left",
         caption=Text(caption_text) if caption_text else None,
