@@ -26,11 +26,12 @@ def backend_pid(conn: Connection) -> int:
 def terminate(engine: Engine, pid: int) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-        # pg_terminate_backend only signals: wait (on the server) until the backend is gone
+        # pg_terminate_backend only signals: wait (on the server) until the backend is gone (a fresh snapshot
+        # of pg_stat_activity each turn: it is cached for the transaction otherwise)
         conn.execute(
             text(
                 "DO $$ BEGIN WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = "
-                f"{int(pid)}) LOOP PERFORM pg_sleep(0.01); END LOOP; END $$"
+                f"{int(pid)}) LOOP PERFORM pg_sleep(0.01); PERFORM pg_stat_clear_snapshot(); END LOOP; END $$"
             )
         )
 
