@@ -1,4 +1,4 @@
-"""The tests' one builder module: times, subscription documents (CONTRACT §3 shape), rows seeded straight
+"""The tests' one builder module: times, subscription documents (docs/contract.md §3 shape), rows seeded straight
 into the upstream tables, and what the queue tests share. The document pieces themselves (prices, the
 rate card, the item version) are `worker.contract.builders`, shared with the demo and the benchmark;
 `tests/domain/builders.py` builds the pure core's objects."""
@@ -103,7 +103,7 @@ def contract_example() -> dict[str, Any]:
 
 
 def printed_example() -> dict[str, Any]:
-    """The contract's example as stored and printed: `settlement_mode` always shown (CREDITS §2.1)."""
+    """The contract's example as stored and printed: `settlement_mode` always shown (docs/credits.md §2.1)."""
     return {**contract_example(), "settlement_mode": "invoice_only"}
 
 
@@ -416,7 +416,7 @@ def set_subscription_end(engine: Engine, end: str | None, namespace: str = "acme
 
 def store_unchecked(engine: Engine, namespace: str, id: str, **values: Any) -> None:
     """Overwrite columns of a stored subscription row without validation: a subscription written before
-    a rule of CONTRACT §3 existed (e.g. `active_from` before its first phase, a cadence `P١M`)."""
+    a rule of docs/contract.md §3 existed (e.g. `active_from` before its first phase, a cadence `P١M`)."""
     with engine.begin() as conn:
         conn.execute(
             update(subscriptions)

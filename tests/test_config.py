@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT §1)."""
+"""Configuration from the environment (docs/contract.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every setting of subsync, read from the environment in one place (CONTRACT §1).
+"""Every setting of subsync, read from the environment in one place (docs/contract.md §1).
 
 `Settings` is the only reader of environment variables in the project: `DATABASE_URL` and `REDIS_URL`
 (secrets: their `repr` never shows a password), and every `SUBSYNC_*` variable (the field name in
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
 
     # --- the worker ----------------------------------------------------------------------------------
-    #: Invoice the customer's pending lines after a created/updated/continued/cancelled sync (SPEC §8.3).
+    #: Invoice the customer's pending lines after a created/updated/continued/cancelled sync (docs/sync.md §8.3).
     invoice_after_sync: bool = True
     #: Prefix of every Redis key of the broker (Dramatiq's `namespace`).
     broker_namespace: str = Field(default=DEFAULT_BROKER_NAMESPACE, min_length=1, max_length=64)

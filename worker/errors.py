@@ -1,6 +1,6 @@
 """The project's errors. Each type carries its meaning as class attributes: the failure `reason` the
 worker classifies it as (README "Failures"; `worker.queue.failures`) and the `exit_code` the command
-line exits with (CONTRACT §5: 1 the operation failed, 2 bad input)."""
+line exits with (docs/contract.md §5: 1 the operation failed, 2 bad input)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class InvalidInputError(SubsyncError):
 
 
 class InvalidSubscriptionError(SubsyncError):
-    """A stored subscription breaks a structural rule of CONTRACT §3 (written before the rule existed):
+    """A stored subscription breaks a structural rule of docs/contract.md §3 (written before the rule existed):
     no sync can build its target, so it fails at once with the rule named and is never retried (the
     same data gives the same answer); `subscriptions get` still prints it, re-applying it fixed heals it."""
 

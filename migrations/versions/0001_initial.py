@@ -1,4 +1,4 @@
-"""Initial schema: every table of CONTRACT §2.
+"""Initial schema: every table of docs/contract.md §2.
 
 Revision ID: 0001
 Revises:

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2025-01-20
 
-CREDITS §2.2. Written by hand; `worker/store/tables.py` describes the same schema and tests/test_schema.py
+docs/credits.md §2.2. Written by hand; `worker/store/tables.py` describes the same schema and tests/test_schema.py
 checks that the two agree (new columns of existing tables are added last, in both).
 """
 

@@ -1,4 +1,4 @@
-"""Sync and the charge engine through Postgres (CREDITS §3): statements per sync constant in the number of
+"""Sync and the charge engine through Postgres (docs/credits.md §3): statements per sync constant in the number of
 charges, and properties over random grants, syncs and advance runs (credit conserved, idempotence, order)."""
 
 from __future__ import annotations

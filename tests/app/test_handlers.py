@@ -1,4 +1,4 @@
-"""Event handlers of SPEC §8.2-8.3 against a real database (no broker: publishing is captured)."""
+"""Event handlers of docs/sync.md §8.2-8.3 against a real database (no broker: publishing is captured)."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def test_reconcile_subscription_syncs_at_now_without_invoicing(db: Engine) -> No
 
 
 def test_a_due_line_of_another_subscription_of_the_customer_is_still_invoiced(db: Engine) -> None:
-    """SPEC §8.3 invoices the customer: an event on A must invoice B's due line, though A has none."""
+    """docs/sync.md §8.3 invoices the customer: an event on A must invoice B's due line, though A has none."""
     apply(db, document(NS, {"fee": [fee("it_b", "100", "2024-01-01T00:00:00Z")]}, subscription_id="sub_b"))
     handle_subscription_event(db, event("subscription.created", subscription_id="sub_b"), invoice_after_sync=False)
     apply(db, document(NS, {"fee": [fee("it_a", "50", "2024-03-01T00:00:00Z")]}, subscription_id="sub_a", start="2024-03-01T00:00:00Z"))  # fmt: skip
@@ -204,7 +204,7 @@ def test_invoicing_is_skipped_only_when_it_would_bill_nothing(db: Engine) -> Non
     handled = handle_subscription_event(db, event("subscription.created"), now=NOW)
     assert handled.syncs[0].maybe_due is False and handled.invoices == ()
     assert invoice_pending_lines(db, NS, "cust_1", as_of=AS_OF, now=NOW) == []  # what the skipped step would do
-    # One second before the line's invoice_at it is still not due; at invoice_at it is (SPEC §9 step 2).
+    # One second before the line's invoice_at it is still not due; at invoice_at it is (docs/sync.md §9 step 2).
     march = datetime(2024, 3, 1, tzinfo=UTC)
     for as_of, due in ((march - timedelta(microseconds=1), False), (march, True)):
         handled = handle_subscription_event(db, event("subscription.updated", as_of=as_of), now=NOW)

@@ -1,4 +1,4 @@
-"""Invoicing pending lines and progressive billing (SPEC §9), then sync against the result (§5.4)."""
+"""Invoicing pending lines and progressive billing (docs/sync.md §9), then sync against the result (§5.4)."""
 
 from __future__ import annotations
 

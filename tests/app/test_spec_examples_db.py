@@ -1,4 +1,4 @@
-"""SPEC §12 worked examples end to end against Postgres: seed, sync, read the stored lines back."""
+"""docs/sync.md §12 worked examples end to end against Postgres: seed, sync, read the stored lines back."""
 
 from __future__ import annotations
 

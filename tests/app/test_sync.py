@@ -1,4 +1,4 @@
-"""The sync use case against real Postgres: SPEC §4-§8 end to end."""
+"""The sync use case against real Postgres: docs/sync.md §4-§8 end to end."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def test_crash_between_patch_groups_rolls_back_everything(db: Engine, monkeypatc
 
     monkeypatch.setattr(apply_module, "_update_groups", boom)
     monkeypatch.setattr(apply_module, "delete_emptied_invoices", boom)
-    monkeypatch.setattr(charge_sync_module, "delete_emptied_invoices", boom)  # CREDITS §3.7 step 4 runs it
+    monkeypatch.setattr(charge_sync_module, "delete_emptied_invoices", boom)  # docs/credits.md §3.7 step 4 runs it
     with pytest.raises(RuntimeError, match="injected"):
         sync_subscription(db, "acme", "sub_01", as_of=t("2024-02-15"))
     assert table_snapshot(db) == before

@@ -1,4 +1,4 @@
-"""Random subscriptions through Postgres: a second sync writes nothing (SPEC §8.5), whatever the mix
+"""Random subscriptions through Postgres: a second sync writes nothing (docs/sync.md §8.5), whatever the mix
 of cadences, versions, phases, prices and horizons — so every value survives its round trip through
 the tables (times, decimals, JSON) exactly as the planner compares it."""
 
@@ -110,7 +110,7 @@ def live_lines(db: Engine) -> list[tuple]:
 def test_syncing_earlier_first_ends_where_syncing_once_later_does(
     db: Engine, view: SubscriptionView, first: timedelta, later: timedelta
 ) -> None:
-    """Moving the horizon forward only adds lines: the history of syncs does not matter (SPEC §8.5)."""
+    """Moving the horizon forward only adds lines: the history of syncs does not matter (docs/sync.md §8.5)."""
     early, late = sorted((BASE + first, BASE + later))
     store(db, view)
     sync_subscription(db, "acme", "sub_01", as_of=late, now=late)

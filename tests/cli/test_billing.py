@@ -1,4 +1,4 @@
-"""`subsync sync`, `lines`, `invoice`, `invoices set-status|list` through the CLI (CONTRACT §5, §6)."""
+"""`subsync sync`, `lines`, `invoice`, `invoices set-status|list` through the CLI (docs/contract.md §5, §6)."""
 
 from __future__ import annotations
 

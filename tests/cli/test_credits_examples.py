@@ -1,4 +1,4 @@
-"""The worked examples E1-E9 of CREDITS §4, through the command line (typer's CliRunner) and the tables,
+"""The worked examples E1-E9 of docs/credits.md §4, through the command line (typer's CliRunner) and the tables,
 with their exact numbers."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CUST = ("--customer", "cust_01")
 
 
 class Cli:
-    """The commands of CREDITS §2.3 and CONTRACT §5 as one test drives them."""
+    """The commands of docs/credits.md §2.3 and docs/contract.md §5 as one test drives them."""
 
     def __init__(self, env: dict[str, str], tmp_path: Path, db: Engine) -> None:
         self.env, self.tmp, self.db = env, tmp_path, db
@@ -112,7 +112,7 @@ def test_e1_credit_only_four_months_then_a_backfill(cli_env: dict[str, str], tmp
     cli.apply(doc("credit_only"))
     cli.grant("250", "cgr_G1", "--effective-at", "2024-01-01T00:00:00Z")
     dry = cli.run("sync", *NS, "--subscription", "sub_01", "--as-of", MONTHS[0], "--dry-run")["patches"]
-    assert [(p["op"], p["charge_id"]) for p in dry] == [("charge_create", None)] * 2  # CREDITS §2.6
+    assert [(p["op"], p["charge_id"]) for p in dry] == [("charge_create", None)] * 2  # docs/credits.md §2.6
     assert cli.count("charges") == 0  # a dry run writes nothing
     expected = [("150", "0", "150"), ("50", "0", "50"), ("0", "50", "-50"), ("0", "150", "-150")]
     new_rows = [
@@ -493,7 +493,7 @@ def test_settlement_mode_is_printed_and_immutable(cli_env: dict[str, str], tmp_p
     assert cli.run("subscriptions", "get", *NS, "--id", "sub_01")["settlement_mode"] == "credit_only"
 
 
-# --- bad input (CREDITS §2.3 exit codes): a clear error, nothing written ------------------------------
+# --- bad input (docs/credits.md §2.3 exit codes): a clear error, nothing written ------------------------------
 
 
 def written(cli: Cli) -> tuple[int, ...]:

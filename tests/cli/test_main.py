@@ -1,4 +1,4 @@
-"""The command line (CONTRACT §5): exit codes, one JSON document on stdout, one-line errors on stderr."""
+"""The command line (docs/contract.md §5): exit codes, one JSON document on stdout, one-line errors on stderr."""
 
 from __future__ import annotations
 

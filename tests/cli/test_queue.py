@@ -1,4 +1,4 @@
-"""`subsync publish`, `status`, `dead-letters` and the command `subsync worker` runs (CONTRACT §5)."""
+"""`subsync publish`, `status`, `dead-letters` and the command `subsync worker` runs (docs/contract.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subscription document rules (CONTRACT §3): every rule refuses with a line naming the field."""
+"""Subscription document rules (docs/contract.md §3): every rule refuses with a line naming the field."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Event payloads (CONTRACT §4): validation, unknown fields, and the message a producer sends."""
+"""Event payloads (docs/contract.md §4): validation, unknown fields, and the message a producer sends."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def subscriptions(draw: st.DrawFn, same_cadence: bool = False) -> SubscriptionVi
                 icad = cadence if same_cadence else draw(st.sampled_from([*CADENCES, None]))
                 price = draw(prices)
                 if icad is None and price is not None and not price.is_flat:
-                    price = None  # a one-time item takes a flat price or none (CONTRACT §3 structure)
+                    price = None  # a one-time item takes a flat price or none (docs/contract.md §3 structure)
                 card = RateCard(key, None, "feat", Duration.parse(icad) if icad else None, price, None, None)
                 item_id += 1
                 items.append(ItemRecord(f"it_{item_id:03d}", key, vstart, vend, card, {}))

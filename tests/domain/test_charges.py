@@ -1,8 +1,8 @@
-"""Charges (CREDITS §3.1-§3.13) at domain level: routing, amounts and rating, targets, the diff, and the
-engine, driven through the worked examples E1-E9 of CREDITS §4 with their exact numbers.
+"""Charges (docs/credits.md §3.1-§3.13) at domain level: routing, amounts and rating, targets, the diff, and the
+engine, driven through the worked examples E1-E9 of docs/credits.md §4 with their exact numbers.
 
 `World` keeps in memory what the store keeps in tables and applies the engine's `ChargeChanges` the way
-the store must (CREDITS §3.7 apply order), so the examples read like their tables."""
+the store must (docs/credits.md §3.7 apply order), so the examples read like their tables."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ class World:
         return charge
 
     def invoice(self, as_of: str) -> str | None:
-        """SPEC §9 with CREDITS §3.11: move invoiceable charge lines onto a new draft, then create the runs."""
+        """docs/sync.md §9 with docs/credits.md §3.11: move invoiceable charge lines onto a new draft, then create the runs."""
         due = [
             i
             for i in self.items().values()
@@ -195,7 +195,7 @@ def platform_fee(end: str | None = None, amount: str = "100") -> SubscriptionVie
     )
 
 
-# --- routing (CREDITS §3.1) -----------------------------------------------------------------------
+# --- routing (docs/credits.md §3.1) -----------------------------------------------------------------------
 
 
 def _line(identity: str) -> PersistedLine:
@@ -218,7 +218,7 @@ def test_routing_persisted_items_keep_their_backend_and_new_ones_follow_the_mode
         route(ident, "credit_only", group, "chg_1")
 
 
-# --- amounts (CREDITS §3.5) -----------------------------------------------------------------------
+# --- amounts (docs/credits.md §3.5) -----------------------------------------------------------------------
 
 
 def test_flat_amount_prorates_only_a_partial_service_period_and_always_rounds() -> None:
@@ -281,7 +281,7 @@ def test_discount_is_the_rounded_percentage_capped_at_the_amount() -> None:
     assert discount_total(D(5), None, "USD") == 0
 
 
-# --- targets and diff (CREDITS §3.2, §3.4) ------------------------------------------------------
+# --- targets and diff (docs/credits.md §3.2, §3.4) ------------------------------------------------------
 
 
 def test_targets_keep_zero_amounts_and_carry_the_charge_fields() -> None:
@@ -663,7 +663,7 @@ def test_e9_consumption_order_through_booking() -> None:
     assert [world.remaining(x) for x in ("GA", "GB", "GC", "GD")] == [0, 3, 0, 0]
 
 
-# --- state machine details (CREDITS §3.6) ---------------------------------------------------------
+# --- state machine details (docs/credits.md §3.6) ---------------------------------------------------------
 
 
 def test_credit_then_invoice_zero_flat_has_no_line_and_goes_final_at_invoice_at() -> None:

@@ -1,4 +1,4 @@
-"""Credit allocation (CREDITS §3.8-§3.9): worked examples E1, E2, E3, E6, E7, E9 at domain level, and
+"""Credit allocation (docs/credits.md §3.8-§3.9): worked examples E1, E2, E3, E6, E7, E9 at domain level, and
 invariants over random grants, charges and operations."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Period generation always advances (README "Period generation", CONTRACT §3 limits): no accepted cadence,
+"""Period generation always advances (README "Period generation", docs/contract.md §3 limits): no accepted cadence,
 anchor, start or `as_of` yields a duplicate or zero-length period, even at the ends of the time range."""
 
 from __future__ import annotations
@@ -175,9 +175,9 @@ def test_no_accepted_cadence_anchor_start_or_as_of_yields_a_duplicate_or_zero_le
         for line in versions:
             service = line.service_period
             if price.is_flat and end is not None and service.start == service.end == trunc(end):
-                continue  # SPEC §3.6: a flat line may keep an empty period only where the subscription ends
+                continue  # docs/sync.md §3.6: a flat line may keep an empty period only where the subscription ends
             if price.is_flat and subsecond and service.start == service.end:
-                # SPEC §1.1/§3.6/§3.9 quirk, kept on purpose: a sub-second slice before a sub-second
+                # docs/sync.md §1.1/§3.6/§3.9 quirk, kept on purpose: a sub-second slice before a sub-second
                 # boundary truncates to a zero-length flat line, billed in full as the reference does.
                 # It happens at most once per version, before every other period of it.
                 slices.append(line)

@@ -1,4 +1,4 @@
-"""SPEC §5 and §6.3-§6.5 rule by rule, on the pure planner and invoice updater."""
+"""docs/sync.md §5 and §6.3-§6.5 rule by rule, on the pure planner and invoice updater."""
 
 from __future__ import annotations
 

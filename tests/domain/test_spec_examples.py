@@ -1,4 +1,4 @@
-"""SPEC §12 worked examples, each as a test of the pure core (target, plan, updater)."""
+"""docs/sync.md §12 worked examples, each as a test of the pure core (target, plan, updater)."""
 
 from decimal import Decimal
 
@@ -378,7 +378,7 @@ def test_force_continuous_needs_true_values_not_truthy() -> None:
     assert nxt.service_period == p("2025-02-28", "2025-03-31")
 
 
-# SPEC §7 ------------------------------------------------------------------------------------
+# docs/sync.md §7 ------------------------------------------------------------------------------------
 def test_sync_state_rules() -> None:
     from worker.domain.sync_state import NOTHING_TO_BILL, after_sync, customer_deleted_before_start
 
@@ -390,7 +390,7 @@ def test_sync_state_rules() -> None:
     assert not customer_deleted_before_start(None, t("2024-01-01"))
 
 
-# SPEC §3.1-§3.3 quirks ----------------------------------------------------------------------
+# docs/sync.md §3.1-§3.3 quirks ----------------------------------------------------------------------
 def test_free_trial_then_paid_phase_uses_the_paid_phase_minimum_billable_time() -> None:
     view = sub(
         phase("trial", "2024-01-01", item("seats", None, "2024-01-01")),

@@ -1,4 +1,4 @@
-"""Invariants of the target builder (SPEC §3), checked on random subscriptions."""
+"""Invariants of the target builder (docs/sync.md §3), checked on random subscriptions."""
 
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ def test_the_same_event_five_times_gives_the_lines_of_once(engine: Engine, worke
 
 def test_events_in_reverse_order_converge(engine: Engine, worker: WorkerProcess) -> None:
     """The subscription changed three times; its events arrive in order in one tenant, newest first in
-    the other (CONTRACT §4: each handler syncs the stored state)."""
+    the other (docs/contract.md §4: each handler syncs the stored state)."""
     in_order, reversed_ = unique("in-order"), unique("reversed")
     for ns in (in_order, reversed_):
         for doc in (v1, v2, v3):
@@ -177,7 +177,7 @@ def test_events_interleaved_with_changes_converge_to_the_lines_of_a_late_burst(
     """Each change followed by its event, versus every change first and then the events in reverse.
 
     Same lines, except `billing_period`: a line shrunk by a later sync keeps the billing period it was
-    created with (SPEC §5.3, "After a shrink the line keeps its old billing period")."""
+    created with (docs/sync.md §5.3, "After a shrink the line keeps its old billing period")."""
     interleaved, late = unique("interleaved"), unique("late")
     for doc, type_ in ((v1, "subscription.created"), (v2, "subscription.updated"), (v3, "subscription.cancelled")):
         apply(engine, doc(interleaved))

@@ -117,7 +117,7 @@ def test_a_stored_subscription_breaking_a_structural_rule_is_dead_lettered_at_on
     harness.drain()
     [dead] = harness.dead
     failure = dead.options["subsync_failure"]
-    # one attempt, never retried (CONTRACT §3 structure): the stored data gives the same answer every time
+    # one attempt, never retried (docs/contract.md §3 structure): the stored data gives the same answer every time
     assert failure["attempt"] == 1 and dead.options["retries"] == 1
     assert failure["reason"] == "invalid_subscription" and "rule phase-coverage" in failure["error"]
     assert lines_json(db, NS) == []
@@ -253,7 +253,7 @@ def test_an_unexpected_exception_is_logged_once_with_its_traceback_and_message_i
     assert sum("Traceback" in json.dumps(line) for line in lines) == len(failed)  # no second copy
 
 
-# --- advance_charges (CREDITS §2.5) ------------------------------------------------------------------
+# --- advance_charges (docs/credits.md §2.5) ------------------------------------------------------------------
 
 
 def seed_credit_only(engine: Engine, customer_id: str = "cust_1") -> None:

@@ -22,7 +22,7 @@ def test_one_enqueue_per_tick(redis_broker: RedisBroker) -> None:
     assert run_tick(redis_broker, 60, 1000) is not None
     assert run_tick(redis_broker, 60, 1000) is None
     assert run_tick(redis_broker, 60, 1001) is not None
-    # CREDITS §2.5: `advance_charges` (no argument) beside `reconcile_due` on every tick
+    # docs/credits.md §2.5: `advance_charges` (no argument) beside `reconcile_due` on every tick
     assert sorted(queued_actors(redis_broker)) == ["advance_charges"] * 2 + ["reconcile_due"] * 2
 
 

@@ -1,8 +1,8 @@
 """Syncs, advances, invoicing and grants for one customer from several threads at once converge to what
-running them one by one gives (CREDITS §3.15: every writer takes the customer lock).
+running them one by one gives (docs/credits.md §3.15: every writer takes the customer lock).
 
 Which grant pays which charge depends on the interleaving (a grant created after a booking pays the advance
-by backfill, CREDITS §3.8), so the comparison is over what must not depend on it: every charge's status,
+by backfill, docs/credits.md §3.8), so the comparison is over what must not depend on it: every charge's status,
 amount and run totals, the lines, and the customer's balance (Σ remaining, open advance)."""
 
 from __future__ import annotations

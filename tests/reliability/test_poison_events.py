@@ -1,7 +1,7 @@
 """Poison and hostile events: rejected at once with the reason (dead-lettered, never retried),
 nothing written, no crash loop, bounded time and memory per message.
 
-Limits (CONTRACT §4 and `worker.contract.events`): a message body over 1 MiB (`MAX_MESSAGE_BYTES`) is refused
+Limits (docs/contract.md §4 and `worker.contract.events`): a message body over 1 MiB (`MAX_MESSAGE_BYTES`) is refused
 before it is decoded; an event argument over 64 KiB of JSON (`MAX_EVENT_BYTES`) or nested deeper than
 32 levels (`MAX_EVENT_DEPTH`) is refused before it is validated; ids are 1-128 characters, event ids
 1-256, times within the years 1970-9998. Each message also runs under the TimeLimit middleware

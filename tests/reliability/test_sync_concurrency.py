@@ -1,4 +1,4 @@
-"""Concurrent and repeated syncs converge to what one sequential run produces (SPEC §6.1, §8.5).
+"""Concurrent and repeated syncs converge to what one sequential run produces (docs/sync.md §6.1, §8.5).
 
 Eight threads sync the subscriptions of 20 customers while a producer keeps changing them, the way
 the upstream service publishes an event after each committed change; every event is delivered 1-3

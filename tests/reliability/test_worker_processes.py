@@ -1,8 +1,8 @@
 """Process-level concurrency: two `subsync worker` processes of four threads each (eight workers)
 handle a few hundred interleaved events for 20 customers through Redis, while the producer keeps
-changing the subscriptions, and end with exactly the lines of one sequential run (SPEC §6.1, §8.5).
+changing the subscriptions, and end with exactly the lines of one sequential run (docs/sync.md §6.1, §8.5).
 
-The worker's invoicing step (SPEC §8.3) stays on: the sequential reference runs the same handlers
+The worker's invoicing step (docs/sync.md §8.3) stays on: the sequential reference runs the same handlers
 (`handle_subscription_event`, then `handle_invoice_created` for every invoice it created), one
 event at a time, on the final state of every subscription.
 """

@@ -1,4 +1,4 @@
-"""Charges, grants and allocation rows against real Postgres (CREDITS §2.2, §3.3, §3.8-§3.10): the engine's
+"""Charges, grants and allocation rows against real Postgres (docs/credits.md §2.2, §3.3, §3.8-§3.10): the engine's
 changes written and read back, statements constant in the number of charges, append-only rows in ledger
 order, balances, the schema's checks, and namespace scoping."""
 
@@ -55,7 +55,7 @@ def customer(db: Engine) -> Engine:
 
 
 def sync(conn: Connection, v: SubscriptionView, as_of: str, mode: CreditMode, namespace: str = NS) -> None:
-    """What phase B's sync does for a charge-backed subscription (CREDITS §3.7 steps 2-4)."""
+    """What phase B's sync does for a charge-backed subscription (docs/credits.md §3.7 steps 2-4)."""
     now = t(as_of)
     items = load_subscription_charges(conn, namespace, "sub_01")
     patches = plan_charges(build_charge_targets(v, now, mode), items)
@@ -117,7 +117,7 @@ def test_e1_credit_only_through_the_tables_then_a_backfill(customer: Engine) -> 
         assert conn.execute(select(invoice_lines)).first() is None
         assert conn.execute(select(invoices)).first() is None  # no invoice, line or gathering invoice
 
-    # G2 = 200 effective 04-01T12:00, created later: pays open advance, oldest first (CREDITS §3.8 backfill).
+    # G2 = 200 effective 04-01T12:00, created later: pays open advance, oldest first (docs/credits.md §3.8 backfill).
     with customer.begin() as conn:
         g2 = grant("G2", "200", effective="2024-04-01T12:00", created="2024-04-02")
         insert_grant(conn, NS, "cust_01", g2)
@@ -177,7 +177,7 @@ def test_credit_then_invoice_lines_runs_and_invoicing(customer: Engine) -> None:
             ("system", None, D(100), None),
         ]
         assert lines[0].price == {"type": "flat", "amount": "100", "payment_term": "in_advance"}
-    # SPEC §9 step 4 moves the due line onto a new draft; then CREDITS §3.11 step 2.
+    # docs/sync.md §9 step 4 moves the due line onto a new draft; then docs/credits.md §3.11 step 2.
     with customer.begin() as conn:
         now = t("2024-01-01T00:01")
         conn.execute(

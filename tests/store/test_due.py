@@ -1,4 +1,4 @@
-"""`reconcile_due` candidates (SPEC §8.4), keyset paging, and the index behind it."""
+"""`reconcile_due` candidates (docs/sync.md §8.4), keyset paging, and the index behind it."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_every_contract_table_is_defined() -> None:
 def test_credits_migration_keeps_existing_subscriptions_invoice_only_and_downgrades_to_0001(
     empty_database: Callable[[], str],
 ) -> None:
-    """CREDITS §2.2: existing rows become `invoice_only`; 0002 undoes to exactly the 0001 schema."""
+    """docs/credits.md §2.2: existing rows become `invoice_only`; 0002 undoes to exactly the 0001 schema."""
     url = empty_database()
     assert migrate.upgrade(url, "0001") == "0001"
     catalog_0001 = catalog(url)

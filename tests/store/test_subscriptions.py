@@ -94,8 +94,8 @@ def test_applying_again_replaces_and_removed_versions_vanish(db: Engine) -> None
     del paid["items"]["api-calls"]
     paid["items"]["support"] = [version("2024-02-01T00:00:00Z")]
     changed["phases"] = [paid]  # drop the trial phase
-    changed["active_from"] = paid["active_from"]  # no instant without a phase (CONTRACT §3 structure)
-    changed["name"] = "Renamed"  # the currency and customer never change (CONTRACT §3 limits)
+    changed["active_from"] = paid["active_from"]  # no instant without a phase (docs/contract.md §3 structure)
+    changed["name"] = "Renamed"  # the currency and customer never change (docs/contract.md §3 limits)
     second = apply(db, changed)
 
     assert second["name"] == "Renamed"

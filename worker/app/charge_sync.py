@@ -1,4 +1,4 @@
-"""The charge part of a sync (CREDITS §3.3-§3.7): plan the charge patches, run them through the charge engine
+"""The charge part of a sync (docs/credits.md §3.3-§3.7): plan the charge patches, run them through the charge engine
 (taking credit from the ledgers they need), and write them after the line patches, then the emptied-invoice
 rules once for lines and charges. Runs in the sync's transaction, under its customer lock.
 
@@ -38,7 +38,7 @@ class ChargeStep:
     ledgers: list[Ledger] = field(default_factory=list)
 
     def printed(self, *, dry_run: bool) -> tuple[ChargePrintedPatch, ...]:
-        """CREDITS §2.6: the charge patches in apply order; a dry run prints `charge_id` null for creates."""
+        """docs/credits.md §2.6: the charge patches in apply order; a dry run prints `charge_id` null for creates."""
         if not dry_run:
             return tuple(self.changes.patches)
         return tuple(replace(p, charge_id=None) if p.op == "charge_create" else p for p in self.changes.patches)
@@ -51,7 +51,7 @@ def new_allocation_id() -> str:
 def ledgers_for(
     conn: Connection, namespace: str, customer_id: str, runs_by_currency: Mapping[str, Iterable[str]]
 ) -> dict[str, Ledger]:
-    """The customer's ledger per currency, holding the rows of the given runs (CREDITS §3.3: allocation rows
+    """The customer's ledger per currency, holding the rows of the given runs (docs/credits.md §3.3: allocation rows
     are read only for the charges a step touches)."""
     out: dict[str, Ledger] = {}
     for currency, run_ids in sorted(runs_by_currency.items()):
@@ -72,7 +72,7 @@ def plan_charge_step(
     gathering_invoice_id: str | None,
     customer_deleted_at: datetime | None,
 ) -> ChargeStep:
-    """CREDITS §3.4 diff, then the engine's effects of each patch (CREDITS §3.7 steps 2-3), nothing written."""
+    """docs/credits.md §3.4 diff, then the engine's effects of each patch (docs/credits.md §3.7 steps 2-3), nothing written."""
     patches = plan_charges(targets, items)
     if not patches:
         return ChargeStep()
@@ -110,8 +110,8 @@ def write_charge_step(
     gathering_invoice_id: str | None,
     line_touched_invoices: Iterable[str],
 ) -> None:
-    """CREDITS §3.7 steps 2-4 after the line patches: the charge writes (new charge lines on the customer's
-    gathering invoice, found or created), then the SPEC §6.3 emptied-invoice rules once for every invoice
+    """docs/credits.md §3.7 steps 2-4 after the line patches: the charge writes (new charge lines on the customer's
+    gathering invoice, found or created), then the docs/sync.md §6.3 emptied-invoice rules once for every invoice
     touched by lines or charges."""
     changes = step.changes
     if any(new.line.invoice_id is None for new in changes.new_lines.values()) and gathering_invoice_id is None:

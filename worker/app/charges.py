@@ -1,5 +1,5 @@
-"""Charge use cases (CREDITS §2.3, §3.6, §3.10-§3.12): advance, `set-quantity`, the invoicing and `set-status`
-hooks, and listing. Every writer runs in one transaction under the customer lock (CREDITS §3.15); the
+"""Charge use cases (docs/credits.md §2.3, §3.6, §3.10-§3.12): advance, `set-quantity`, the invoicing and `set-status`
+hooks, and listing. Every writer runs in one transaction under the customer lock (docs/credits.md §3.15); the
 engine (worker.domain.charges) decides, worker.store.charges writes."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _write(conn: Connection, namespace: str, customer_id: str, engine: ChargeEng
         )
 
 
-# --- invoicing hooks (CREDITS §3.11) -----------------------------------------------------------------
+# --- invoicing hooks (docs/credits.md §3.11) -----------------------------------------------------------------
 
 
 def invoice_charges(
@@ -86,7 +86,7 @@ def invoice_status_changed(
     return engine.changes.status_changes
 
 
-# --- advance (CREDITS §3.10) -------------------------------------------------------------------------
+# --- advance (docs/credits.md §3.10) -------------------------------------------------------------------------
 
 
 def _require_customer(conn: Connection, namespace: str, customer_id: str) -> None:
@@ -164,7 +164,7 @@ def advance_namespace(engine: Engine, namespace: str, *, as_of: datetime | None 
     return AdvanceReport(changes, failures)
 
 
-# --- set-quantity (CREDITS §3.12) --------------------------------------------------------------------
+# --- set-quantity (docs/credits.md §3.12) --------------------------------------------------------------------
 
 
 def set_quantity(
@@ -198,7 +198,7 @@ def list_charges(
     charge_ids: list[str] | None = None,
     include_deleted: bool = False,
 ) -> list[tuple[Any, str | None, list[tuple[Any, list[Any]]]]]:
-    """Charges with their runs and allocation rows, read without the lock (CREDITS §3.15)."""
+    """Charges with their runs and allocation rows, read without the lock (docs/credits.md §3.15)."""
     with engine.connect() as conn:
         return list_charge_rows(
             conn,

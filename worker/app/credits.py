@@ -1,5 +1,5 @@
-"""Credit use cases (CREDITS §2.3, §3.8-§3.9): grant (with backfill of open advance), void, list, balance.
-Writers take the customer lock for their whole transaction (CREDITS §3.15); readers do not."""
+"""Credit use cases (docs/credits.md §2.3, §3.8-§3.9): grant (with backfill of open advance), void, list, balance.
+Writers take the customer lock for their whole transaction (docs/credits.md §3.15); readers do not."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class GrantResult:
 
 
 def parse_amount(text: str, currency: str) -> Decimal:
-    """CREDITS §2.3 `--amount`: a decimal string `> 0` with at most the currency's decimals (exit 2)."""
+    """docs/credits.md §2.3 `--amount`: a decimal string `> 0` with at most the currency's decimals (exit 2)."""
     if not is_known_currency(currency):
         raise InvalidInputError(f"--currency: {currency!r} is not an ISO 4217 currency code")
     try:
@@ -115,7 +115,7 @@ def _stored(conn: Connection, namespace: str, customer_id: str, grant_id: str) -
 
 def grant_credit(engine: Engine, namespace: str, request: GrantRequest, *, now: datetime | None = None) -> GrantResult:
     """Create a grant and, when it is effective and not expired now, pay the customer's open advance with it
-    (CREDITS §3.8 backfill), in one transaction. `--id` of an identical grant: no write."""
+    (docs/credits.md §3.8 backfill), in one transaction. `--id` of an identical grant: no write."""
     now = now or utcnow()
     effective_at = request.effective_at or now
     _validate(request, effective_at)

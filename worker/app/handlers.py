@@ -1,4 +1,4 @@
-"""What each actor does (SPEC §8.2-8.4), as plain functions of an engine and a validated event.
+"""What each actor does (docs/sync.md §8.2-8.4), as plain functions of an engine and a validated event.
 
 The actors in `worker.queue.actors` only parse the payload, bind the log context and call these; they are
 tested here directly against a real database. Every handler syncs the **stored** state: the event
@@ -53,7 +53,7 @@ class Handled:
 
 
 def sync_as_of(engine: Engine, event: SubscriptionEvent, now: datetime) -> datetime:
-    """SPEC §8.2: the event's `as_of` if given; `subscription.cancelled` → the stored `active_to`
+    """docs/sync.md §8.2: the event's `as_of` if given; `subscription.cancelled` → the stored `active_to`
     (now when it has none: the subscription was continued since); otherwise now."""
     if event.as_of is not None:
         return event.as_of
@@ -74,7 +74,7 @@ def handle_subscription_event(
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> Handled:
     """Sync the subscription; then, unless it is deleted, invoice its customer's pending lines
-    (SPEC §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
+    (docs/sync.md §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
     now = now or utcnow()
     as_of = sync_as_of(engine, event, now)
     invoicing = invoice_after_sync and event.type != "subscription.deleted"
@@ -89,7 +89,7 @@ def handle_subscription_event(
     )
     created: list[CreatedInvoice] = []
     published: list[str] = []
-    # `maybe_due` False: SPEC §9 would find no billable line, so it would write nothing (docs/sync.md §8.3).
+    # `maybe_due` False: docs/sync.md §9 would find no billable line, so it would write nothing (docs/sync.md §8.3).
     if invoicing and not result.subscription_deleted and result.maybe_due is not False:
         created, published = invoice_after(engine, event.namespace, result.customer_id, event.as_of, publish, now)
     advanced = advance_after((result,), engine, event.as_of, now)
@@ -105,7 +105,7 @@ def handle_subscription_event(
 def advance_after(
     results: Sequence[SyncResult], engine: Engine, as_of: datetime | None, now: datetime
 ) -> dict[str, object]:
-    """CREDITS §2.5: after a successful sync of a credit-mode subscription (and after the invoicing step),
+    """docs/credits.md §2.5: after a successful sync of a credit-mode subscription (and after the invoicing step),
     advance its customer's due charges as of the event's override, else now, in their own transaction."""
     customers = sorted(
         {(r.namespace, r.customer_id) for r in results if not r.dry_run and r.settlement_mode != "invoice_only"}
@@ -149,7 +149,7 @@ def invoice_after(
     publish: Publisher | None,
     now: datetime,
 ) -> tuple[list[CreatedInvoice], list[str]]:
-    """SPEC §8.3 then §9 step 6: invoice without progressive splitting, as of the event's override
+    """docs/sync.md §8.3 then §9 step 6: invoice without progressive splitting, as of the event's override
     (else now), after the sync committed; publish `invoice.created` for every invoice created.
 
     The `invoice.created` events carry the same `as_of` override, so a back-fill stays at its horizon."""
@@ -208,7 +208,7 @@ def handle_reconcile_subscription(
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> Handled:
-    """SPEC §8.4: sync as of now, with no invoicing step."""
+    """docs/sync.md §8.4: sync as of now, with no invoicing step."""
     now = now or utcnow()
     result = sync_subscription(
         engine, request.namespace, request.subscription_id, as_of=now, now=now, max_target_lines=max_target_lines
@@ -224,7 +224,7 @@ def handle_reconcile_due(
     page_size: int = 500,
     namespace: str | None = None,
 ) -> Handled:
-    """SPEC §8.4: enqueue a `reconcile_subscription` for every due subscription, page by page."""
+    """docs/sync.md §8.4: enqueue a `reconcile_subscription` for every due subscription, page by page."""
     now = now or utcnow()
     total = 0
     for page in iter_due_pages(engine, now, page_size=page_size, namespace=namespace):
@@ -234,7 +234,7 @@ def handle_reconcile_due(
     return Handled(extra={"enqueued": total})
 
 
-# --- advance_charges (CREDITS §2.5) ------------------------------------------------------------------
+# --- advance_charges (docs/credits.md §2.5) ------------------------------------------------------------------
 
 
 def handle_advance_charges(

@@ -1,4 +1,4 @@
-"""The invoicing use case (SPEC §9): move what is due onto new draft invoices, under the customer lock."""
+"""The invoicing use case (docs/sync.md §9): move what is due onto new draft invoices, under the customer lock."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def invoice_pending_lines(
                 if line_id in charge_lines
             }
             if moved:
-                invoice_charges(conn, namespace, customer_id, moved, now)  # CREDITS §3.11 step 2
+                invoice_charges(conn, namespace, customer_id, moved, now)  # docs/credits.md §3.11 step 2
         return plan
 
     plan = run_transaction(engine, invoice)  # a stale pooled connection is replaced once

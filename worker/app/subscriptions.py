@@ -1,4 +1,4 @@
-"""Writing what the subscription service owns: customers and subscription documents (CONTRACT §3),
+"""Writing what the subscription service owns: customers and subscription documents (docs/contract.md §3),
 each in one transaction."""
 
 from __future__ import annotations

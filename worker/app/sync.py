@@ -1,4 +1,4 @@
-"""The sync use case (SPEC §8.1): lock, load, plan, apply, record — one transaction per subscription.
+"""The sync use case (docs/sync.md §8.1): lock, load, plan, apply, record — one transaction per subscription.
 
 Used alike by the Dramatiq actors and the command line. Everything it decides comes from the pure
 core in `worker.domain`; this module only orders the I/O around it.
@@ -42,12 +42,12 @@ class SyncResult:
     as_of: datetime
     dry_run: bool
     patches: tuple[PrintedPatch | ChargePrintedPatch, ...]
-    """Line and group patches, then charge patches in apply order (CREDITS §2.6)."""
+    """Line and group patches, then charge patches in apply order (docs/credits.md §2.6)."""
     state: SyncState
     subscription_deleted: bool = False
-    settlement_mode: str = "invoice_only"  # CREDITS §2.1; the worker advances charges after a credit-mode sync
+    settlement_mode: str = "invoice_only"  # docs/credits.md §2.1; the worker advances charges after a credit-mode sync
     changes: Changes | None = field(default=None, compare=False, repr=False)
-    # With `due_at`: False when the after-sync invoicing (SPEC §8.3) certainly bills nothing; else None/True.
+    # With `due_at`: False when the after-sync invoicing (docs/sync.md §8.3) certainly bills nothing; else None/True.
     maybe_due: bool | None = field(default=None, compare=False, repr=False)
 
     def counts(self) -> dict[str, int]:
@@ -91,14 +91,14 @@ def sync_subscription(
 
 
 def check_structure(record: SubscriptionRecord, phases: list[PhaseRecord]) -> None:
-    """A subscription stored before a structural rule of CONTRACT §3 existed, and breaking it, cannot be
+    """A subscription stored before a structural rule of docs/contract.md §3 existed, and breaking it, cannot be
     synced: fail at once naming the rule (never retried) rather than on every period (docs/contract.md §3)."""
     problems = stored_violations(record, phases)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise InvalidSubscriptionError(
-            f"subscription {record.id!r} breaks the structural rules of CONTRACT §3 and cannot be synced; "
+            f"subscription {record.id!r} breaks the structural rules of docs/contract.md §3 and cannot be synced; "
             f"apply a corrected document: {shown}{more}"
         )
 
@@ -114,7 +114,7 @@ def sync_in_transaction(
     max_target_lines: int | None = None,
     due_at: datetime | None = None,
 ) -> SyncResult:
-    loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of SPEC §6.1
+    loaded = load_and_lock_subscription(conn, namespace, subscription_id)  # with the lock of docs/sync.md §6.1
     record = loaded.record
     bound = log.bind(namespace=namespace, subscription_id=subscription_id, customer_id=record.customer_id)
     deleted = loaded.is_deleted(now)
@@ -156,7 +156,7 @@ def sync_in_transaction(
         customer_deleted_at = loaded.customer_deleted_at
 
     persisted = load_persisted(conn, namespace, subscription_id)
-    charge_items = load_subscription_charges(conn, namespace, subscription_id)  # CREDITS §3.3
+    charge_items = load_subscription_charges(conn, namespace, subscription_id)  # docs/credits.md §3.3
     target, charge_targets = (
         route_targets(
             view,
@@ -204,8 +204,8 @@ def sync_in_transaction(
         state = after_sync(target.max_limit, now)
     maybe_due = None
     if not dry_run:
-        apply_changes(conn, namespace, changes, now, delete_emptied=False)  # CREDITS §3.7 step 1
-        write_charge_step(  # CREDITS §3.7 steps 2-4
+        apply_changes(conn, namespace, changes, now, delete_emptied=False)  # docs/credits.md §3.7 step 1
+        write_charge_step(  # docs/credits.md §3.7 steps 2-4
             conn,
             namespace,
             record.customer_id,

@@ -1,4 +1,4 @@
-"""The `subsync` command line (CONTRACT §5): `app`, and `main` for the console script.
+"""The `subsync` command line (docs/contract.md §5): `app`, and `main` for the console script.
 
 The root group is in `worker.cli.main`; each command group in its own module (`db`, `customers`,
 `subscriptions`, `billing`, `queue`, `demo`), output in `output`/`presenters`, options in `options`,

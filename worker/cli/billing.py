@@ -184,7 +184,8 @@ def invoices_set_status(
         # lazy: the charge engine, only for the command that changes an invoice's status
         from worker.app.charges import invoice_status_changed
 
-        invoice_status_changed(conn, namespace, row.customer_id, invoice_id, row.immutable, now)  # CREDITS §3.11
+        # docs/credits.md §3.11: runs on the invoice follow its status
+        invoice_status_changed(conn, namespace, row.customer_id, invoice_id, row.immutable, now)
     emit(
         fmt,
         invoice_json(row, []),

@@ -1,4 +1,4 @@
-"""`subsync charges list|advance|set-quantity` (CREDITS §2.3, JSON shapes of §2.4)."""
+"""`subsync charges list|advance|set-quantity` (docs/credits.md §2.3, JSON shapes of §2.4)."""
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -44,7 +44,7 @@ def _discounts(value: Any) -> dict[str, Any]:
 
 
 def booked_at(row: Any) -> datetime:
-    """CREDITS §3.6: the service start of a flat in-advance charge, the service end otherwise."""
+    """docs/credits.md §3.6: the service start of a flat in-advance charge, the service end otherwise."""
     price = row.price or {}
     if row.type == "flat_fee" and price.get("payment_term", "in_advance") == "in_advance":
         return row.service_period_start  # type: ignore[no-any-return]
@@ -52,7 +52,7 @@ def booked_at(row: Any) -> datetime:
 
 
 def charge_json(entry: tuple[Any, str | None, list[tuple[Any, list[Any]]]]) -> dict[str, Any]:
-    """One charge in the CREDITS §2.4 shape, with its runs and their allocation rows."""
+    """One charge in the docs/credits.md §2.4 shape, with its runs and their allocation rows."""
     row, line_id, runs = entry
     return {
         "id": row.id,
@@ -237,7 +237,7 @@ def charges_advance(
 
 
 class _AdvanceFailed(SubsyncError):
-    """Some customer's advance failed; the others are committed (CREDITS §2.3 exit 1)."""
+    """Some customer's advance failed; the others are committed (docs/credits.md §2.3 exit 1)."""
 
     def __init__(self, failures: list[tuple[str, str]]) -> None:
         super().__init__(f"advance failed for {len(failures)} customer(s)")
@@ -248,7 +248,7 @@ class _AdvanceFailed(SubsyncError):
 
 
 def parse_quantity(text: str) -> Decimal:
-    """`--quantity`: a non-negative decimal string of at most 38 digits (CREDITS §2.3, exit 2)."""
+    """`--quantity`: a non-negative decimal string of at most 38 digits (docs/credits.md §2.3, exit 2)."""
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, ValueError):

@@ -1,4 +1,4 @@
-"""`subsync credits grant|void|grants|balance` (CREDITS §2.3, JSON shapes of §2.4)."""
+"""`subsync credits grant|void|grants|balance` (docs/credits.md §2.3, JSON shapes of §2.4)."""
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any

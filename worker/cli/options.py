@@ -1,4 +1,4 @@
-"""Option types shared by the commands: RFC 3339 times, namespaces and ids (CONTRACT §3 syntax), and the
+"""Option types shared by the commands: RFC 3339 times, namespaces and ids (docs/contract.md §3 syntax), and the
 enumerations offered as listed choices with shell completion (event types, invoice statuses).
 
 Nothing here imports pydantic or the database layer at module import: the checks import what they
@@ -31,7 +31,7 @@ def timestamp_option(*param_decls: str, help: str) -> Any:
 
 
 def identifier_callback(value: str | None) -> str | None:
-    """Typer callback checking namespace / id syntax (CONTRACT §3 limits)."""
+    """Typer callback checking namespace / id syntax (docs/contract.md §3 limits)."""
     # lazy: the contract's field rules import pydantic; loaded when an id option is given
     from worker.contract.fields import is_valid_id
 
@@ -62,7 +62,7 @@ IdOption = Annotated[
 
 
 class EventType(StrEnum):
-    """The event types of CONTRACT §4 (`worker.contract.events.EVENT_TYPES`; a test keeps them equal)."""
+    """The event types of docs/contract.md §4 (`worker.contract.events.EVENT_TYPES`; a test keeps them equal)."""
 
     subscription_created = "subscription.created"
     subscription_updated = "subscription.updated"

@@ -1,4 +1,4 @@
-"""JSON shapes of CONTRACT §6 and the readable tables printed by default on a terminal.
+"""JSON shapes of docs/contract.md §6 and the readable tables printed by default on a terminal.
 
 Tables are `TableSpec`s printed by `worker.cli.output` (80 columns, ids never split; docs/contract.md §5):
 ids go in `id` columns, times in `time` columns, long text in `long` columns."""
@@ -70,7 +70,7 @@ def line_json(row: Any) -> dict[str, Any]:
         "annotations": row.annotations or {},
         "quantity": format_decimal(row.quantity) if row.quantity is not None else None,
         "deleted": row.deleted_at is not None,
-        # CREDITS §2.4: the charge that owns the line and its amounts (null on every line sync writes)
+        # docs/credits.md §2.4: the charge that owns the line and its amounts (null on every line sync writes)
         "charge_id": row.charge_id,
         **{k: _decimal_or_none(getattr(row, k)) for k in ("amount", "discounts_total", "credits_total", "total")},
     }
@@ -100,7 +100,7 @@ def patch_json(patch: PrintedPatch | ChargePrintedPatch) -> dict[str, Any]:
         out["line_id"] = None
         out["invoice_id"] = None
         out["group_id"] = patch.group_id
-    if isinstance(patch, ChargePrintedPatch):  # CREDITS §2.6
+    if isinstance(patch, ChargePrintedPatch):  # docs/credits.md §2.6
         out["charge_id"] = patch.charge_id
     return out
 
@@ -247,7 +247,7 @@ def _with_groups(rows: Iterable[Any]) -> list[tuple[str, Any]]:
 
 
 def created_invoices_json(created: Sequence[Any]) -> dict[str, Any]:
-    """`subsync invoice --format json` (CONTRACT §6)."""
+    """`subsync invoice --format json` (docs/contract.md §6)."""
     return {
         "invoices": [
             {"id": c.id, "currency": c.currency, "status": c.status, "line_ids": list(c.line_ids)} for c in created
@@ -271,7 +271,7 @@ def _issue_json(issue: Any) -> dict[str, Any]:
 
 
 def invoice_json(row: Any, issues: Sequence[Any]) -> dict[str, Any]:
-    """One entry of `subsync invoices list --format json` (CONTRACT §6)."""
+    """One entry of `subsync invoices list --format json` (docs/contract.md §6)."""
     return {
         "id": row.id,
         "type": row.type,

@@ -175,7 +175,7 @@ def scheduler(
 
 def publish_command(
     ctx: typer.Context,
-    event_type: Annotated[EventType, typer.Argument(metavar="TYPE", help="Event type (CONTRACT §4).")],
+    event_type: Annotated[EventType, typer.Argument(metavar="TYPE", help="Event type (docs/contract.md §4).")],
     namespace: NamespaceOption,
     subscription_id: Annotated[
         str | None,

@@ -1,4 +1,4 @@
-"""`subsync reconcile`: run the due syncs now, in this process (docs/contract.md §5, SPEC §8.4).
+"""`subsync reconcile`: run the due syncs now, in this process (docs/contract.md §5, docs/sync.md §8.4).
 
 It does what the scheduler and a worker would do, with the same code: `handle_reconcile_due` lists the
 due subscriptions (`worker.store.due`, page by page) and, instead of enqueuing one
@@ -46,7 +46,7 @@ def reconcile(
     fmt: FormatOption = None,
     wide: WideOption = False,
 ) -> None:
-    """Run the due syncs now, in this process, as the scheduler and a worker would (SPEC §8.4)."""
+    """Run the due syncs now, in this process, as the scheduler and a worker would (docs/sync.md §8.4)."""
     # lazy: the handlers import SQLAlchemy
     from worker.app.handlers import handle_reconcile_due, handle_reconcile_subscription
     from worker.app.sync import sync_subscription

@@ -1,6 +1,6 @@
-"""`subsync subscriptions`: apply, get and delete subscription documents (CONTRACT §3).
+"""`subsync subscriptions`: apply, get and delete subscription documents (docs/contract.md §3).
 
-`apply` takes one document (a file, or `-` for stdin) and prints the stored document, as CONTRACT §5
+`apply` takes one document (a file, or `-` for stdin) and prints the stored document, as docs/contract.md §5
 says; given several files, a folder, or JSON lines on stdin it applies them in bulk (docs/contract.md
 §5): each document is validated and each valid one applied in its own transaction, then a report says
 what became of each (exit 1 when any failed)."""

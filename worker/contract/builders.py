@@ -1,4 +1,4 @@
-"""Pieces of a subscription document in the CONTRACT §3 shape, as plain JSON: the demo, the benchmark
+"""Pieces of a subscription document in the docs/contract.md §3 shape, as plain JSON: the demo, the benchmark
 and the tests build their documents from these (one rate card, one item version)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The subscription document of CONTRACT §3: parsing, validation, defaults and the printed shape.
+"""The subscription document of docs/contract.md §3: parsing, validation, defaults and the printed shape.
 
 The pydantic models check every rule, reporting problems as `path: message` lines whose path names
 the field the way a person reads the JSON (`phases[0].items.platform-fee[1].rate_card.price.amount`):
@@ -177,7 +177,7 @@ class Phase(_Model):
                 if problem is not None:
                     problems.append(Problem(f"items.{key}[{index}].active_from", problem))
         refuse(problems)
-        # The defaults of CONTRACT §3, applied here once, whoever validates a document.
+        # The defaults of docs/contract.md §3, applied here once, whoever validates a document.
         self.name = self.key if self.name is None else self.name
         for key, versions in self.items.items():
             for version in versions:
@@ -215,7 +215,8 @@ class SubscriptionDocument(_Model):
     active_from: Time
     active_to: Time | None = None
     phases: list[Phase] = Field(default_factory=list, max_length=MAX_PHASES)
-    settlement_mode: Literal["invoice_only", "credit_then_invoice", "credit_only"] = "invoice_only"  # CREDITS §2.1
+    # docs/credits.md §2.1
+    settlement_mode: Literal["invoice_only", "credit_then_invoice", "credit_only"] = "invoice_only"
 
     def item_version_count(self) -> int:
         return sum(len(versions) for phase in self.phases for versions in phase.items.values())
@@ -238,11 +239,11 @@ class SubscriptionDocument(_Model):
         if not is_stored(info):  # a stored subscription that breaks a newer rule is still printed
             problems += [Problem(v.path, f"{v.message} (rule {v.rule})") for v in self.structure_violations()]
         refuse(problems)
-        self.billing_anchor = self.billing_anchor or self.active_from  # the default of CONTRACT §3
+        self.billing_anchor = self.billing_anchor or self.active_from  # the default of docs/contract.md §3
         return self
 
     def structure_violations(self) -> list[structure.Violation]:
-        """The structural rules of CONTRACT §3 (`worker.domain.structure`) over this document, with its
+        """The structural rules of docs/contract.md §3 (`worker.domain.structure`) over this document, with its
         defaults applied (a version without `active_from` starts with its phase)."""
         phases = [
             structure.PhaseShape(

@@ -1,4 +1,4 @@
-"""Event messages of the `subscription-sync` queue (CONTRACT §4) and `publish(event)`.
+"""Event messages of the `subscription-sync` queue (docs/contract.md §4) and `publish(event)`.
 
 An event is the single argument of a Dramatiq message: a JSON object with `type`, `namespace`,
 `subscription_id` (or `invoice_id` for `invoice.created`), `event_id`, `occurred_at` and an optional
@@ -33,15 +33,15 @@ from worker.errors import InvalidInputError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 
-#: The one queue of the worker (CONTRACT §4).
+#: The one queue of the worker (docs/contract.md §4).
 QUEUE_NAME = "subscription-sync"
 
-#: Actor names (CONTRACT §4), plus the internal per-subscription actor used by `reconcile_due`.
+#: Actor names (docs/contract.md §4), plus the internal per-subscription actor used by `reconcile_due`.
 SUBSCRIPTION_EVENT_ACTOR = "subscription_event"
 INVOICE_CREATED_ACTOR = "invoice_created"
 RECONCILE_DUE_ACTOR = "reconcile_due"
 RECONCILE_SUBSCRIPTION_ACTOR = "reconcile_subscription"
-ADVANCE_CHARGES_ACTOR = "advance_charges"  # CREDITS §2.5
+ADVANCE_CHARGES_ACTOR = "advance_charges"  # docs/credits.md §2.5
 
 SubscriptionEventType = Literal[
     "subscription.created",
@@ -236,7 +236,7 @@ def parse_reconcile_request(payload: object) -> ReconcileRequest:
 
 
 class AdvanceChargesRequest(BaseModel):
-    """Argument of `advance_charges` for one customer (CREDITS §2.5); `as_of` defaults to now."""
+    """Argument of `advance_charges` for one customer (docs/credits.md §2.5); `as_of` defaults to now."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

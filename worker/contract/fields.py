@@ -1,4 +1,4 @@
-"""Field types of the contract (CONTRACT §3, §4), shared by the subscription document and the events.
+"""Field types of the contract (docs/contract.md §3, §4), shared by the subscription document and the events.
 
 Each type checks one field and, when the value breaks the rule, raises a `contract_rule` error whose
 message `worker.contract.problems` prints after the field's path.
@@ -63,7 +63,7 @@ def _check_key(value: str) -> str:
 
 
 def text_problem(value: str) -> str | None:
-    """CONTRACT §3 limits, "text": no NUL character and no lone surrogate in any string of a document or
+    """docs/contract.md §3 limits, "text": no NUL character and no lone surrogate in any string of a document or
     an event (Postgres and UTF-8 cannot hold them); the reason, or None."""
     if "\x00" in value:
         return "must not contain the NUL character (\\u0000)"

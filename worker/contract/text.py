@@ -16,7 +16,7 @@ _RFC3339 = re.compile(
     r"[Tt](?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
     r"(?:\.(?P<fraction>\d{1,9}))?"
     r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z",
-    re.ASCII,  # CONTRACT §3 limits: ASCII digits only (`\d` would match any script's digits)
+    re.ASCII,  # docs/contract.md §3 limits: ASCII digits only (`\d` would match any script's digits)
 )
 _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?\Z", re.ASCII)
 
@@ -62,7 +62,7 @@ MIN_YEAR, MAX_YEAR = 1970, 9998
 
 def parse_time_value(value: object) -> datetime:
     """A time field of a document or an event: an aware datetime or an RFC 3339 string, in the years
-    MIN_YEAR-MAX_YEAR (CONTRACT §3 limits), as UTC. Raises ValueError with a short reason."""
+    MIN_YEAR-MAX_YEAR (docs/contract.md §3 limits), as UTC. Raises ValueError with a short reason."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("must have a UTC offset")

@@ -1,9 +1,9 @@
-"""Credit allocation of CREDITS §3.8-§3.9: grants, append-only allocation rows, and the ledger that
+"""Credit allocation of docs/credits.md §3.8-§3.9: grants, append-only allocation rows, and the ledger that
 allocates, corrects, reconciles and backfills them, and the balance computed from them.
 
 Every amount here is already rounded to the currency's precision (grants are refused otherwise, charge
-amounts are rounded by CREDITS §3.5), so nothing here rounds. Rows are never updated or deleted: a
-correction or a backfill is a new signed row that points at the row it reduces (CREDITS §2.2).
+amounts are rounded by docs/credits.md §3.5), so nothing here rounds. Rows are never updated or deleted: a
+correction or a backfill is a new signed row that points at the row it reduces (docs/credits.md §2.2).
 
 A `Ledger` holds one customer's grants in one currency, each with its `remaining` credit, and the rows of
 some of the customer's runs: whole runs (every row whose `run_id` is one of them), so that a run's
@@ -29,12 +29,12 @@ ZERO = Decimal(0)
 
 
 class CreditError(DomainError):
-    """An allocation step was asked for something the rules of CREDITS §3.8 do not allow."""
+    """An allocation step was asked for something the rules of docs/credits.md §3.8 do not allow."""
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A row of `credit_grants` (CREDITS §2.2). `feature_keys` None: usable by every charge."""
+    """A row of `credit_grants` (docs/credits.md §2.2). `feature_keys` None: usable by every charge."""
 
     id: str
     currency: str
@@ -54,7 +54,7 @@ class Grant:
         return self.expires_at is not None and self.expires_at <= t
 
     def status(self, at: datetime) -> GrantStatus:
-        """CREDITS §2.4: voided, else pending before `effective_at`, expired from `expires_at` on, else active."""
+        """docs/credits.md §2.4: voided, else pending before `effective_at`, expired from `expires_at` on, else active."""
         if self.voided_at is not None:
             return "voided"
         if at < self.effective_at:
@@ -64,7 +64,7 @@ class Grant:
         return "active"
 
     def consumption_key(self) -> tuple[int, int, datetime, datetime, str]:
-        """CREDITS §3.8 consumption order: priority; restricted before unrestricted; expiring first (no expiry
+        """docs/credits.md §3.8 consumption order: priority; restricted before unrestricted; expiring first (no expiry
         last); then creation; then id."""
         return (
             self.priority,
@@ -81,7 +81,7 @@ def consumption_order(grants: Iterable[Grant]) -> list[Grant]:
 
 @dataclass(frozen=True, slots=True)
 class AllocationRow:
-    """A row of `credit_allocations`. `grant_id` None means advance (CREDITS §2.2)."""
+    """A row of `credit_allocations`. `grant_id` None means advance (docs/credits.md §2.2)."""
 
     id: str
     seq: int
@@ -101,7 +101,7 @@ class AllocationRow:
 
 @dataclass(frozen=True, slots=True)
 class CreditCharge:
-    """What allocation needs to know of a charge (CREDITS §3.6 `booked_at`, §3.8 eligibility)."""
+    """What allocation needs to know of a charge (docs/credits.md §3.6 `booked_at`, §3.8 eligibility)."""
 
     id: str
     currency: str
@@ -111,7 +111,7 @@ class CreditCharge:
 
 
 def is_eligible(grant: Grant, charge: CreditCharge, remaining: Decimal) -> bool:
-    """CREDITS §3.8 eligibility of `grant` for `charge` (namespace and customer are the ledger's)."""
+    """docs/credits.md §3.8 eligibility of `grant` for `charge` (namespace and customer are the ledger's)."""
     return (
         grant.currency == charge.currency
         and grant.voided_at is None
@@ -123,7 +123,7 @@ def is_eligible(grant: Grant, charge: CreditCharge, remaining: Decimal) -> bool:
 
 
 class Ledger:
-    """One customer's grants and allocation rows in one currency, and the rows it adds (CREDITS §3.8)."""
+    """One customer's grants and allocation rows in one currency, and the rows it adds (docs/credits.md §3.8)."""
 
     def __init__(
         self,
@@ -204,7 +204,7 @@ class Ledger:
         self.new_rows.append(row)
         return row
 
-    # -- sums (CREDITS §3.8 "Sums") -------------------------------------------------------------
+    # -- sums (docs/credits.md §3.8 "Sums") -------------------------------------------------------------
     @property
     def grants(self) -> tuple[Grant, ...]:
         return tuple(self._grants.values())
@@ -231,7 +231,7 @@ class Ledger:
 
     # -- allocate / correct / reconcile ---------------------------------------------------------
     def allocate(self, charge: CreditCharge, run_id: str, need: Decimal, *, exact: bool) -> Decimal:
-        """CREDITS §3.8 allocate(c, run, need, exact): take from eligible grants in consumption order; with
+        """docs/credits.md §3.8 allocate(c, run, need, exact): take from eligible grants in consumption order; with
         `exact`, the shortfall becomes advance. Returns what the run got (`need` when exact)."""
         if need < 0:
             raise CreditError(f"charge {charge.id}: cannot allocate a negative amount ({need})")
@@ -253,7 +253,7 @@ class Ledger:
         return need - left
 
     def correct(self, charge: CreditCharge, run_id: str, amount: Decimal) -> None:
-        """CREDITS §3.8 correct(run, x): reverse the newest slices first, returning credit where it came from
+        """docs/credits.md §3.8 correct(run, x): reverse the newest slices first, returning credit where it came from
         (an advance slice: first its open debt, then, newest first, what later grants paid for it)."""
         total = self.credits_total(run_id)
         if amount <= 0 or amount > total:
@@ -275,7 +275,7 @@ class Ledger:
         raise CreditError(f"run {run_id}: {left} of the correction found no slice to reverse")
 
     def reconcile(self, charge: CreditCharge, run_id: str, target: Decimal, *, exact: bool) -> Decimal:
-        """CREDITS §3.8 reconcile(run, target, exact); returns the run's new `credits_total`."""
+        """docs/credits.md §3.8 reconcile(run, target, exact); returns the run's new `credits_total`."""
         current = self.credits_total(run_id)
         if target > current:
             self.allocate(charge, run_id, target - current, exact=exact)
@@ -284,14 +284,14 @@ class Ledger:
         return self.credits_total(run_id)
 
     def correct_all(self, charge: CreditCharge, run_id: str) -> None:
-        """Return every credit of a run (a run undone, CREDITS §3.7)."""
+        """Return every credit of a run (a run undone, docs/credits.md §3.7)."""
         total = self.credits_total(run_id)
         if total > 0:
             self.correct(charge, run_id, total)
 
     # -- backfill --------------------------------------------------------------------------------
     def backfill(self, grant: Grant, now: datetime, feature_key_of_charge: Mapping[str, str | None]) -> Decimal:
-        """CREDITS §3.8 backfill: a grant created `now`, effective and not expired, pays the customer's open
+        """docs/credits.md §3.8 backfill: a grant created `now`, effective and not expired, pays the customer's open
         advance in its currency, oldest first, where its feature keys cover the charge. Returns the amount paid.
         The ledger must hold every run with open advance; `feature_key_of_charge` maps their charge ids."""
         if grant.id not in self._grants:
@@ -313,7 +313,7 @@ class Ledger:
         return paid
 
 
-# -- balance (CREDITS §3.9) ------------------------------------------------------------------------
+# -- balance (docs/credits.md §3.9) ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +333,7 @@ class Balance:
 def balance(
     currency: str, grants: Iterable[Grant], remaining: Mapping[str, Decimal], open_advance: Decimal, at: datetime
 ) -> Balance:
-    """CREDITS §3.9 over the non-voided grants of one customer and currency, at instant `at`."""
+    """docs/credits.md §3.9 over the non-voided grants of one customer and currency, at instant `at`."""
     available = pending = expired = ZERO
     for grant in grants:
         if grant.currency != currency:

@@ -1,4 +1,4 @@
-"""Errors raised by the pure domain; each aborts the sync (SPEC §5.5) and names what is wrong."""
+"""Errors raised by the pure domain; each aborts the sync (docs/sync.md §5.5) and names what is wrong."""
 
 
 class DomainError(Exception):
@@ -6,11 +6,11 @@ class DomainError(Exception):
 
 
 class InvalidViewError(DomainError):
-    """The subscription view is inconsistent (SPEC §2.5 checks)."""
+    """The subscription view is inconsistent (docs/sync.md §2.5 checks)."""
 
 
 class DuplicateIdentityError(DomainError):
-    """Two persisted items, or two targets, share one unique reference id (SPEC §4.6, §5.1)."""
+    """Two persisted items, or two targets, share one unique reference id (docs/sync.md §4.6, §5.1)."""
 
 
 class PlanningError(DomainError):
@@ -23,7 +23,7 @@ class PeriodGenerationError(DomainError):
 
 
 class TargetTooLargeError(DomainError):
-    """One sync would generate more target lines than the configured maximum (CONTRACT §3 limits,
+    """One sync would generate more target lines than the configured maximum (docs/contract.md §3 limits,
     `SUBSYNC_MAX_TARGET_LINES`); retrying cannot help, so the worker dead-letters it at once."""
 
     def __init__(self, subscription_id: str, limit: int) -> None:

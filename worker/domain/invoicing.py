@@ -1,4 +1,4 @@
-"""Invoicing pending lines (SPEC §9): which gathering lines are billable at an instant, where
+"""Invoicing pending lines (docs/sync.md §9): which gathering lines are billable at an instant, where
 progressively billed usage lines are split, and which lines move onto new draft invoices."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class PendingLine:
     invoice_at: datetime
     split_line_group_id: str | None
     charge_id: str | None = None
-    """Set on a charge line (CREDITS §3.11): billable by its own rule, never split."""
+    """Set on a charge line (docs/credits.md §3.11): billable by its own rule, never split."""
     quantity: Decimal | None = None
 
 
@@ -62,11 +62,11 @@ class InvoicingPlan:
 
 
 def billable_period(line: PendingLine, x: datetime, progressive: bool) -> Period | None:
-    """SPEC §9 step 2: the part of the line billable at `x`, or None."""
+    """docs/sync.md §9 step 2: the part of the line billable at `x`, or None."""
     at = trunc(x)
     s, e = line.service_period.start, line.service_period.end
     price = line.price
-    if line.charge_id is not None:  # CREDITS §3.11 step 1 (worker.domain.charges.is_invoiceable)
+    if line.charge_id is not None:  # docs/credits.md §3.11 step 1 (worker.domain.charges.is_invoiceable)
         if line.invoice_at > at:
             return None
         if price is None or price.is_flat:
@@ -95,7 +95,7 @@ def plan_invoicing(
     progressive: bool,
     new_id: Callable[[str], str],
 ) -> InvoicingPlan:
-    """SPEC §9 steps 2-5: splits, then one draft invoice per currency with the billable lines."""
+    """docs/sync.md §9 steps 2-5: splits, then one draft invoice per currency with the billable lines."""
     splits: list[Split] = []
     by_currency: dict[str, list[str]] = {}
     sources: set[str] = set()

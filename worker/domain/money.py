@@ -1,4 +1,4 @@
-"""Money arithmetic of SPEC §1.7: currency precision, rounding half away from zero, proration ratio."""
+"""Money arithmetic of docs/sync.md §1.7: currency precision, rounding half away from zero, proration ratio."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ _SPECIAL = {"CLF": 4, "MGA": 5, "MRU": 5}
 
 RATIO_PLACES = 16
 _RATIO_SCALE = 10**RATIO_PLACES
-# Amounts have up to 38 digits (CONTRACT §3) and a ratio has 16 places: compute exactly, well beyond
+# Amounts have up to 38 digits (docs/contract.md §3) and a ratio has 16 places: compute exactly, well beyond
 # the default 28-digit context, so neither multiplication nor rounding loses a digit.
 _EXACT = Context(prec=100, rounding=ROUND_HALF_UP)
 

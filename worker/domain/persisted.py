@@ -1,4 +1,4 @@
-"""Persisted state of SPEC §4: what the billing tables hold for one subscription, normalised.
+"""Persisted state of docs/sync.md §4: what the billing tables hold for one subscription, normalised.
 
 A plain line with a unique reference id is a *line item*; a split line group with one is a *hierarchy
 item*. Both answer the small `PersistedItem` interface the target builder and the planner use.
@@ -22,7 +22,7 @@ ManagedBy = Literal["subscription", "manual", "system"]
 
 
 def annotation_true(annotations: Mapping[str, Any] | None, key: str) -> bool:
-    """Annotation values count only when they are JSON `true` (SPEC §3.7)."""
+    """Annotation values count only when they are JSON `true` (docs/sync.md §3.7)."""
     return annotations is not None and annotations.get(key) is True
 
 
@@ -41,7 +41,7 @@ class Invoice:
 
 @dataclass(frozen=True, slots=True)
 class IssueKey:
-    """What makes two validation issues on one invoice the same (SPEC §6.4 de-duplication)."""
+    """What makes two validation issues on one invoice the same (docs/sync.md §6.4 de-duplication)."""
 
     invoice_id: str
     path: str
@@ -90,7 +90,7 @@ class PersistedItem(Protocol):
     def service_period(self) -> Period: ...
 
     def continuity_source(self) -> PersistedLine | None:
-        """The line whose management and annotations stand for the item (SPEC §3.7 rule 2)."""
+        """The line whose management and annotations stand for the item (docs/sync.md §3.7 rule 2)."""
         ...
 
 
@@ -139,7 +139,7 @@ class HierarchyItem:
         return any(c.has_annotation(IGNORE) for c in self.group.children)
 
     def last_child(self) -> PersistedLine | None:
-        """SPEC §5.4 extend: largest end; then non-deleted; then latest start; then largest id."""
+        """docs/sync.md §5.4 extend: largest end; then non-deleted; then latest start; then largest id."""
         if not self.group.children:
             return None
         return max(
@@ -165,7 +165,7 @@ class PersistedState:
 
 
 def normalise_line(line: PersistedLine) -> PersistedLine:
-    """Truncate every period and `invoice_at` to seconds (SPEC §4.4)."""
+    """Truncate every period and `invoice_at` to seconds (docs/sync.md §4.4)."""
     service, billing, invoice_at = (
         line.service_period.truncated(),
         line.billing_period.truncated(),
@@ -194,7 +194,7 @@ def build_persisted_state(
     invoices: Iterable[Invoice],
     existing_issues: Iterable[IssueKey] = (),
 ) -> PersistedState:
-    """Index lines and groups by identity; two items with one identity is an error (SPEC §4.6)."""
+    """Index lines and groups by identity; two items with one identity is an error (docs/sync.md §4.6)."""
     items: dict[str, Item] = {}
 
     def add(identity: str, item: Item) -> None:

@@ -1,4 +1,4 @@
-"""Planning of SPEC §5: diff the target against the persisted state by identity into patches.
+"""Planning of docs/sync.md §5: diff the target against the persisted state by identity into patches.
 
 The planner says *what* should change (create, delete, shrink, extend, prorate), routed by the shape of
 the persisted item: a plain line (§5.3) or a split line hierarchy (§5.4). How each patch lands on an
@@ -48,7 +48,7 @@ class UpdateLine:
 
     @property
     def resurrects(self) -> bool:
-        """SPEC §5.4 (project): a deleted subscription-managed child that is updated comes back."""
+        """docs/sync.md §5.4 (project): a deleted subscription-managed child that is updated comes back."""
         return self.line.deleted and self.line.is_subscription_managed
 
 
@@ -80,7 +80,7 @@ Patch = CreateLine | UpdateLine | DeleteLine | UpdateGroup | DeleteGroup
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Patches in plan order (SPEC §5.2): line-backed items first, then hierarchy-backed items."""
+    """Patches in plan order (docs/sync.md §5.2): line-backed items first, then hierarchy-backed items."""
 
     line_patches: tuple[Patch, ...]
     hierarchy_patches: tuple[Patch, ...]
@@ -99,7 +99,7 @@ class Plan:
 
 
 def plan(targets: tuple[TargetLine, ...], persisted: PersistedState) -> Plan:
-    """SPEC §5.1-§5.2."""
+    """docs/sync.md §5.1-§5.2."""
     by_identity: dict[str, TargetLine] = {}
     for t in targets:
         if t.identity in by_identity:
@@ -126,7 +126,7 @@ def plan(targets: tuple[TargetLine, ...], persisted: PersistedState) -> Plan:
     return Plan(tuple(line_patches), tuple(hierarchy_patches))
 
 
-# --- line-backed items (SPEC §5.3) -------------------------------------------------------------
+# --- line-backed items (docs/sync.md §5.3) -------------------------------------------------------------
 
 
 def _skip(line: PersistedLine) -> bool:
@@ -183,7 +183,7 @@ def _usage_update(target: TargetLine, line: PersistedLine, gathering: bool, reas
     return [UpdateLine(target.identity, line, target.service_period, invoice_at, None, reason)]
 
 
-# --- hierarchy-backed items (SPEC §5.4) --------------------------------------------------------
+# --- hierarchy-backed items (docs/sync.md §5.4) --------------------------------------------------------
 
 
 def _delete_hierarchy(identity: str, item: HierarchyItem) -> list[Patch]:

@@ -1,4 +1,4 @@
-"""Price shapes of CONTRACT §3: a flat fee, or a usage-based price copied to lines unchanged."""
+"""Price shapes of docs/contract.md §3: a flat fee, or a usage-based price copied to lines unchanged."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class UsagePrice:
 
     @property
     def progressively_billable(self) -> bool:
-        """SPEC §9: every usage price except volume-tiered may be billed progressively."""
+        """docs/sync.md §9: every usage price except volume-tiered may be billed progressively."""
         return not (self.type == "tiered" and self.spec.get("mode") == "volume")
 
     def to_json(self) -> dict[str, Any]:

@@ -1,14 +1,14 @@
-"""The structural rules of a subscription (CONTRACT §3 "structure", docs/contract.md §3): what a
-subscription must be so that its target (SPEC §3) can always be built, at any `as_of`.
+"""The structural rules of a subscription (docs/contract.md §3 "structure", docs/contract.md §3): what a
+subscription must be so that its target (docs/sync.md §3) can always be built, at any `as_of`.
 
-Each rule names a way a sync would otherwise fail every time (SPEC §2.5 checks, §3.5, §6.2) or bill
+Each rule names a way a sync would otherwise fail every time (docs/sync.md §2.5 checks, §3.5, §6.2) or bill
 what no phase holds. The document validation refuses a document that breaks one (exit 2, nothing
 written); a subscription stored before a rule existed fails its syncs with the rule named, never
 retried (`worker.errors.InvalidSubscriptionError`).
 
-The rules read only starts and ends, so they do not depend on the SPEC §2.1 phase order: a version
+The rules read only starts and ends, so they do not depend on the docs/sync.md §2.1 phase order: a version
 must start before the *next later* phase start, and a phase that shares its start with a later-sorted
-phase is zero-length (SPEC §2.2) and never generates anything.
+phase is zero-length (docs/sync.md §2.2) and never generates anything.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def _version_violations(
 
 
 def stored_violations(record: SubscriptionRecord, phases: Sequence[PhaseRecord]) -> list[Violation]:
-    """The rules over a stored subscription (what a sync loads, SPEC §2.1); versions are named by phase
+    """The rules over a stored subscription (what a sync loads, docs/sync.md §2.1); versions are named by phase
     key, item key and row id (`phases[key=default].items.fee[id=it_01]`)."""
     shapes = [
         PhaseShape(

@@ -1,4 +1,4 @@
-"""Sync state of SPEC §7: whether a subscription has billables and when it must be synced next."""
+"""Sync state of docs/sync.md §7: whether a subscription has billables and when it must be synced next."""
 
 from __future__ import annotations
 
@@ -21,5 +21,5 @@ def after_sync(max_limit: datetime | None, now: datetime) -> SyncState:
 
 
 def customer_deleted_before_start(customer_deleted_at: datetime | None, active_from: datetime) -> bool:
-    """SPEC §8.1: a customer deleted at or before the subscription start stops the sync."""
+    """docs/sync.md §8.1: a customer deleted at or before the subscription start stops the sync."""
     return customer_deleted_at is not None and customer_deleted_at <= active_from

@@ -1,4 +1,4 @@
-"""Target state of SPEC §3: the lines a subscription should have as of an instant.
+"""Target state of docs/sync.md §3: the lines a subscription should have as of an instant.
 
 `build_target` generates candidates phase by phase (horizon §3.2, recurring §3.4, one-time §3.5),
 truncates them (§3.6), applies the force-continuous-lines correction (§3.7) and turns the billable ones
@@ -25,7 +25,7 @@ MAX_PERIODS_PER_VERSION = 1001
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One generated period of one item version, before billability (SPEC §3.4, §3.5)."""
+    """One generated period of one item version, before billability (docs/sync.md §3.4, §3.5)."""
 
     phase: PhaseView
     item: ItemVersion
@@ -43,7 +43,7 @@ class Candidate:
         return base if self.one_time else f"{base}/period[{self.index}]"
 
     def invoice_at(self) -> datetime:
-        """SPEC §1.5: in-advance flat fees at the billing start, everything else at the later end."""
+        """docs/sync.md §1.5: in-advance flat fees at the billing start, everything else at the later end."""
         if self.price.in_advance:
             return self.billing.start
         return max(self.service.end, self.billing.end)
@@ -51,7 +51,7 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class TargetLine:
-    """The expected line of a billable candidate (SPEC §3.9)."""
+    """The expected line of a billable candidate (docs/sync.md §3.9)."""
 
     identity: str
     subscription_id: str
@@ -77,11 +77,11 @@ class TargetLine:
 class Target:
     lines: tuple[TargetLine, ...]
     max_limit: datetime | None
-    """The largest horizon of a processed phase; becomes `next_sync_after` (SPEC §7)."""
+    """The largest horizon of a processed phase; becomes `next_sync_after` (docs/sync.md §7)."""
 
 
 class _Budget:
-    """Counts generated candidates against the maximum of one sync (CONTRACT §3 limits), as they are
+    """Counts generated candidates against the maximum of one sync (docs/contract.md §3 limits), as they are
     generated: a sync that would plan too much fails before it spends the memory."""
 
     __slots__ = ("left", "limit", "subscription_id")
@@ -105,7 +105,7 @@ def build_target(
     customer_deleted_at: datetime | None = None,
     max_lines: int | None = None,
 ) -> Target:
-    """SPEC §3.1. `max_lines` bounds the candidates generated (TargetTooLargeError beyond it)."""
+    """docs/sync.md §3.1. `max_lines` bounds the candidates generated (TargetTooLargeError beyond it)."""
     view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
     lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
     return Target(lines, max_limit)
@@ -118,9 +118,9 @@ def generate_candidates(
     customer_deleted_at: datetime | None = None,
     max_lines: int | None = None,
 ) -> tuple[SubscriptionView, list[Candidate], datetime | None]:
-    """SPEC §3.1 up to billability: the (capped) view, its truncated candidates after the SPEC §3.7 correction
+    """docs/sync.md §3.1 up to billability: the (capped) view, its truncated candidates after the docs/sync.md §3.7 correction
     from the line- and group-backed `persisted` items, and the largest horizon. One generation feeds both the
-    lines and the charges (CREDITS §3.2), under one `max_lines` budget."""
+    lines and the charges (docs/credits.md §3.2), under one `max_lines` budget."""
     if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
         view = view.capped_at(customer_deleted_at)
     budget = _Budget(view.id, max_lines)
@@ -140,7 +140,7 @@ def generate_candidates(
 
 
 def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> datetime:
-    """SPEC §3.2: the generation limit of a phase."""
+    """docs/sync.md §3.2: the generation limit of a phase."""
     if as_of < view.active_from:
         limit = view.active_from
     else:
@@ -155,7 +155,7 @@ def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> dateti
 
 
 def min_billable_time(phase: PhaseView) -> datetime:
-    """SPEC §3.3."""
+    """docs/sync.md §3.3."""
     best = INFINITY
     for versions in phase.items.values():
         for item in versions:
@@ -170,7 +170,7 @@ def min_billable_time(phase: PhaseView) -> datetime:
 
 
 def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime, budget: _Budget) -> list[Candidate]:
-    """SPEC §3.4 (recurring) and §3.5 (one-time) for every key of the phase."""
+    """docs/sync.md §3.4 (recurring) and §3.5 (one-time) for every key of the phase."""
     out: list[Candidate] = []
     for versions in phase.items.values():
         for item in versions:
@@ -237,7 +237,7 @@ def _check_advances(
 
 
 def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate | None:
-    """SPEC §3.5; None when the billing period at its start ends past the year 9999 (README "Period generation")."""
+    """docs/sync.md §3.5; None when the billing period at its start ends past the year 9999 (README "Period generation")."""
     try:
         billing = view.aligned_billing_period(item.start)
     except BeyondRangeError:
@@ -260,7 +260,7 @@ def _price(item: ItemVersion) -> Price:
 
 
 def _truncate(candidates: list[Candidate]) -> list[Candidate]:
-    """SPEC §3.6: usage candidates whose truncated service period is empty are dropped."""
+    """docs/sync.md §3.6: usage candidates whose truncated service period is empty are dropped."""
     out: list[Candidate] = []
     for c in candidates:
         service = c.service.truncated()
@@ -274,7 +274,7 @@ def _truncate(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def _may_continue(persisted: PersistedState) -> bool:
-    """Whether some persisted item carries force-continuous-lines (SPEC §3.7 rule 2). Without one the
+    """Whether some persisted item carries force-continuous-lines (docs/sync.md §3.7 rule 2). Without one the
     correction leaves every candidate as it is, and the ~3 µs per candidate it costs are saved."""
     for item in persisted.items.values():
         source = item.continuity_source()
@@ -284,7 +284,7 @@ def _may_continue(persisted: PersistedState) -> bool:
 
 
 def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: PersistedState) -> Candidate:
-    """SPEC §3.7: start a period where a manually extended previous line ended."""
+    """docs/sync.md §3.7: start a period where a manually extended previous line ended."""
     if c.one_time or c.index == 0:
         return c
     own = persisted.get(_full_identity(view, c.phase, c.identity))
@@ -319,19 +319,19 @@ def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: Pers
 
 
 def _full_identity(view: SubscriptionView, phase: PhaseView, identity: str) -> str:
-    """SPEC §1.6: `{subscription_id}/{phase_key}/{item_key}/v[n]` plus `/period[i]` when recurring."""
+    """docs/sync.md §1.6: `{subscription_id}/{phase_key}/{item_key}/v[n]` plus `/period[i]` when recurring."""
     return f"{view.id}/{phase.key}/{identity}"
 
 
 def is_billable(c: Candidate) -> bool:
-    """SPEC §3.9: in-arrears prices need a full service period of non-zero length."""
+    """docs/sync.md §3.9: in-arrears prices need a full service period of non-zero length."""
     if c.price.in_advance:
         return True
     return not c.full.is_zero_length
 
 
 def prorates(view: SubscriptionView, c: Candidate) -> bool:
-    """SPEC §3.9: flat prices prorate, except the period that ends at or after the subscription end."""
+    """docs/sync.md §3.9: flat prices prorate, except the period that ends at or after the subscription end."""
     record = view.record
     if not record.pro_rating_enabled or record.pro_rating_mode != "prorate_prices":
         return False
@@ -341,7 +341,7 @@ def prorates(view: SubscriptionView, c: Candidate) -> bool:
 
 
 def flat_amount(view: SubscriptionView, c: Candidate, price: FlatPrice) -> Decimal:
-    """SPEC §3.9: the rounded amount, prorated by service over full seconds when `prorates()`."""
+    """docs/sync.md §3.9: the rounded amount, prorated by service over full seconds when `prorates()`."""
     currency = view.record.currency
     amount = round_cur(price.amount, currency)
     if not c.service.is_empty and prorates(view, c):

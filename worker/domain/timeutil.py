@@ -1,4 +1,4 @@
-"""Time arithmetic of SPEC §1: instants, half-open periods, ISO 8601 durations, anchored steps.
+"""Time arithmetic of docs/sync.md §1: instants, half-open periods, ISO 8601 durations, anchored steps.
 
 Written small instead of using a library: `dateutil.relativedelta` adds years and months in one
 step (Feb 29 + P1Y1M would land on Mar 29, SPEC wants Mar 28) and `isodate` shifts repeatedly, which
@@ -20,7 +20,7 @@ from worker.domain.errors import DomainError
 
 MIN_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
 MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-# SPEC §3.3: the "infinity" minimum billable time of a phase without billable versions.
+# docs/sync.md §3.3: the "infinity" minimum billable time of a phase without billable versions.
 INFINITY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
@@ -92,7 +92,7 @@ class Period:
 _DURATION_RE = re.compile(
     r"P(?!\Z)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
     r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?\Z",
-    re.ASCII,  # CONTRACT §3 limits: ASCII digits only (`\d` would match any script's digits)
+    re.ASCII,  # docs/contract.md §3 limits: ASCII digits only (`\d` would match any script's digits)
 )
 # Same shape with fractions everywhere: used only to explain why a text was refused.
 _WITH_FRACTIONS = re.compile(
@@ -105,7 +105,7 @@ _MAX_COMPONENT = 10_000_000
 
 @dataclass(frozen=True, slots=True)
 class Duration:
-    """An ISO 8601 duration; only the seconds may be fractional (SPEC §1.3).
+    """An ISO 8601 duration; only the seconds may be fractional (docs/sync.md §1.3).
 
     Durations are keys of the memoised `step` and `period_at`, hashed for every period a sync
     generates: the hash is computed once, and `parse` returns one shared instance per text, so cache
@@ -151,7 +151,7 @@ class Duration:
         if not duration.is_positive:
             raise ValueError("must be a positive duration (not zero)")
         if not any(ints.values()) and seconds < 1:
-            # CONTRACT §3 limits: periods are truncated to whole seconds (SPEC §3.6), so a shorter
+            # docs/contract.md §3 limits: periods are truncated to whole seconds (docs/sync.md §3.6), so a shorter
             # cadence would give zero-length periods, each billed in full.
             raise ValueError("must be at least 1 second once truncated to whole seconds, like PT1S")
         return duration
@@ -192,7 +192,7 @@ def _parse_duration(text: str) -> Duration:
 
 
 def check_ascii_digits(text: str) -> None:
-    """CONTRACT §3 limits: durations, decimals and times are written with ASCII digits only; ValueError
+    """docs/contract.md §3 limits: durations, decimals and times are written with ASCII digits only; ValueError
     saying so when `text` has another script's digits (`P١M`, full-width `２０２４`)."""
     if any(ch.isdigit() and not ch.isascii() for ch in text):
         raise ValueError("must be written with ASCII digits 0-9 only")
@@ -223,7 +223,7 @@ def _add_months(t: datetime, months: int) -> datetime:
 
 
 def shift(t: datetime, d: Duration) -> datetime:
-    """Apply `d` to `t` in SPEC §1.3 order: years, months (each clamped), weeks and days, then time.
+    """Apply `d` to `t` in docs/sync.md §1.3 order: years, months (each clamped), weeks and days, then time.
 
     Past the representable range: BeyondRangeError going forward (README "Period generation": periods that would
     end there are not generated); MIN_INSTANT going backward (only ever the start of a first period)."""
@@ -263,7 +263,7 @@ def step(anchor: datetime, d: Duration, n: int) -> datetime:
 
 @functools.lru_cache(maxsize=1 << 16)
 def period_bounds_at(anchor: datetime, d: Duration, t: datetime) -> tuple[datetime, datetime | None]:
-    """`(step(k), step(k+1))` for the largest k with `step(k) <= t` (SPEC §1.4); the end is None when it
+    """`(step(k), step(k+1))` for the largest k with `step(k) <= t` (docs/sync.md §1.4); the end is None when it
     lies past MAX_INSTANT (README "Period generation"). Always `start <= t < end`.
 
     Memoised like `step`: a sync asks for the period at the same instant once per item (the items of a

@@ -1,8 +1,8 @@
-"""The invoice updater of SPEC §6.2-§6.5: how each planned patch lands, by the kind of invoice.
+"""The invoice updater of docs/sync.md §6.2-§6.5: how each planned patch lands, by the kind of invoice.
 
 Gathering and draft invoices take the writes; immutable invoices get validation issues instead
 (de-duplicated against the existing ones). The result is a flat list of row writes for the store, plus
-the effective patches in plan order for printing (SPEC §10).
+the effective patches in plan order for printing (docs/sync.md §10).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class _Resolver:
                 self._update_group(patch)
         return self.changes
 
-    # -- creates (SPEC §6.2) ------------------------------------------------------------------
+    # -- creates (docs/sync.md §6.2) ------------------------------------------------------------------
     def _create(self, patch: CreateLine) -> None:
         target = patch.target
         end = target.service_period.end
@@ -163,7 +163,7 @@ class _Resolver:
             )
         )
 
-    # -- updates and deletes by invoice kind (SPEC §6.3, §6.4) -------------------------------
+    # -- updates and deletes by invoice kind (docs/sync.md §6.3, §6.4) -------------------------------
     def _update(self, patch: UpdateLine) -> None:
         line = patch.line
         invoice = self.persisted.invoice_of(line)
@@ -255,7 +255,7 @@ class _Resolver:
             )
         )
 
-    # -- split line groups (SPEC §6.5) --------------------------------------------------------
+    # -- split line groups (docs/sync.md §6.5) --------------------------------------------------------
     def _delete_group(self, patch: DeleteGroup) -> None:
         # (project) a child that could not be deleted (immutable invoice) keeps its group alive.
         if not all(c.deleted or c.id in self.deleted_now for c in patch.group.children):
@@ -280,7 +280,7 @@ class _Resolver:
 
 def moves_to_live_gathering_invoice(patch: UpdateLine, persisted: PersistedState) -> bool:
     """(project) A line that is live after the update but sits on a soft-deleted gathering invoice —
-    a group child resurrected after its emptied gathering invoice was deleted (SPEC §5.4, §6.3) — moves
+    a group child resurrected after its emptied gathering invoice was deleted (docs/sync.md §5.4, §6.3) — moves
     to the customer's live gathering invoice; on the deleted one it would never be invoiced."""
     invoice = persisted.invoice_of(patch.line)
     live_after = patch.resurrects or not patch.line.deleted

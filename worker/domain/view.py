@@ -1,7 +1,7 @@
-"""The subscription view of SPEC §2: ordered phases, their cadences, item versions and their windows.
+"""The subscription view of docs/sync.md §2: ordered phases, their cadences, item versions and their windows.
 
 `build_view` turns the stored rows (as plain records) into a view whose phase ends and item windows are
-derived once; `SubscriptionView.capped_at` rebuilds it with another end (customer deletion, SPEC §3.8).
+derived once; `SubscriptionView.capped_at` rebuilds it with another end (customer deletion, docs/sync.md §3.8).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class SubscriptionRecord:
 
 @dataclass(frozen=True, slots=True)
 class ItemVersion:
-    """An item row with its version number and its window clamped to the phase (SPEC §2.3)."""
+    """An item row with its version number and its window clamped to the phase (docs/sync.md §2.3)."""
 
     record: ItemRecord
     version: int
@@ -146,7 +146,7 @@ class SubscriptionView:
         return build_view(replace(self.record, active_to=end), self.phase_records)
 
     def aligned_billing_period(self, t: datetime) -> Period:
-        """SPEC §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
+        """docs/sync.md §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
         would end past the representable range (README "Period generation")."""
         if t < self.active_from:
             raise InvalidViewError(f"{format_instant(t)} is before the subscription start")
@@ -172,7 +172,7 @@ class SubscriptionView:
         return chosen
 
     def full_service_period(self, phase: PhaseView, item: ItemVersion, at: datetime) -> Period:
-        """SPEC §2.5, with its consistency checks; BeyondRangeError past the range (README "Period generation")."""
+        """docs/sync.md §2.5, with its consistency checks; BeyondRangeError past the range (README "Period generation")."""
         self._check_generation_point(phase, item, at)
         cadence = item.rate_card.billing_cadence
         if cadence is not None:
@@ -198,7 +198,7 @@ class SubscriptionView:
 
 
 def _phase_order(a: PhaseRecord, b: PhaseRecord) -> int:
-    """SPEC §2.1: by start; ties by sort hint when both have one; remaining ties by key."""
+    """docs/sync.md §2.1: by start; ties by sort hint when both have one; remaining ties by key."""
     if a.active_from != b.active_from:
         return -1 if a.active_from < b.active_from else 1
     if a.sort_hint is not None and b.sort_hint is not None and a.sort_hint != b.sort_hint:
@@ -207,14 +207,14 @@ def _phase_order(a: PhaseRecord, b: PhaseRecord) -> int:
 
 
 def _version_order(item: ItemRecord) -> tuple[datetime, bool, datetime, str]:
-    """SPEC §2.1: by start, then end (open last), then id (project tie-break)."""
+    """docs/sync.md §2.1: by start, then end (open last), then id (project tie-break)."""
     return (item.active_from, item.active_to is None, item.active_to or item.active_from, item.id)
 
 
 def _item_window(
     item: ItemRecord, phase_start: datetime, phase_end: datetime | None
 ) -> tuple[datetime, datetime | None]:
-    """SPEC §2.3: the item row's window clamped to its phase."""
+    """docs/sync.md §2.3: the item row's window clamped to its phase."""
     start = max(item.active_from, phase_start)
     if phase_end is not None and phase_end < start:
         return phase_end, phase_end

@@ -1,4 +1,4 @@
-"""The Dramatiq actors of queue `subscription-sync` (CONTRACT §4), run by `subsync worker`.
+"""The Dramatiq actors of queue `subscription-sync` (docs/contract.md §4), run by `subsync worker`.
 
 Actor bodies are thin (`actor_body`): parse the call into an event, call its handler in
 `worker.app.handlers` with the process's engine, hand the outcome to the middleware. Logging,
@@ -118,7 +118,7 @@ def parse_reconcile_due(call: ActorCall) -> str | None:
 
 
 def parse_advance_charges_call(call: ActorCall) -> AdvanceChargesRequest | None:
-    """The argument of `advance_charges` (CREDITS §2.5): nothing (fan out), or one customer's request."""
+    """The argument of `advance_charges` (docs/credits.md §2.5): nothing (fan out), or one customer's request."""
     call_args, call_kwargs = call
     if not call_args and not call_kwargs:
         return None
@@ -206,7 +206,7 @@ def declare_actors(
     )
 
     def run_reconcile_due(namespace: str | None) -> Handled:
-        """SPEC §8.4, one run at a time: a second `reconcile_due` arriving while one runs skips."""
+        """docs/sync.md §8.4, one run at a time: a second `reconcile_due` arriving while one runs skips."""
         token = uuid.uuid4().hex
         lock_key = None
         if isinstance(broker, RedisBroker):

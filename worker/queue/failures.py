@@ -43,7 +43,7 @@ _KIND_BY_REASON: dict[str, FailureKind] = {
     "unknown_actor": FailureKind.invalid,
     "max_age_exceeded": FailureKind.invalid,
     "target_too_large": FailureKind.invalid,  # the same data gives the same size: retrying cannot help
-    "invalid_subscription": FailureKind.invalid,  # a stored subscription breaks a CONTRACT §3 structural rule
+    "invalid_subscription": FailureKind.invalid,  # a stored subscription breaks a docs/contract.md §3 structural rule
     "serialization_failure": FailureKind.transient,
     "deadlock": FailureKind.transient,
     "lock_timeout": FailureKind.transient,

@@ -1,4 +1,4 @@
-"""Publishing events on the `subscription-sync` queue (CONTRACT §4)."""
+"""Publishing events on the `subscription-sync` queue (docs/contract.md §4)."""
 
 from __future__ import annotations
 

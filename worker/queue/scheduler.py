@@ -46,7 +46,7 @@ def reconcile_due_message() -> dramatiq.Message[None]:
 
 
 def advance_charges_message() -> dramatiq.Message[None]:
-    """CREDITS §2.5: `advance_charges` without argument, enqueued beside `reconcile_due` every tick."""
+    """docs/credits.md §2.5: `advance_charges` without argument, enqueued beside `reconcile_due` every tick."""
     return dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ADVANCE_CHARGES_ACTOR, args=(), kwargs={}, options={})
 
 

@@ -1,4 +1,4 @@
-"""Writing a resolved plan (SPEC §6) with batched statements: one per kind of write, whatever the
+"""Writing a resolved plan (docs/sync.md §6) with batched statements: one per kind of write, whatever the
 number of rows. Runs inside the caller's transaction, under the customer lock.
 
 Statements are built once, at import (building a SQLAlchemy construct costs 60-130 µs a call; see
@@ -102,9 +102,9 @@ def get_or_create_gathering_invoice(
 def apply_changes(
     conn: Connection, namespace: str, changes: Changes, now: datetime, *, delete_emptied: bool = True
 ) -> None:
-    """SPEC §6.3-§6.5 in order: creates, updates, deletes, issues, group deletes and updates, then
+    """docs/sync.md §6.3-§6.5 in order: creates, updates, deletes, issues, group deletes and updates, then
     emptied invoices are deleted (`delete_emptied=False`: the caller does it once, after the charges,
-    CREDITS §3.7 step 4)."""
+    docs/credits.md §3.7 step 4)."""
     if changes.new_lines:
         _insert_lines(conn, namespace, changes, now)
     if changes.line_writes:
@@ -165,7 +165,7 @@ _INSERT_LINES = text(
 
 
 def _insert_lines(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
-    """SPEC §6.2: every new line on its gathering invoice, fields of §3.9, times truncated."""
+    """docs/sync.md §6.2: every new line on its gathering invoice, fields of §3.9, times truncated."""
     rows = []
     for new in changes.new_lines:
         t = new.target
@@ -243,7 +243,7 @@ _UPDATE_LINES = text(
 
 
 def _update_lines(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
-    """One UPDATE … FROM unnest(arrays) for every line write; times stored truncated (SPEC §6.3)."""
+    """One UPDATE … FROM unnest(arrays) for every line write; times stored truncated (docs/sync.md §6.3)."""
     writes = changes.line_writes
     conn.execute(
         _UPDATE_LINES,
@@ -305,6 +305,6 @@ _DELETE_EMPTIED_INVOICES = (
 
 
 def delete_emptied_invoices(conn: Connection, namespace: str, invoice_ids: Sequence[str], now: datetime) -> None:
-    """SPEC §6.3: a gathering invoice left without live lines is soft-deleted; a draft one is deleted
+    """docs/sync.md §6.3: a gathering invoice left without live lines is soft-deleted; a draft one is deleted
     (`status = 'deleted'`, immutable)."""
     conn.execute(_DELETE_EMPTIED_INVOICES, {"ns": namespace, "ids": list(invoice_ids), "now": now})

@@ -1,7 +1,7 @@
-"""Loading and writing charges (CREDITS §2.2, §3.3, §3.7): a subscription's live charges with their live run,
+"""Loading and writing charges (docs/credits.md §2.2, §3.3, §3.7): a subscription's live charges with their live run,
 live line and those rows' invoices in one statement; the engine's `ChargeChanges` written with one statement
 per kind of write, whatever the number of charges (as worker.store.apply does for lines). Every statement is
-scoped by namespace and runs in the caller's transaction, under the customer lock (CREDITS §3.15)."""
+scoped by namespace and runs in the caller's transaction, under the customer lock (docs/credits.md §3.15)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ _BY_IDS = _BASE.where(
 
 
 class MissingRunInvoiceError(LookupError):
-    """A live run references an invoice that does not exist (CREDITS §3.3: an error)."""
+    """A live run references an invoice that does not exist (docs/credits.md §3.3: an error)."""
 
 
 def _d(value: Any) -> Decimal | None:
@@ -186,13 +186,13 @@ def _item(row: Any) -> ChargeItem:
 
 
 def load_subscription_charges(conn: Connection, namespace: str, subscription_id: str) -> dict[str, ChargeItem]:
-    """CREDITS §3.3: the subscription's live charges by identity, each with its realization (one statement)."""
+    """docs/credits.md §3.3: the subscription's live charges by identity, each with its realization (one statement)."""
     rows = conn.execute(_BY_SUBSCRIPTION, {"namespace": namespace, "subscription_id": subscription_id})
     return index_charges(_item(row) for row in rows)
 
 
 def load_due_charges(conn: Connection, namespace: str, customer_id: str, now: datetime) -> list[ChargeItem]:
-    """CREDITS §3.10: the customer's live charges with `advance_after ≤ now`, in advance order (one statement)."""
+    """docs/credits.md §3.10: the customer's live charges with `advance_after ≤ now`, in advance order (one statement)."""
     rows = conn.execute(_DUE_OF_CUSTOMER, {"namespace": namespace, "customer_id": customer_id, "now": now})
     return [_item(row) for row in rows]
 
@@ -241,7 +241,7 @@ _INSERT_CHARGES = text(
     """
 )
 
-# Sync changes only these fields of a charge (CREDITS §3.4: starts, price, names ... never change).
+# Sync changes only these fields of a charge (docs/credits.md §3.4: starts, price, names ... never change).
 _UPDATE_CHARGES = text(
     """
     UPDATE charges AS c SET status = v.status, service_period_end = v.service_end,
@@ -342,7 +342,7 @@ def _charge_row(c: Charge) -> dict[str, Any]:
         "name": c.name,
         "description": c.description,
         "feature_key": c.feature_key,
-        "price": c.price.to_json(),  # flat: the rate card amount as written (CREDITS §2.2)
+        "price": c.price.to_json(),  # flat: the rate card amount as written (docs/credits.md §2.2)
         "discounts": dict(c.discounts) if c.discounts is not None else None,
         "tax_config": c.tax_config,
         "annotations": dict(c.annotations),
@@ -416,8 +416,8 @@ def write_charge_changes(
     """Write what the engine decided, one statement per kind of write, in the order of `ChargeChanges`.
 
     `gathering_invoice_id` receives the new lines the engine left without an invoice (the caller finds or
-    creates it first, SPEC §6.2). `delete_emptied`: apply the SPEC §6.3 emptied-invoice rules to the touched
-    invoices here; a sync passes False and applies them once for lines and charges (CREDITS §3.7 step 4)."""
+    creates it first, docs/sync.md §6.2). `delete_emptied`: apply the docs/sync.md §6.3 emptied-invoice rules to the touched
+    invoices here; a sync passes False and applies them once for lines and charges (docs/credits.md §3.7 step 4)."""
     args = {"namespace": namespace, "now": now}
     if changes.new_charges:
         rows = [_charge_row(c) for c in changes.new_charges.values()]
@@ -488,7 +488,7 @@ _ISSUE_KEYS = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c
 
 
 def load_issue_keys(conn: Connection, namespace: str, invoice_ids: Iterable[str]) -> list[IssueKey]:
-    """The live sync issues of the given invoices (SPEC §6.4 de-duplication of CREDITS §3.13 issues)."""
+    """The live sync issues of the given invoices (docs/sync.md §6.4 de-duplication of docs/credits.md §3.13 issues)."""
     ids = sorted(set(invoice_ids))
     if not ids:
         return []
@@ -504,12 +504,12 @@ _LIVE_RUN_CHARGES_OF_INVOICE = select(charge_runs.c.charge_id).where(
 
 
 def charges_with_live_run_on(conn: Connection, namespace: str, invoice_id: str) -> list[str]:
-    """Ids of the charges whose live run is on `invoice_id` (CREDITS §3.11 `invoices set-status`)."""
+    """Ids of the charges whose live run is on `invoice_id` (docs/credits.md §3.11 `invoices set-status`)."""
     rows = conn.execute(_LIVE_RUN_CHARGES_OF_INVOICE, {"namespace": namespace, "invoice_id": invoice_id})
     return sorted(r.charge_id for r in rows)
 
 
-# --- reading for commands (CREDITS §2.4) -----------------------------------------------------------
+# --- reading for commands (docs/credits.md §2.4) -----------------------------------------------------------
 
 _a = credit_allocations
 
@@ -523,7 +523,7 @@ def list_charge_rows(
     charge_ids: Sequence[str] | None = None,
     include_deleted: bool = False,
 ) -> list[tuple[Any, str | None, list[tuple[Any, list[Any]]]]]:
-    """Charges (CREDITS §2.4 order) with their live line id, their runs (by `created_at`, id) and each run's
+    """Charges (docs/credits.md §2.4 order) with their live line id, their runs (by `created_at`, id) and each run's
     allocation rows (by `seq`): three statements, whatever the number of charges."""
     query = select(charges).where(_c.namespace == namespace)
     if customer_id is not None:
@@ -574,7 +574,7 @@ def customers_with_due_charges(
     after: tuple[str, str] | None = None,
     limit: int = 500,
 ) -> list[tuple[str, str]]:
-    """(namespace, customer_id) of customers with a live charge whose `advance_after ≤ now` (CREDITS §2.5),
+    """(namespace, customer_id) of customers with a live charge whose `advance_after ≤ now` (docs/credits.md §2.5),
     in key order after `after` (keyset paging, like `reconcile_due`)."""
     query = (
         select(_c.namespace, _c.customer_id)

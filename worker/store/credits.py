@@ -1,4 +1,4 @@
-"""Credit grants and allocation rows (CREDITS §2.2, §3.8-§3.9): grants inserted, voided and listed with their
+"""Credit grants and allocation rows (docs/credits.md §2.2, §3.8-§3.9): grants inserted, voided and listed with their
 remaining credit; allocation rows appended (never updated or deleted); a customer's ledger loaded for the
 runs a step touches; the balance. Every statement is scoped by namespace; writers hold the customer lock."""
 
@@ -16,7 +16,7 @@ from worker.domain.credit_allocation import AllocationRow, Balance, Grant, Ledge
 from worker.domain.money import format_decimal
 from worker.store.db import json_dumps
 
-# A grant with its remaining credit: amount − Σ rows with its id (CREDITS §3.8 "Sums"); `:currency` null: all.
+# A grant with its remaining credit: amount − Σ rows with its id (docs/credits.md §3.8 "Sums"); `:currency` null: all.
 _GRANTS = text(
     """
     SELECT g.id, g.currency, g.amount, g.effective_at, g.created_at, g.priority, g.feature_keys, g.expires_at,
@@ -118,7 +118,7 @@ def _grant(row: Any) -> Grant:
 
 
 def insert_grant(conn: Connection, namespace: str, customer_id: str, grant: Grant) -> None:
-    """One grant row; validation of CREDITS §2.3 (amount, decimals, dates, priority) is the caller's."""
+    """One grant row; validation of docs/credits.md §2.3 (amount, decimals, dates, priority) is the caller's."""
     conn.execute(
         _INSERT_GRANT,
         {
@@ -150,7 +150,7 @@ def void_grant(conn: Connection, namespace: str, grant_id: str, now: datetime) -
 def list_grants(
     conn: Connection, namespace: str, customer_id: str, *, include_voided: bool = False
 ) -> list[StoredGrant]:
-    """The customer's grants with their remaining credit, by currency then consumption order (CREDITS §2.4)."""
+    """The customer's grants with their remaining credit, by currency then consumption order (docs/credits.md §2.4)."""
     rows = conn.execute(_GRANTS, {"namespace": namespace, "customer_id": customer_id, "currency": None})
     grants = [StoredGrant(_grant(r), Decimal(r.remaining), customer_id) for r in rows]
     if not include_voided:
@@ -227,7 +227,7 @@ def insert_allocation_rows(
 
 
 def balances(conn: Connection, namespace: str, customer_id: str, at: datetime) -> list[Balance]:
-    """CREDITS §3.9 per currency that has a grant or an allocation row, by currency (two statements)."""
+    """docs/credits.md §3.9 per currency that has a grant or an allocation row, by currency (two statements)."""
     args = {"namespace": namespace, "customer_id": customer_id}
     grant_rows = conn.execute(_GRANTS, {**args, "currency": None}).all()
     advance = {r.currency: Decimal(r.open_advance) for r in conn.execute(_OPEN_ADVANCE, args)}

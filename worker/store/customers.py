@@ -54,7 +54,7 @@ def upsert_customer(
 ) -> Customer:
     """Insert or update a customer, changing only what is given: a missing `name` keeps the stored name
     (the id for a new customer); `deleted_at` soft-deletes; only `undelete` clears a deletion (a quiet
-    un-delete would make the next sync re-create the lines the deletion capped, SPEC §3.8)."""
+    un-delete would make the next sync re-create the lines the deletion capped, docs/sync.md §3.8)."""
     if undelete and deleted_at is not None:
         raise ValueError("undelete and deleted_at exclude each other")
     new_row = insert(customers).values(

@@ -93,7 +93,7 @@ def run_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     killed): it then fails on the transaction's first statement, before anything was read or written, and
     that attempt is replaced once by one on a new connection. Any other failure, a connection lost in the
     middle of the transaction included, propagates (the queue classifies it `database_unavailable` and
-    retries the message: SPEC §8.5 makes the re-run safe)."""
+    retries the message: docs/sync.md §8.5 makes the re-run safe)."""
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:

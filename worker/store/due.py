@@ -1,4 +1,4 @@
-"""Which subscriptions `reconcile_due` enqueues (SPEC §8.4), read in keyset-paged queries.
+"""Which subscriptions `reconcile_due` enqueues (docs/sync.md §8.4), read in keyset-paged queries.
 
 Candidates are subscriptions deleted as of now, and live ones with `active_from < now` and
 (`active_to` null or `active_to > now - 24h`). A candidate is due when it was never synced, or when

@@ -1,4 +1,4 @@
-"""Loading a customer's pending gathering lines and writing an invoicing plan (SPEC §9), batched."""
+"""Loading a customer's pending gathering lines and writing an invoicing plan (docs/sync.md §9), batched."""
 
 from __future__ import annotations
 

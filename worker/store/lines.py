@@ -1,4 +1,4 @@
-"""Listing invoice lines for people and scripts (`subsync lines`, CONTRACT §6)."""
+"""Listing invoice lines for people and scripts (`subsync lines`, docs/contract.md §6)."""
 
 from __future__ import annotations
 

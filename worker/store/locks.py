@@ -1,4 +1,4 @@
-"""The per-customer lock (SPEC §6.1): a transaction-scoped advisory lock on (namespace, customer).
+"""The per-customer lock (docs/sync.md §6.1): a transaction-scoped advisory lock on (namespace, customer).
 
 Every writer of a customer's invoices (sync, invoicing) takes it first, so their transactions on one
 customer are serialised and two of them never interleave. Waiting is bounded by `lock_timeout`: a
@@ -17,7 +17,7 @@ _LOCK = text("SELECT set_config('lock_timeout', :timeout, true), pg_advisory_xac
 
 
 def customer_lock_key(namespace: str, customer_id: str) -> str:
-    # '/' can appear in neither a namespace nor an id (CONTRACT §3), so the key is unambiguous.
+    # '/' can appear in neither a namespace nor an id (docs/contract.md §3), so the key is unambiguous.
     return f"{namespace}/{customer_id}"
 
 

@@ -1,4 +1,4 @@
-"""Loading the persisted state of one subscription (SPEC §4) in a constant number of queries: its
+"""Loading the persisted state of one subscription (docs/sync.md §4) in a constant number of queries: its
 lines, its live groups and their children, and the invoices those lines are on (one query), then the
 existing sync issues of the immutable invoices among them (one, only when there are any)."""
 
@@ -24,7 +24,7 @@ from worker.domain.updater import COMPONENT
 from worker.errors import MissingInvoiceError
 from worker.store.tables import invoice_validation_issues
 
-# SPEC §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
+# docs/sync.md §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
 # statement costs a small steady-state sync ~0.4 ms, measured with bench/). Rows say what they are:
 #   'line'    a line of the subscription or a child of one of its live groups;
 #   'group'   a live group: its id, identity and service period in the line columns;
@@ -32,7 +32,7 @@ from worker.store.tables import invoice_validation_issues
 # The invoices are looked up once, by the distinct ids of the lines (`= ANY(ARRAY(...))`, as the former
 # query of their own did), never joined line by line: such a join, planned on stale statistics, scanned
 # every invoice of the namespace for each line (1.5 s for 10,000 lines).
-# Charge lines (`charge_id` set) are never sync items (CREDITS §3.3).
+# Charge lines (`charge_id` set) are never sync items (docs/credits.md §3.3).
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).

@@ -1,4 +1,4 @@
-"""Lookups of the event handlers (SPEC §8.2, §8.3): a subscription's stored `active_to`, and which
+"""Lookups of the event handlers (docs/sync.md §8.2, §8.3): a subscription's stored `active_to`, and which
 subscriptions have live lines on an invoice. Every query is scoped by namespace."""
 
 from __future__ import annotations

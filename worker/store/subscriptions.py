@@ -56,7 +56,7 @@ def apply_subscription(conn: Connection, document: SubscriptionDocument) -> Stor
     Runs in the caller's transaction (use `engine.begin()`); on any error nothing should be
     committed. Returns the stored document with every id filled in.
     Raises NotFoundError (customer missing), ConflictError (an id owned by another subscription) or
-    DocumentError (the document changes the stored customer or currency, CONTRACT §3 limits: identity).
+    DocumentError (the document changes the stored customer or currency, docs/contract.md §3 limits: identity).
     """
     namespace = document.namespace
     if get_customer(conn, namespace, document.customer_id, for_share=True) is None:
@@ -87,7 +87,7 @@ def apply_subscription(conn: Connection, document: SubscriptionDocument) -> Stor
 
 
 def _check_identity(conn: Connection, document: SubscriptionDocument, subscription_id: str) -> None:
-    """CONTRACT §3 limits: a stored subscription (soft-deleted or not) keeps its customer and currency;
+    """docs/contract.md §3 limits: a stored subscription (soft-deleted or not) keeps its customer and currency;
     a document that changes them is refused (exit 2), naming the field."""
     stored = conn.execute(
         select(subscriptions.c.customer_id, subscriptions.c.currency, subscriptions.c.settlement_mode).where(
@@ -101,7 +101,8 @@ def _check_identity(conn: Connection, document: SubscriptionDocument, subscripti
         for field, what, old, new in (
             ("customer_id", "customer", stored.customer_id, document.customer_id),
             ("currency", "currency", stored.currency, document.currency),
-            ("settlement_mode", "settlement mode", stored.settlement_mode, document.settlement_mode),  # CREDITS §2.1
+            # docs/credits.md §2.1
+            ("settlement_mode", "settlement mode", stored.settlement_mode, document.settlement_mode),
         )
         if old != new
     ]
@@ -134,7 +135,7 @@ def _upsert_subscription_row(
     statement = new_row.on_conflict_do_update(
         index_elements=[subscriptions.c.namespace, subscriptions.c.id],
         set_={**replaced, "updated_at": func.now()},
-        # CONTRACT §3 limits (identity): decided under the row lock the conflict takes, so no concurrent
+        # docs/contract.md §3 limits (identity): decided under the row lock the conflict takes, so no concurrent
         # apply can slip a change in between a check and the write.
         where=and_(
             subscriptions.c.customer_id == new_row.excluded.customer_id,

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables for every table of CONTRACT §2.
+"""SQLAlchemy Core tables for every table of docs/contract.md §2.
 
 This module is the single source of truth for the schema *shape*; the hand-written
 Alembic migrations in `migrations/versions/` must produce exactly this (a test compares
@@ -74,7 +74,7 @@ subscriptions = Table(
     _deleted_at(),
     _created_at(),
     _updated_at(),
-    # CREDITS §2.2 (migration 0002): added last, so the column order matches the migrated table.
+    # docs/credits.md §2.2 (migration 0002): added last, so the column order matches the migrated table.
     Column("settlement_mode", Text, nullable=False, server_default=text("'invoice_only'")),
     PrimaryKeyConstraint("namespace", "id", name="pk_subscriptions"),
     CheckConstraint(
@@ -225,7 +225,7 @@ invoice_lines = Table(
     _created_at(),
     _updated_at(),
     _deleted_at(),
-    # CREDITS §2.2 (migration 0002): charge lines; added last, as the migration adds them.
+    # docs/credits.md §2.2 (migration 0002): charge lines; added last, as the migration adds them.
     Column("charge_id", Text, nullable=True),
     Column("amount", Numeric, nullable=True),
     Column("discounts_total", Numeric, nullable=True),
@@ -304,9 +304,9 @@ subscription_sync_states = Table(
     Index("ix_subscription_sync_states_next_sync_after", "next_sync_after"),
 )
 
-# --- charges and credits (CREDITS §2.2, migration 0002) ------------------------------------------
+# --- charges and credits (docs/credits.md §2.2, migration 0002) ------------------------------------------
 
-#: The allowed shapes of an allocation row (CREDITS §2.2), as one check constraint (migration 0002 spells it the same).
+#: The allowed shapes of an allocation row (docs/credits.md §2.2), as one check constraint (migration 0002 spells it the same).
 ALLOCATION_SHAPES = (
     "(kind = 'allocation' AND amount > 0 AND reverses_id IS NULL AND backfills_id IS NULL)"
     " OR (kind = 'correction' AND amount < 0 AND reverses_id IS NOT NULL AND backfills_id IS NULL)"
@@ -441,7 +441,7 @@ credit_grants = Table(
     Column("currency", Text, nullable=False),
     Column("amount", Numeric, nullable=False),
     Column("priority", Integer, nullable=False, server_default=text("1")),
-    # SQL NULL (not JSON null) for "usable by every charge" (CREDITS §2.2).
+    # SQL NULL (not JSON null) for "usable by every charge" (docs/credits.md §2.2).
     Column("feature_keys", JSONB(none_as_null=True), nullable=True),
     Column("effective_at", Timestamp, nullable=False),
     Column("expires_at", Timestamp, nullable=True),

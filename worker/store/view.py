@@ -1,4 +1,4 @@
-"""Loading the subscription view (SPEC §2.1) in two queries: the subscription with its customer (and,
+"""Loading the subscription view (docs/sync.md §2.1) in two queries: the subscription with its customer (and,
 for a sync, the customer lock), then its live phases with their live items."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class LoadedSubscription:
     deleted_at: datetime | None
     customer_exists: bool
     customer_deleted_at: datetime | None
-    settlement_mode: str = "invoice_only"  # CREDITS §2.1
+    settlement_mode: str = "invoice_only"  # docs/credits.md §2.1
 
     def is_deleted(self, now: datetime) -> bool:
         return self.deleted_at is not None and self.deleted_at <= now
@@ -41,7 +41,7 @@ _SUBSCRIPTION = (
     # this read or waits for this transaction, so phases and items are read from one version.
     .with_for_update(read=True, of=_s)
 )
-# The same read, then the customer lock (SPEC §6.1) in the same statement: one round trip less
+# The same read, then the customer lock (docs/sync.md §6.1) in the same statement: one round trip less
 # (~0.4 ms of a small steady-state sync, measured with bench/). The share-locked row is a MATERIALIZED
 # CTE, so the customer lock is taken once, after the row lock, in the order of `load_subscription` then
 # `lock_customer`; `set_config` comes first, so the customer-lock wait is bounded like `lock_customer`'s.
@@ -158,14 +158,14 @@ _V = TypeVar("_V")
 
 
 def _stored(read: Callable[[_V], _T], value: _V, subscription_id: str, field: str) -> _T:
-    """A stored value read back; one written before a rule of CONTRACT §3 (e.g. a duration with
+    """A stored value read back; one written before a rule of docs/contract.md §3 (e.g. a duration with
     non-ASCII digits, docs/contract.md §3) fails the sync at once with the field named, never retried."""
     try:
         return read(value)
     except ValueError as exc:
         raise InvalidSubscriptionError(
             f"subscription {subscription_id!r} cannot be synced: stored {field} {exc} "
-            "(CONTRACT §3 limits); apply a corrected document"
+            "(docs/contract.md §3 limits); apply a corrected document"
         ) from None
 
 
