@@ -1,0 +1,173 @@
+"""Persisted charges of CREDITS §3.3: the rows of `charges`, `charge_runs` and the charge-managed lines, a
+live charge with its run and line, and the live charges indexed by identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from worker.domain.charges.amounts import discount_total
+from worker.domain.charges.routing import CreditMode
+from worker.domain.credit_allocation import CreditCharge
+from worker.domain.errors import DuplicateIdentityError, PlanningError
+from worker.domain.persisted import Invoice
+from worker.domain.prices import FlatPrice, Price
+from worker.domain.timeutil import Period
+
+ChargeType = Literal["flat_fee", "usage_based"]
+ChargeStatus = Literal["created", "active", "final", "deleted"]
+
+
+# --- persisted charges (CREDITS §3.3) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A row of `charges`; periods and `invoice_at` truncated (SPEC §4.4)."""
+
+    id: str
+    customer_id: str
+    subscription_id: str
+    phase_id: str
+    item_id: str
+    identity: str
+    type: ChargeType
+    settlement_mode: CreditMode
+    status: ChargeStatus
+    currency: str
+    name: str
+    description: str | None
+    feature_key: str | None
+    price: Price
+    """Flat: the rate card amount as written (the line carries `A`); usage: the rate card price."""
+    discounts: Mapping[str, Any] | None
+    tax_config: Any
+    annotations: Mapping[str, Any]
+    pro_rating_enabled: bool
+    pro_rating_mode: str
+    service_period: Period
+    full_service_period: Period
+    billing_period: Period
+    invoice_at: datetime
+    amount_before_proration: Decimal | None
+    amount_after_proration: Decimal | None
+    quantity: Decimal | None = None
+    rated_amount: Decimal | None = None
+    advance_after: datetime | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def is_flat(self) -> bool:
+        return self.type == "flat_fee"
+
+    @property
+    def credit_only(self) -> bool:
+        return self.settlement_mode == "credit_only"
+
+    @property
+    def booked_at(self) -> datetime:
+        """CREDITS §3.6: the service start for a flat in-advance charge, the service end otherwise."""
+        if isinstance(self.price, FlatPrice) and self.price.in_advance:
+            return self.service_period.start
+        return self.service_period.end
+
+    @property
+    def start_at(self) -> datetime:
+        """CREDITS §3.6: `invoice_at` for a flat charge, the service start for a usage charge."""
+        return self.invoice_at if self.is_flat else self.service_period.start
+
+    @property
+    def amount(self) -> Decimal | None:
+        """`A`: flat `amount_after_proration`; usage `rated_amount` (null until a quantity is set)."""
+        return self.amount_after_proration if self.is_flat else self.rated_amount
+
+    @property
+    def discounts_total(self) -> Decimal | None:
+        a = self.amount
+        return None if a is None else discount_total(a, self.discounts, self.currency)
+
+    def credit_view(self) -> CreditCharge:
+        return CreditCharge(self.id, self.currency, self.feature_key, self.invoice_at, self.booked_at)
+
+    def line_price(self) -> Price:
+        """The price of the charge's line: flat with `A`, or the usage price."""
+        if isinstance(self.price, FlatPrice):
+            assert self.amount_after_proration is not None
+            return self.price.with_amount(self.amount_after_proration)
+        return self.price
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRun:
+    """A row of `charge_runs`: one realization of a charge (CREDITS §2.2)."""
+
+    id: str
+    charge_id: str
+    customer_id: str
+    currency: str
+    service_period: Period
+    quantity: Decimal | None
+    amount: Decimal
+    discounts_total: Decimal
+    credits_total: Decimal
+    total: Decimal
+    invoice_id: str | None
+    line_id: str | None
+    booked_at: datetime
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """The charge-managed invoice line of a credit_then_invoice charge (CREDITS §3.11). The other columns
+    (currency, names, `subscription_*` ids, feature key, discounts, tax config) are the charge's.
+    `invoice_id` None: the customer's gathering invoice, found or created by the store (SPEC §6.2)."""
+
+    id: str
+    charge_id: str
+    invoice_id: str | None
+    service_period: Period
+    billing_period: Period
+    invoice_at: datetime
+    price: Price
+    quantity: Decimal | None = None
+    amount: Decimal | None = None
+    discounts_total: Decimal | None = None
+    credits_total: Decimal | None = None
+    total: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeItem:
+    """A live charge with its live run and the run's invoice, and its live line and the line's invoice."""
+
+    charge: Charge
+    run: ChargeRun | None = None
+    run_invoice: Invoice | None = None
+    line: ChargeLine | None = None
+    line_invoice: Invoice | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.charge.identity
+
+    @property
+    def run_immutable(self) -> bool:
+        return self.run is not None and self.run_invoice is not None and self.run_invoice.immutable
+
+
+def index_charges(items: Iterable[ChargeItem]) -> dict[str, ChargeItem]:
+    """Live charges by identity; two with one identity is an error (SPEC §4.6, CREDITS §3.3)."""
+    out: dict[str, ChargeItem] = {}
+    for item in items:
+        if item.charge.deleted_at is not None:
+            continue
+        if item.identity in out:
+            raise DuplicateIdentityError(f"two charges have the unique reference id {item.identity!r}")
+        if item.run is not None and item.run.invoice_id is not None and item.run_invoice is None:
+            raise PlanningError(f"{item.identity}: run {item.run.id} is on invoice {item.run.invoice_id}, not found")
+        out[item.identity] = item
+    return out

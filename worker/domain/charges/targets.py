@@ -1,0 +1,133 @@
+"""Charge targets of CREDITS §3.2: what each billable candidate's charge should be, after routing every
+identity of one generation to its backend (CREDITS §3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from worker.domain.charges.amounts import flat_charge_amount
+from worker.domain.charges.items import ChargeItem, ChargeType
+from worker.domain.charges.routing import CreditMode, SettlementMode, route
+from worker.domain.persisted import PersistedState
+from worker.domain.prices import FlatPrice, Price
+from worker.domain.target import Candidate, Target, TargetLine, expected_line, generate_candidates, is_billable
+from worker.domain.timeutil import Period, trunc
+from worker.domain.view import SubscriptionView
+
+# --- targets (CREDITS §3.2) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeTarget:
+    """What a charge of this identity should be (the fields of the `charges` table sync decides)."""
+
+    identity: str
+    subscription_id: str
+    phase_id: str
+    item_id: str
+    settlement_mode: CreditMode
+    type: ChargeType
+    currency: str
+    name: str
+    description: str | None
+    feature_key: str | None
+    price: Price
+    discounts: Mapping[str, Any] | None
+    tax_config: Any
+    annotations: Mapping[str, Any]
+    pro_rating_enabled: bool
+    pro_rating_mode: str
+    service_period: Period
+    full_service_period: Period
+    billing_period: Period
+    invoice_at: datetime
+    amount_before_proration: Decimal | None
+    amount_after_proration: Decimal | None
+
+
+def charge_target(view: SubscriptionView, c: Candidate, mode: CreditMode) -> ChargeTarget | None:
+    """The charge target of a (truncated) candidate, or None when it is not billable. The amount plays no
+    part: a flat candidate of amount 0 still gives a charge (upstream)."""
+    if not is_billable(c):
+        return None
+    record, card = view.record, c.item.rate_card
+    before = after = None
+    if isinstance(c.price, FlatPrice):
+        before = c.price.amount
+        after = flat_charge_amount(
+            before, c.service, c.full, record.pro_rating_enabled, record.pro_rating_mode, record.currency
+        )
+    return ChargeTarget(
+        identity=f"{view.id}/{c.phase.key}/{c.identity}",
+        subscription_id=view.id,
+        phase_id=c.phase.id,
+        item_id=c.item.record.id,
+        settlement_mode=mode,
+        type="flat_fee" if c.price.is_flat else "usage_based",
+        currency=record.currency,
+        name=card.name,
+        description=card.description,
+        feature_key=card.feature_key,
+        price=c.price,
+        discounts=card.discounts,
+        tax_config=card.tax_config,
+        annotations=c.item.record.annotations,
+        pro_rating_enabled=record.pro_rating_enabled,
+        pro_rating_mode=record.pro_rating_mode,
+        service_period=c.service,
+        full_service_period=c.full,
+        billing_period=c.billing,
+        invoice_at=trunc(c.invoice_at()),
+        amount_before_proration=before,
+        amount_after_proration=after,
+    )
+
+
+def route_targets(
+    view: SubscriptionView,
+    as_of: datetime,
+    mode: SettlementMode,
+    persisted: PersistedState,
+    charges: Mapping[str, ChargeItem],
+    *,
+    customer_deleted_at: datetime | None = None,
+    max_lines: int | None = None,
+) -> tuple[Target, tuple[ChargeTarget, ...]]:
+    """CREDITS §3.1-§3.2: one generation of SPEC §3 (one `max_lines` budget), each identity routed to its
+    backend — a persisted line or group keeps lines, a persisted charge keeps charges, a new identity follows
+    `mode` — then the line targets (SPEC §3.9) and the charge targets (every billable candidate). An identity
+    held by a charge and by a line or group is an error (CREDITS §3.1 rule 3), targeted or not."""
+    for identity in sorted(charges.keys() & persisted.items.keys()):
+        route(identity, mode, persisted.items[identity], charges[identity].charge.id)
+    view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    lines: list[TargetLine] = []
+    charge_targets: list[ChargeTarget] = []
+    for c in candidates:
+        identity = f"{view.id}/{c.phase.key}/{c.identity}"
+        held = charges.get(identity)
+        if route(identity, mode, persisted.items.get(identity), held.charge.id if held else None) == "line":
+            if (line := expected_line(view, c)) is not None:
+                lines.append(line)
+            continue
+        charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
+        if (target := charge_target(view, c, charge_mode)) is not None:
+            charge_targets.append(target)
+    return Target(tuple(lines), max_limit), tuple(charge_targets)
+
+
+def build_charge_targets(
+    view: SubscriptionView,
+    as_of: datetime,
+    mode: CreditMode,
+    *,
+    line_state: PersistedState | None = None,
+    customer_deleted_at: datetime | None = None,
+) -> tuple[ChargeTarget, ...]:
+    """The charge targets of a credit-mode subscription with no persisted line (`route_targets` without
+    lines or charges: every identity is new and goes to a charge)."""
+    state = line_state if line_state is not None else PersistedState({}, {})
+    return route_targets(view, as_of, mode, state, {}, customer_deleted_at=customer_deleted_at)[1]
