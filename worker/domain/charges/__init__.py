@@ -1,4 +1,4 @@
-"""Charges of CREDITS §3: routing (§3.1), targets (§3.2), persisted charges (§3.3), the diff (§3.4), amounts
+"""Charges of docs/credits.md §3: routing (§3.1), targets (§3.2), persisted charges (§3.3), the diff (§3.4), amounts
 and rating (§3.5), and the charge engine — the state machine (§3.6), the effects of a sync's patches (§3.7),
 booking (§3.10), invoicing (§3.11), `set-quantity` (§3.12) and immutable invoices (§3.13).
 

@@ -1,4 +1,4 @@
-"""Amounts of CREDITS §3.5: a flat charge's prorated `A`, usage rating, and the percentage discount `D`."""
+"""Amounts of docs/credits.md §3.5: a flat charge's prorated `A`, usage rating, and the percentage discount `D`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ZERO = Decimal(0)
 _EXACT = Context(prec=100)  # products of 38-digit amounts: exact, rounded once by round_cur
 
 
-# --- amounts (CREDITS §3.5) -----------------------------------------------------------------------
+# --- amounts (docs/credits.md §3.5) -----------------------------------------------------------------------
 
 
 def flat_charge_amount(
@@ -27,7 +27,7 @@ def flat_charge_amount(
     currency: str,
 ) -> Decimal:
     """`A` of a flat charge: prorated by the 16-place ratio when `0 < s < f` (truncated periods), else the
-    rounded amount. Unlike lines (SPEC §3.9 rule 3), a period cut by the subscription end is prorated."""
+    rounded amount. Unlike lines (docs/sync.md §3.9 rule 3), a period cut by the subscription end is prorated."""
     s, f = service.truncated().seconds(), full.truncated().seconds()
     if pro_rating_enabled and pro_rating_mode == "prorate_prices" and 0 < s < f:
         return prorate(amount_before_proration, proration_ratio(s, f), currency)
@@ -52,7 +52,7 @@ def rate_usage(
     price: Mapping[str, Any], quantity: Decimal, discounts: Mapping[str, Any] | None, currency: str
 ) -> Decimal:
     """`A` of a usage charge: the rate card price rated on `quantity` less the usage discount, each component
-    rounded, then clamped to the rounded minimum and maximum (CREDITS §3.5, project)."""
+    rounded, then clamped to the rounded minimum and maximum (docs/credits.md §3.5, project)."""
     usage = (discounts or {}).get("usage") or {}
     q = max(ZERO, quantity - _dec(usage.get("quantity")))
     kind = price.get("type")
@@ -98,7 +98,7 @@ def rate_usage(
 
 
 def discount_total(amount: Decimal, discounts: Mapping[str, Any] | None, currency: str) -> Decimal:
-    """`D = min(A, round_cur(A × p / 100))` with `p` the percentage discount, else 0 (CREDITS §3.5)."""
+    """`D = min(A, round_cur(A × p / 100))` with `p` the percentage discount, else 0 (docs/credits.md §3.5)."""
     percentage = (discounts or {}).get("percentage") or {}
     p = percentage.get("percentage")
     if p is None:

@@ -1,5 +1,5 @@
-"""What the charge engine decides (CREDITS §3.6-§3.13): the printed charge patches (CREDITS §2.6), the
-status changes (CREDITS §2.4), and the row writes collected in a `ChargeChanges` for the store."""
+"""What the charge engine decides (docs/credits.md §3.6-§3.13): the printed charge patches (docs/credits.md §2.6), the
+status changes (docs/credits.md §2.4), and the row writes collected in a `ChargeChanges` for the store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ChargeOp = Literal["charge_create", "charge_shrink", "charge_extend", "charge_de
 
 @dataclass(frozen=True, slots=True)
 class ChargePrintedPatch:
-    """A printed charge patch (CREDITS §2.6); `line_id`/`invoice_id` are set only on `validation_issue`."""
+    """A printed charge patch (docs/credits.md §2.6); `line_id`/`invoice_id` are set only on `validation_issue`."""
 
     op: ChargeOp
     unique_reference_id: str
@@ -24,7 +24,7 @@ class ChargePrintedPatch:
     charge_id: str | None
     line_id: str | None = None
     invoice_id: str | None = None
-    group_id: None = None  # the printed shape of CONTRACT §6 has it; a charge patch never names a group
+    group_id: None = None  # the printed shape of docs/contract.md §6 has it; a charge patch never names a group
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class NewChargeLine:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """One charge moved on by advance, `set-quantity`, invoicing or `set-status` (CREDITS §2.4 `changes`)."""
+    """One charge moved on by advance, `set-quantity`, invoicing or `set-status` (docs/credits.md §2.4 `changes`)."""
 
     charge_id: str
     unique_reference_id: str
@@ -50,7 +50,7 @@ class ChargeChanges:
 
     The store writes, in this order: new charges, charge updates, run updates, line deletes, new runs, new
     lines (a deleted line frees `uq_invoice_lines_charge` for the new one), line updates, allocation rows
-    (the ledgers' `new_rows`), issues, then the SPEC §6.3 emptied-invoice rules for `touched_invoices`."""
+    (the ledgers' `new_rows`), issues, then the docs/sync.md §6.3 emptied-invoice rules for `touched_invoices`."""
 
     new_charges: dict[str, Charge] = field(default_factory=dict)
     charge_writes: dict[str, Charge] = field(default_factory=dict)

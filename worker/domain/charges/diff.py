@@ -1,4 +1,4 @@
-"""The diff of CREDITS §3.4: charge targets against live charges, as creates, shrinks, extends and deletes."""
+"""The diff of docs/credits.md §3.4: charge targets against live charges, as creates, shrinks, extends and deletes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from worker.domain.charges.targets import ChargeTarget
 from worker.domain.errors import DuplicateIdentityError
 from worker.domain.timeutil import trunc
 
-# --- diff (CREDITS §3.4) --------------------------------------------------------------------------
+# --- diff (docs/credits.md §3.4) --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ ChargePatch = ChargeCreate | ChargeUpdate | ChargeDelete
 
 
 def plan_charges(targets: Iterable[ChargeTarget], charges: Mapping[str, ChargeItem]) -> tuple[ChargePatch, ...]:
-    """Deletes, shrinks and extends in SPEC §5.2 order (removed identities ascending, then targeted ones),
+    """Deletes, shrinks and extends in docs/sync.md §5.2 order (removed identities ascending, then targeted ones),
     then creates in ascending identity order (upstream: a delete may free an identity a create reuses)."""
     by_identity: dict[str, ChargeTarget] = {}
     for t in targets:

@@ -1,4 +1,4 @@
-"""The charge engine of CREDITS §3: the state machine (§3.6), the effects of a sync's patches (§3.7),
+"""The charge engine of docs/credits.md §3: the state machine (§3.6), the effects of a sync's patches (§3.7),
 booking (§3.10), invoicing (§3.11), `set-quantity` (§3.12) and immutable invoices (§3.13).
 
 Pure: the engine reads no clock (`now` is given), generates ids through the `new_id` it is given, and takes
@@ -33,15 +33,15 @@ from worker.domain.prices import UsagePrice
 from worker.domain.timeutil import Period, format_instant, trunc
 from worker.domain.updater import NewIssue
 
-# --- the engine (CREDITS §3.6, §3.7, §3.10-§3.13) -------------------------------------------------
+# --- the engine (docs/credits.md §3.6, §3.7, §3.10-§3.13) -------------------------------------------------
 
 
 class ChargeError(DomainError):
-    """A charge command refused for the state of the charge (CREDITS §2.3 exit 1), naming the charge."""
+    """A charge command refused for the state of the charge (docs/credits.md §2.3 exit 1), naming the charge."""
 
 
 def is_invoiceable(charge: Charge, line: ChargeLine, at: datetime) -> bool:
-    """CREDITS §3.11 SPEC §9 step 2: flat iff `trunc(invoice_at) ≤ X`; usage iff the quantity is set,
+    """docs/credits.md §3.11 docs/sync.md §9 step 2: flat iff `trunc(invoice_at) ≤ X`; usage iff the quantity is set,
     the service end `≤ X` and `trunc(invoice_at) ≤ X`."""
     if trunc(line.invoice_at) > at:
         return False
@@ -115,7 +115,7 @@ class ChargeEngine:
             self.changes.touched_invoices.add(line.invoice_id)
 
     def _new_line(self, charge: Charge) -> ChargeLine:
-        """The charge's gathering line (CREDITS §3.11): flat with `A` and `D`; usage without a quantity."""
+        """The charge's gathering line (docs/credits.md §3.11): flat with `A` and `D`; usage without a quantity."""
         flat = charge.is_flat
         line = ChargeLine(
             id=self.new_id("il"),
@@ -149,7 +149,7 @@ class ChargeEngine:
                 StatusChange(after.id, after.identity, before.status, after.status, run_id)
             )
 
-    # -- sync: apply the plan (CREDITS §3.7 steps 2-3) --------------------------------------------
+    # -- sync: apply the plan (docs/credits.md §3.7 steps 2-3) --------------------------------------------
     def apply_plan(self, patches: Iterable[ChargePatch]) -> ChargeChanges:
         for patch in patches:
             if isinstance(patch, ChargeCreate):
@@ -161,7 +161,7 @@ class ChargeEngine:
         return self.changes
 
     def create(self, target: ChargeTarget) -> Charge:
-        """CREDITS §3.2 creation checks, then the charge row (`created`) and, for credit_then_invoice, its
+        """docs/credits.md §3.2 creation checks, then the charge row (`created`) and, for credit_then_invoice, its
         gathering line unless flat with `A = 0`."""
         end = target.service_period.end
         if self.customer_deleted_at is not None and end > self.customer_deleted_at:
@@ -332,7 +332,7 @@ class ChargeEngine:
         return c
 
     def _undo_run(self, c: Charge, run: ChargeRun, ledger: Ledger) -> None:
-        """Correct all the run's credits and delete it (CREDITS §3.7)."""
+        """Correct all the run's credits and delete it (docs/credits.md §3.7)."""
         ledger.correct_all(c.credit_view(), run.id)
         self._write_run(replace(run, credits_total=ZERO, deleted_at=self.now))
 
@@ -356,7 +356,7 @@ class ChargeEngine:
         self._record(before, c, None)
 
     def _immutable_issue(self, item: ChargeItem, c: Charge, reason: str) -> None:
-        """CREDITS §3.13: one SPEC §6.4 issue on the run's invoice when the change is visible."""
+        """docs/credits.md §3.13: one docs/sync.md §6.4 issue on the run's invoice when the change is visible."""
         run = item.run
         assert run is not None and run.invoice_id is not None
         line_period = item.line.service_period if item.line is not None else run.service_period
@@ -394,7 +394,7 @@ class ChargeEngine:
             )
         )
 
-    # -- advance (CREDITS §3.6 time-driven transitions, §3.10) ------------------------------------
+    # -- advance (docs/credits.md §3.6 time-driven transitions, §3.10) ------------------------------------
     def advance(self, item: ChargeItem) -> Charge:
         """Apply the due time-driven transitions of one charge at `now`; a false condition leaves it as it is."""
         before = c = item.charge
@@ -415,7 +415,7 @@ class ChargeEngine:
         return c
 
     def _book(self, c: Charge) -> tuple[Charge, str]:
-        """Booking (CREDITS §3.10): the live run, exact allocation of `N` (advance for the shortfall), `final`."""
+        """Booking (docs/credits.md §3.10): the live run, exact allocation of `N` (advance for the shortfall), `final`."""
         a = c.amount or ZERO
         d = discount_total(a, c.discounts, c.currency)
         run = ChargeRun(
@@ -437,7 +437,7 @@ class ChargeEngine:
         self.changes.new_runs[run.id] = run
         return replace(c, status="final", advance_after=None), run.id
 
-    # -- set-quantity (CREDITS §3.12) ------------------------------------------------------------
+    # -- set-quantity (docs/credits.md §3.12) ------------------------------------------------------------
     def set_quantity(self, item: ChargeItem, quantity: Decimal) -> Charge:
         """Rate and realize a usage charge whose service period has ended; the same quantity is a no-op."""
         before = c = item.charge
@@ -470,7 +470,7 @@ class ChargeEngine:
         self._record(before, c, run_id)
         return c
 
-    # -- invoicing (CREDITS §3.11) ---------------------------------------------------------------
+    # -- invoicing (docs/credits.md §3.11) ---------------------------------------------------------------
     def invoice(self, item: ChargeItem, invoice_id: str) -> ChargeRun:
         """After the charge's line moved onto draft `invoice_id`: the run, credits allocated (not exact),
         `credits_total` and `total` on run and line; the charge becomes `active`."""

@@ -1,4 +1,4 @@
-"""Persisted charges of CREDITS §3.3: the rows of `charges`, `charge_runs` and the charge-managed lines, a
+"""Persisted charges of docs/credits.md §3.3: the rows of `charges`, `charge_runs` and the charge-managed lines, a
 live charge with its run and line, and the live charges indexed by identity."""
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ ChargeType = Literal["flat_fee", "usage_based"]
 ChargeStatus = Literal["created", "active", "final", "deleted"]
 
 
-# --- persisted charges (CREDITS §3.3) -------------------------------------------------------------
+# --- persisted charges (docs/credits.md §3.3) -------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """A row of `charges`; periods and `invoice_at` truncated (SPEC §4.4)."""
+    """A row of `charges`; periods and `invoice_at` truncated (docs/sync.md §4.4)."""
 
     id: str
     customer_id: str
@@ -69,14 +69,14 @@ class Charge:
 
     @property
     def booked_at(self) -> datetime:
-        """CREDITS §3.6: the service start for a flat in-advance charge, the service end otherwise."""
+        """docs/credits.md §3.6: the service start for a flat in-advance charge, the service end otherwise."""
         if isinstance(self.price, FlatPrice) and self.price.in_advance:
             return self.service_period.start
         return self.service_period.end
 
     @property
     def start_at(self) -> datetime:
-        """CREDITS §3.6: `invoice_at` for a flat charge, the service start for a usage charge."""
+        """docs/credits.md §3.6: `invoice_at` for a flat charge, the service start for a usage charge."""
         return self.invoice_at if self.is_flat else self.service_period.start
 
     @property
@@ -102,7 +102,7 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class ChargeRun:
-    """A row of `charge_runs`: one realization of a charge (CREDITS §2.2)."""
+    """A row of `charge_runs`: one realization of a charge (docs/credits.md §2.2)."""
 
     id: str
     charge_id: str
@@ -122,9 +122,9 @@ class ChargeRun:
 
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
-    """The charge-managed invoice line of a credit_then_invoice charge (CREDITS §3.11). The other columns
+    """The charge-managed invoice line of a credit_then_invoice charge (docs/credits.md §3.11). The other columns
     (currency, names, `subscription_*` ids, feature key, discounts, tax config) are the charge's.
-    `invoice_id` None: the customer's gathering invoice, found or created by the store (SPEC §6.2)."""
+    `invoice_id` None: the customer's gathering invoice, found or created by the store (docs/sync.md §6.2)."""
 
     id: str
     charge_id: str
@@ -160,7 +160,7 @@ class ChargeItem:
 
 
 def index_charges(items: Iterable[ChargeItem]) -> dict[str, ChargeItem]:
-    """Live charges by identity; two with one identity is an error (SPEC §4.6, CREDITS §3.3)."""
+    """Live charges by identity; two with one identity is an error (docs/sync.md §4.6, docs/credits.md §3.3)."""
     out: dict[str, ChargeItem] = {}
     for item in items:
         if item.charge.deleted_at is not None:

@@ -1,4 +1,4 @@
-"""Routing of CREDITS §3.1: the settlement modes, and which backend (lines or charges) holds an identity."""
+"""Routing of docs/credits.md §3.1: the settlement modes, and which backend (lines or charges) holds an identity."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ SETTLEMENT_MODES: tuple[SettlementMode, ...] = ("invoice_only", "credit_then_inv
 
 
 class RoutingError(DomainError):
-    """One identity held by a charge and by a line or group (CREDITS §3.1 rule 3)."""
+    """One identity held by a charge and by a line or group (docs/credits.md §3.1 rule 3)."""
 
 
-# --- routing (CREDITS §3.1) -----------------------------------------------------------------------
+# --- routing (docs/credits.md §3.1) -----------------------------------------------------------------------
 
 
 def route(

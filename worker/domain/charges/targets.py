@@ -1,5 +1,5 @@
-"""Charge targets of CREDITS §3.2: what each billable candidate's charge should be, after routing every
-identity of one generation to its backend (CREDITS §3.1)."""
+"""Charge targets of docs/credits.md §3.2: what each billable candidate's charge should be, after routing every
+identity of one generation to its backend (docs/credits.md §3.1)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from worker.domain.target import Candidate, Target, TargetLine, expected_line, g
 from worker.domain.timeutil import Period, trunc
 from worker.domain.view import SubscriptionView
 
-# --- targets (CREDITS §3.2) -----------------------------------------------------------------------
+# --- targets (docs/credits.md §3.2) -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +97,10 @@ def route_targets(
     customer_deleted_at: datetime | None = None,
     max_lines: int | None = None,
 ) -> tuple[Target, tuple[ChargeTarget, ...]]:
-    """CREDITS §3.1-§3.2: one generation of SPEC §3 (one `max_lines` budget), each identity routed to its
+    """docs/credits.md §3.1-§3.2: one generation of docs/sync.md §3 (one `max_lines` budget), each identity routed to its
     backend — a persisted line or group keeps lines, a persisted charge keeps charges, a new identity follows
-    `mode` — then the line targets (SPEC §3.9) and the charge targets (every billable candidate). An identity
-    held by a charge and by a line or group is an error (CREDITS §3.1 rule 3), targeted or not."""
+    `mode` — then the line targets (docs/sync.md §3.9) and the charge targets (every billable candidate). An identity
+    held by a charge and by a line or group is an error (docs/credits.md §3.1 rule 3), targeted or not."""
     for identity in sorted(charges.keys() & persisted.items.keys()):
         route(identity, mode, persisted.items[identity], charges[identity].charge.id)
     view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
