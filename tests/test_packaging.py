@@ -230,7 +230,7 @@ def test_wheel_migrates_applies_syncs_and_runs_the_demo(
     try:
         code, stdout, stderr = wheel(env, "demo", "--format", "json")
         assert code == 0, stderr
-        refs = [line["unique_reference_id"] for line in json.loads(stdout)]
+        refs = [line["unique_reference_id"] for line in json.loads(stdout)["lines"]]
         assert any("/growth/api-calls/" in ref for ref in refs)
     finally:
         client = redis.Redis.from_url(redis_url)

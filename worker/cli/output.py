@@ -182,6 +182,9 @@ def build_table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         show_edge=False,
+        # rich wraps the caption to the table's width: a table of short cells is made as wide as its notes,
+        # so that a prefix said once stays on one line (never wider than the terminal)
+        min_width=min(width, max((len(line) for line in caption_text.splitlines()), default=0)) or None,
     )
     for col in cols:
         if col.kind in ("id", "value", "time", "number"):

@@ -14,7 +14,7 @@ from worker.contract.text import format_decimal, format_optional_time, format_ti
 
 if TYPE_CHECKING:
     from worker.app.sync import SyncResult
-    from worker.domain.charges import ChargePrintedPatch  # noqa: TC004
+    from worker.domain.charges import ChargePrintedPatch
     from worker.domain.timeutil import Period
     from worker.domain.updater import PrintedPatch
 
