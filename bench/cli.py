@@ -7,8 +7,9 @@ on the configured Postgres (`DATABASE_URL`, else the embedded server), then meas
 1. the first sync (creates every line), 2. a steady-state sync (nothing to change), 3. a sync after an
 edit (one item changed mid-period), 4. end to end through Redis with K worker processes;
 
-each next to the floor (the same database work in three hand-written statements, no planning), and the
-scaling of one subscription from 10 to 10,000 lines.
+each next to the floor (the same database work in three hand-written statements, no planning), the
+scaling of one subscription from 10 to 10,000 lines, and the same three syncs of a credit_only
+subscription (charges instead of lines, `bench.credits`) at two sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from bench import seeding, startup
+from bench import credits, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
 from bench.measure import Comparison, run_pass, warm_up
@@ -47,6 +48,7 @@ class Options:
     keep: bool = False
     startup_repeats: int = 7  # runs of each command of the start-up section (0: skip it)
     startup_only: bool = False
+    credit_months: tuple[int, ...] = (12, 24)  # credits scenario: ~3 x (M + 1) charges per size (empty: skip)
 
 
 QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1, startup_repeats=3)
@@ -119,6 +121,11 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             run_pass(engine, counting, copies, point.first)
             run_pass(engine, counting, copies, point.steady)
             points.append(point)
+
+        # issue 15: a credit_only subscription per size, at least one counted and one timed copy each
+        credit_sizes = credits.measure(
+            engine, counting, options.credit_months, max(2, options.subscriptions // 5), options.repeats
+        )
     finally:
         counting.close()
         engine.dispose()
@@ -128,7 +135,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"M={options.months} months per phase ({first.lines} lines each); {options.repeats} steady/edit pass(es); "
         f"K={options.workers} worker process(es) x {options.threads} thread(s)",
     ]
-    results = Results(header, [first, steady, edit], e2e, e2e_error, points)
+    results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
     if options.startup_repeats > 0:
         startup.seed(url)
         results.startup = startup.measure(url, repeats=options.startup_repeats)
@@ -175,6 +182,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=int,
         help=f"timed runs per scaling size of 1,000 lines or more; smaller sizes get at least 10 (default {d.scale_repeats})",
     )
+    parser.add_argument(
+        "--credit-months",
+        type=lambda s: tuple(int(v) for v in s.split(",") if v),
+        help="months of history of the credit_only subscription, one size per value, ~3 charges per month; "
+        "an empty value skips the credits section (default 12,24)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
     parser.add_argument(
         "--startup",
@@ -201,6 +214,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             "scale_days",
             "scale_repeats",
             "startup_repeats",
+            "credit_months",
         )
         if getattr(args, name) is not None
     }
@@ -211,6 +225,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("repeats and threads must be >= 1, workers >= 0")
     if options.startup_repeats < 0 or (options.startup_only and options.startup_repeats < 1):
         parser.error("--startup-repeats must be >= 0 (>= 1 with --startup)")
+    if any(m < 1 or m > 120 for m in options.credit_months):
+        parser.error("--credit-months values must be 1..120")
     if any(d < 1 or d > 1000 for d in options.scale_days):
         parser.error("--scale-days values must be 1..1000 (at most 1001 periods per item version and sync)")
     return options

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bench.credits import CreditSize
 from bench.database import Counts
 from bench.e2e import EndToEnd
 from bench.measure import Comparison, percentile
@@ -29,6 +30,10 @@ EDIT_TARGET_RATIO = 1.5
 FIRST_TARGET_RATIO = 1.3
 LARGE_STEADY_TARGET_RATIO = 1.5
 LARGE_FIRST_TARGET_RATIO = 1.2
+# issue 15 (the project's own targets): the credit_only sync within reach of its floor
+CREDIT_FIRST_TARGET_RATIO = 1.5
+CREDIT_STEADY_TARGET_RATIO = 1.5
+CREDIT_EDIT_TARGET_RATIO = 2.0
 
 
 @dataclass(slots=True)
@@ -47,6 +52,7 @@ class Results:
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
     startup: StartUp | None = None  # the command's start-up (bench.startup)
+    credits: list[CreditSize] = field(default_factory=list)  # the credit_only scenario (bench.credits)
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float:
@@ -129,6 +135,8 @@ def render(results: Results) -> str:
     out += _render_end_to_end(results)
     out.append("")
     out += _render_scaling(results.scaling)
+    out.append("")
+    out += _render_credits(results.credits)
     out.append("")
     out += _render_targets(results)
     if results.startup is not None:
@@ -226,6 +234,62 @@ def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
     return out
 
 
+def _render_credits(sizes: Sequence[CreditSize]) -> list[str]:
+    if not sizes:
+        return ["Credits: not measured"]
+    rows: list[list[str]] = []
+    for size in sizes:
+        for c in size.scenarios:
+            real, floor = c.real, c.floor
+            rows += [
+                [
+                    f"{c.name} ({c.lines} charges)",
+                    _ms(real.median),
+                    _ms(real.p95),
+                    *(_count(real.counts, n) for n in _COUNTS),
+                ],
+                ["  floor", _ms(floor.median), _ms(floor.p95), *(_count(floor.counts, n) for n in _COUNTS)],
+                [
+                    "  ratio to floor",
+                    _ratio(real.median, floor.median),
+                    _ratio(real.p95, floor.p95),
+                    *(_count_ratio(real.counts, floor.counts, n) for n in _COUNTS),
+                ],
+            ]
+    per_size = ", ".join(
+        f"{s.first.lines} charges: " + "/".join(_count(c.real.counts, "statements") for c in s.scenarios) for s in sizes
+    )
+    return [
+        "Credits (issue 15): a credit_only subscription, charges instead of lines; the floor reads the live charges "
+        "and writes in one statement (bench/credits.py):",
+        *table(["scenario", *_COLUMNS], rows),
+        f"statements per sync first/steady/edit: {per_size}",
+    ]
+
+
+def _render_credit_targets(sizes: Sequence[CreditSize]) -> list[str]:
+    """The targets of issue 15 (the project's own), each a ratio measured in this run."""
+    if not sizes:
+        return []
+    out = ["Targets of issue 15 (the project's own: the credit_only sync within reach of its floor):"]
+    statements = {
+        c.name: {s.scenarios[i].real.counts.statements for s in sizes if s.scenarios[i].real.counts}
+        for i, c in enumerate(sizes[0].scenarios)
+    }
+    constant = all(len(v) == 1 for v in statements.values())
+    counts = ", ".join(str(s.first.lines) for s in sizes)
+    out.append(_check(constant, f"statements constant in charges ({counts} charges: {statements})"))
+    for size in sizes:
+        for name, c, limit in (
+            ("first sync", size.first, CREDIT_FIRST_TARGET_RATIO),
+            ("steady-state sync", size.steady, CREDIT_STEADY_TARGET_RATIO),
+            ("sync after an edit", size.edit, CREDIT_EDIT_TARGET_RATIO),
+        ):
+            ratio = c.real.median / c.floor.median
+            out.append(_check(ratio <= limit, f"{size.first.lines} charges, {name} {ratio:.2f}x the floor <= {limit}x"))
+    return out
+
+
 def _check(ok: bool, text: str) -> str:
     return f"  [{'PASS' if ok else 'FAIL'}] {text}"
 
@@ -278,6 +342,7 @@ def _render_targets(results: Results) -> list[str]:
             k = marginal_exponent(pts)
             out.append(_check(k <= MAX_EXPONENT, f"{name} grows linearly in lines: exponent {k:.2f} <= {MAX_EXPONENT}"))
     out += _render_issue16_targets(results)
+    out += _render_credit_targets(results.credits)
     return out
 
 

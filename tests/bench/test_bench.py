@@ -7,7 +7,7 @@ import math
 
 from sqlalchemy import Engine
 
-from bench import startup
+from bench import credits, startup
 from bench.cli import Options, parse_args, run
 from bench.report import render
 from bench.seeding import FLOOR, REAL, Shape
@@ -23,6 +23,7 @@ TINY = Options(
     scale_days=(1, 2, 4),
     scale_repeats=1,
     startup_repeats=0,  # measured by its own test below
+    credit_months=(2, 4),
 )
 AS_OF = Shape(TINY.phases, TINY.items, TINY.months).as_of
 
@@ -50,21 +51,43 @@ def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None
     assert len({p.first.real.counts.statements for p in results.scaling if p.first.real.counts}) == 1
     assert len({p.steady.real.counts.statements for p in results.scaling if p.steady.real.counts}) == 1
 
+    # Credits (issue 15): the same three scenarios on charges, at two sizes, against a two-statement floor.
+    assert [size.months for size in results.credits] == [2, 4]
+    small, large = results.credits
+    assert 0 < small.first.lines < large.first.lines  # charges of one subscription
+    for size in results.credits:
+        for scenario in size.scenarios:
+            assert scenario.real.seconds and scenario.floor.seconds
+            assert scenario.real.counts is not None and scenario.floor.counts is not None
+            assert scenario.real.counts.rows_written == scenario.floor.counts.rows_written
+            assert scenario.floor.counts.statements == 2
+        assert size.steady.real.counts is not None and size.steady.real.counts.rows_written == 1
+        assert size.first.real.counts is not None and size.first.real.counts.rows_written == size.first.lines + 1
+    for n in range(3):  # first, steady, edit: statements do not depend on the number of charges
+        assert small.scenarios[n].real.counts.statements == large.scenarios[n].real.counts.statements  # type: ignore[union-attr]
+
     report = render(results)
     assert "ratio to floor" in report and "fitted exponent" in report and "Targets:" in report
     assert "Targets of issue 16" in report and "[PASS]" in report
+    assert "Targets of issue 15" in report and f"({large.first.lines} charges)" in report
 
     # The floor left each twin as the sync would have: syncing either one again changes nothing.
     for namespace in (REAL, FLOOR):
         for n in range(TINY.subscriptions):
             again = sync_subscription(db, namespace, f"sub_{n:05d}", as_of=AS_OF, dry_run=True)
             assert again.patches == (), namespace
+        for size in results.credits:
+            for seeded in credits.seed_ids(size.months, 2):
+                again = sync_subscription(db, namespace, seeded.subscription_id, as_of=seeded.as_of, dry_run=True)
+                assert again.patches == (), namespace
 
 
 def test_options() -> None:
     assert parse_args([]) == Options()
     quick = parse_args(["--quick", "-k", "0", "--scale-days", "1,10"])
     assert quick.subscriptions < Options().subscriptions and quick.workers == 0 and quick.scale_days == (1, 10)
+    assert parse_args(["--credit-months", "6,12"]).credit_months == (6, 12)
+    assert parse_args(["--credit-months", ""]).credit_months == ()
 
 
 def test_startup_section_runs_every_command(db: Engine, database_url: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine
 
 from worker.app.charge_sync import ChargeStep, plan_charge_step, write_charge_step
 from worker.config import DEFAULT_MAX_TARGET_LINES
-from worker.domain.charges import ChargePrintedPatch, route_targets
+from worker.domain.charges import ChargeChanges, ChargePrintedPatch, route_targets
 from worker.domain.planner import plan as make_plan
 from worker.domain.structure import stored_violations
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
@@ -49,6 +49,8 @@ class SyncResult:
     changes: Changes | None = field(default=None, compare=False, repr=False)
     # With `due_at`: False when the after-sync invoicing (docs/sync.md §8.3) certainly bills nothing; else None/True.
     maybe_due: bool | None = field(default=None, compare=False, repr=False)
+    # The charge rows this sync writes (or would write): the benchmark's credits floor reads them (bench/credits.py).
+    charge_changes: ChargeChanges | None = field(default=None, compare=False, repr=False)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -129,6 +131,7 @@ def sync_in_transaction(
         state: SyncState,
         changes: Changes | None = None,
         maybe_due: bool | None = None,
+        charge_changes: ChargeChanges | None = None,
     ) -> SyncResult:
         return SyncResult(
             namespace,
@@ -142,6 +145,7 @@ def sync_in_transaction(
             loaded.settlement_mode,
             changes,
             maybe_due,
+            charge_changes,
         )
 
     customer_deleted_at = None
@@ -218,6 +222,8 @@ def sync_in_transaction(
         # The sync's last statement: it sees every line this sync wrote, charge lines too (docs/sync.md §8.3).
         due = None if due_at is None else (record.customer_id, due_at)
         maybe_due = write_sync_state(conn, namespace, subscription_id, state, now, due=due)
-    out = result((*changes.patches, *charge_step.printed(dry_run=dry_run)), state, changes, maybe_due)
+    out = result(
+        (*changes.patches, *charge_step.printed(dry_run=dry_run)), state, changes, maybe_due, charge_step.changes
+    )
     bound.debug("sync.done", as_of=as_of.isoformat(), dry_run=dry_run, patches=out.counts())
     return out

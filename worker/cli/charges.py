@@ -1,5 +1,7 @@
 """`subsync charges list|advance|set-quantity` (docs/credits.md §2.3, JSON shapes of §2.4)."""
 
+from __future__ import annotations
+
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -7,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
-from worker.cli.output import FormatOption, emit, print_table
+from worker.cli.output import Column, FormatOption, emit, print_table
 from worker.cli.runtime import get_runtime
 from worker.contract.text import format_decimal, format_optional_time, format_time
 from worker.errors import InvalidInputError, SubsyncError
@@ -15,9 +17,7 @@ from worker.infra.clock import utcnow
 
 app = typer.Typer(help="Charges of credit-settled subscriptions (docs/credits.md).", no_args_is_help=True)
 
-CustomerOption = Annotated[
-    str, typer.Option("--customer", metavar="ID", help="The customer's id.", callback=identifier_callback)
-]
+CustomerOption = Annotated[str, typer.Option("--customer", metavar="ID", callback=identifier_callback)]
 
 
 def _num(value: Any) -> str | None:
@@ -117,22 +117,33 @@ def charge_json(entry: tuple[Any, str | None, list[tuple[Any, list[Any]]]]) -> d
     }
 
 
-def _charges_table(data: list[dict[str, Any]], title: str) -> None:
+def _day(text: str | None) -> str:
+    return "-" if text is None else text.removesuffix("T00:00:00Z")  # as the lines table prints periods
+
+
+def charges_table(data: list[dict[str, Any]], title: str) -> None:
+    """Fits an 80-column terminal like the lines table: ids never wrap, a shared prefix is said once; the
+    type and every other field are in the JSON shape."""
     rows = [
         [
             c["unique_reference_id"],
-            c["type"],
             c["status"],
-            f"{c['service_period']['from']} → {c['service_period']['to']}",
+            f"{_day(c['service_period']['from'])} → {_day(c['service_period']['to'])}",
             c["amount_after_proration"] or c["rated_amount"] or "-",
             ", ".join(f"{r['credits_total']}/{r['total']}" for r in c["runs"] if not r["deleted"]) or "-",
             c["id"],
         ]
         for c in data
     ]
-    print_table(
-        title, ["unique reference id", "type", "status", "service period", "amount", "credits/total", "id"], rows
-    )
+    columns = [
+        Column("charge", "id"),
+        Column("status"),
+        Column("service period", "text"),
+        Column("amount", "number"),
+        Column("credit/total", "number"),
+        Column("id", "id"),
+    ]
+    print_table(title, columns, rows)
 
 
 @app.command("list")
@@ -141,31 +152,20 @@ def charges_list(
     namespace: NamespaceOption,
     customer_id: Annotated[
         str | None,
-        typer.Option(
-            "--customer",
-            metavar="ID",
-            help="This customer's charges (or give --subscription).",
-            callback=identifier_callback,
-        ),
+        typer.Option("--customer", metavar="ID", callback=identifier_callback, help="The customer's charges."),
     ] = None,
     subscription_id: Annotated[
         str | None,
-        typer.Option(
-            "--subscription",
-            metavar="ID",
-            help="This subscription's charges (or give --customer).",
-            callback=identifier_callback,
-        ),
+        typer.Option("--subscription", metavar="ID", callback=identifier_callback, help="The subscription's charges."),
     ] = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted charges.")] = False,
     fmt: FormatOption = None,
 ) -> None:
     """List charges with their runs and allocation rows."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.charges import list_charges
-
     if (customer_id is None) == (subscription_id is None):
         raise InvalidInputError("give exactly one of --customer and --subscription")
+    from worker.app.charges import list_charges  # lazy: the use cases import SQLAlchemy (start-up, issue 14)
+
     entries = list_charges(
         get_runtime(ctx).engine(),
         namespace,
@@ -174,7 +174,7 @@ def charges_list(
         include_deleted=include_deleted,
     )
     data = [charge_json(e) for e in entries]
-    emit(fmt, data, table=lambda: _charges_table(data, f"{len(data)} charge(s) in {namespace}"))
+    emit(fmt, data, table=lambda: charges_table(data, f"{len(data)} charge(s) in {namespace}"))
 
 
 @app.command("advance")
@@ -184,20 +184,16 @@ def charges_advance(
     customer_id: Annotated[
         str | None,
         typer.Option(
-            "--customer",
-            metavar="ID",
-            help="Only this customer (default: every customer of the namespace with a due charge).",
-            callback=identifier_callback,
+            "--customer", metavar="ID", callback=identifier_callback, help="Only this customer's due charges."
         ),
     ] = None,
     as_of: Annotated[
-        datetime | None, timestamp_option("--as-of", help="Advance as of this time (RFC 3339; default: now).")
+        datetime | None, timestamp_option("--as-of", help="Advance as of this time (RFC 3339; default now).")
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Advance due charges now, in this process (every customer with a due charge without --customer)."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.charges import advance_customer, advance_namespace
+    from worker.app.charges import advance_customer, advance_namespace  # lazy: SQLAlchemy (start-up, issue 14)
 
     engine = get_runtime(ctx).engine()
     at = as_of or utcnow()
@@ -265,18 +261,19 @@ def charges_set_quantity(
     ctx: typer.Context,
     namespace: NamespaceOption,
     charge_id: Annotated[
-        str, typer.Option("--charge", metavar="ID", help="The usage-based charge.", callback=identifier_callback)
+        str, typer.Option("--charge", metavar="ID", callback=identifier_callback, help="The usage-based charge.")
     ],
-    quantity: Annotated[str, typer.Option("--quantity", metavar="Q", help="The usage: a non-negative decimal string.")],
+    quantity: Annotated[
+        str, typer.Option("--quantity", metavar="Q", help="The usage of its service period (a non-negative decimal).")
+    ],
     fmt: FormatOption = None,
 ) -> None:
     """Supply the usage of a usage-based charge whose service period has ended."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.charges import list_charges, set_quantity
-
     q = parse_quantity(quantity)
+    from worker.app.charges import list_charges, set_quantity  # lazy: SQLAlchemy (start-up, issue 14)
+
     engine = get_runtime(ctx).engine()
     set_quantity(engine, namespace, charge_id, q)
     (entry,) = list_charges(engine, namespace, charge_ids=[charge_id], include_deleted=True)
     data = charge_json(entry)
-    emit(fmt, data, table=lambda: _charges_table([data], f"charge {charge_id}"))
+    emit(fmt, data, table=lambda: charges_table([data], f"charge {charge_id}"))

@@ -1,5 +1,7 @@
 """`subsync credits grant|void|grants|balance` (docs/credits.md §2.3, JSON shapes of §2.4)."""
 
+from __future__ import annotations
+
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,11 +19,11 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Customer credit grants and balances (docs/credits.md).", no_args_is_help=True)
 
 CustomerOption = Annotated[
-    str, typer.Option("--customer", metavar="ID", help="The customer's id.", callback=identifier_callback)
+    str, typer.Option("--customer", metavar="ID", callback=identifier_callback, help="The customer.")
 ]
 
 
-def grant_json(stored: "StoredGrant", at: datetime) -> dict[str, Any]:
+def grant_json(stored: StoredGrant, at: datetime) -> dict[str, Any]:
     g = stored.grant
     return {
         "id": g.id,
@@ -64,33 +66,29 @@ def credits_grant(
     ctx: typer.Context,
     namespace: NamespaceOption,
     customer_id: CustomerOption,
-    currency: Annotated[str, typer.Option("--currency", metavar="CUR", help="ISO 4217 code of the credit.")],
+    currency: Annotated[str, typer.Option("--currency", metavar="CUR", help="ISO 4217 currency of the grant.")],
     amount: Annotated[
-        str, typer.Option("--amount", metavar="D", help="Credit granted: a decimal > 0 within the currency's decimals.")
+        str, typer.Option("--amount", metavar="D", help="Amount (> 0, at most the currency's decimals).")
     ],
-    priority: Annotated[
-        int, typer.Option("--priority", metavar="N", help="Lower is consumed first (0 to 2147483647).")
-    ] = 1,
+    priority: Annotated[int, typer.Option("--priority", metavar="N", help="Lower is consumed first.")] = 1,
     effective_at: Annotated[
-        datetime | None, timestamp_option("--effective-at", help="Usable from this time (RFC 3339; default: now).")
+        datetime | None, timestamp_option("--effective-at", help="From when the grant counts (RFC 3339; default now).")
     ] = None,
     expires_at: Annotated[
         datetime | None,
-        timestamp_option("--expires-at", help="Not usable from this time on (RFC 3339; default: never)."),
+        timestamp_option("--expires-at", help="When the grant stops counting (RFC 3339; default never)."),
     ] = None,
     features: Annotated[
-        list[str] | None,
-        typer.Option("--feature", metavar="KEY", help="Only charges of this feature key (repeatable; default: any)."),
+        list[str] | None, typer.Option("--feature", metavar="KEY", help="Only charges of this feature (repeatable).")
     ] = None,
     grant_id: Annotated[
         str | None,
-        typer.Option("--id", metavar="ID", help="The grant's id (default: generated); repeating it is idempotent."),
+        typer.Option("--id", metavar="ID", help="The grant's id (idempotent: the same grant again writes nothing)."),
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Create a grant (it pays open advance at once when effective now)."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.credits import GrantRequest, grant_credit, parse_amount
+    from worker.app.credits import GrantRequest, grant_credit, parse_amount  # lazy: SQLAlchemy (issue 14)
 
     request = GrantRequest(
         customer_id=customer_id,
@@ -120,13 +118,12 @@ def credits_void(
     ctx: typer.Context,
     namespace: NamespaceOption,
     grant_id: Annotated[
-        str, typer.Option("--grant", metavar="ID", help="The grant to void.", callback=identifier_callback)
+        str, typer.Option("--grant", metavar="ID", callback=identifier_callback, help="The grant to void.")
     ],
     fmt: FormatOption = None,
 ) -> None:
     """Void a grant: it stops counting from now on."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.credits import void_credit
+    from worker.app.credits import void_credit  # lazy: SQLAlchemy (start-up, issue 14)
 
     data = grant_json(void_credit(get_runtime(ctx).engine(), namespace, grant_id), utcnow())
     emit(fmt, data, table=lambda: print_table("grant voided", _GRANT_COLUMNS, _grant_rows([data])))
@@ -141,8 +138,7 @@ def credits_grants(
     fmt: FormatOption = None,
 ) -> None:
     """List a customer's grants, by currency then consumption order."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.credits import customer_grants
+    from worker.app.credits import customer_grants  # lazy: SQLAlchemy (start-up, issue 14)
 
     now = utcnow()
     grants = customer_grants(get_runtime(ctx).engine(), namespace, customer_id, include_voided=include_voided)
@@ -171,21 +167,20 @@ def credits_balance(
     namespace: NamespaceOption,
     customer_id: CustomerOption,
     as_of: Annotated[
-        datetime | None, timestamp_option("--as-of", help="The balance at this time (RFC 3339; default: now).")
+        datetime | None, timestamp_option("--as-of", help="The balance at this time (RFC 3339; default now).")
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """The customer's credit balance per currency (available − open advance)."""
-    # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
-    from worker.app.credits import customer_balance
+    from worker.app.credits import customer_balance  # lazy: SQLAlchemy (start-up, issue 14)
 
     data = [balance_json(b) for b in customer_balance(get_runtime(ctx).engine(), namespace, customer_id, at=as_of)]
-    emit(
-        fmt,
-        data,
-        table=lambda: print_table(
-            f"balance of customer {customer_id}",
-            ["currency", "available", "pending", "expired", "open advance", "balance"],
-            [list(d.values()) for d in data],
-        ),
+    emit(fmt, data, table=lambda: balance_table(data, f"balance of customer {customer_id}"))
+
+
+def balance_table(data: list[dict[str, str]], title: str) -> None:
+    print_table(
+        title,
+        ["currency", "available", "pending", "expired", "open advance", "balance"],
+        [list(d.values()) for d in data],
     )

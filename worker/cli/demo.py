@@ -1,14 +1,20 @@
-"""`subsync demo`: seed a sample subscription, publish its event, run a worker until it is handled.
+"""`subsync demo`: seed sample subscriptions, publish their events, run a worker until they are handled.
 
 The demo lives in namespace `demo` with fixed ids, so running it again re-applies the same
-subscription and converges to the same lines. Dates are relative to the current month: the
+subscriptions and converges to the same rows. Dates are relative to the current month: the invoiced
 subscription started two months ago with a "launch" phase (a flat in-advance platform fee and a
-usage-based API-calls item) and moved to a "growth" phase last month.
+usage-based API-calls item) and moved to a "growth" phase last month. Beside it, the same customer has a
+`credit_only` subscription (docs/credits.md §1: charges instead of invoice lines) for a monthly support plan,
+started two months ago too, and a credit grant with a fixed id: the worker's sync writes the charges and
+its advance books the due ones against the grant (docs/credits.md §3.6), so the balance is the grant minus them.
 """
 
+import contextlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -18,7 +24,7 @@ from worker.cli.presenters import line_json, lines_table
 from worker.cli.progress import Steps
 from worker.cli.runtime import get_runtime
 from worker.contract.text import format_time
-from worker.errors import SubsyncError
+from worker.errors import ConflictError, SubsyncError
 
 if TYPE_CHECKING:
     from dramatiq.brokers.redis import RedisBroker
@@ -29,10 +35,21 @@ if TYPE_CHECKING:
 DEMO_NAMESPACE = "demo"
 DEMO_CUSTOMER = "demo-customer"
 DEMO_SUBSCRIPTION = "demo-subscription"
+DEMO_CREDIT_SUBSCRIPTION = "demo-credit-subscription"
+DEMO_GRANT = "demo-grant"
+DEMO_GRANT_AMOUNT = "100"
+DEMO_SUPPORT_FEE = "25"
 
 
 class DemoTimeout(RuntimeError):
     """The worker did not drain the queue in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    lines: list[Any]  # the customer's invoice lines (the credit_only subscription has none)
+    charges: list[Any]  # the credit subscription's charges, with their runs and allocation rows
+    balances: list[Any]  # the customer's credit balance, per currency
 
 
 def _month_start(now: datetime, months_back: int) -> datetime:
@@ -41,7 +58,7 @@ def _month_start(now: datetime, months_back: int) -> datetime:
 
 
 def demo_document(now: datetime) -> dict[str, Any]:
-    """The demo subscription (CONTRACT §3 shape), dated relative to `now`."""
+    """The demo subscription (docs/contract.md §3 shape), dated relative to `now`."""
     # lazy: the builders are shared with the tests and the bench; loaded when the demo runs
     from worker.contract.builders import flat, item_version, rate_card, unit
 
@@ -88,15 +105,63 @@ def demo_document(now: datetime) -> dict[str, Any]:
     }
 
 
-def seed(engine: "Engine", now: datetime) -> bool:
-    """Write the demo customer and subscription; True when the subscription was new."""
+def demo_credit_document(now: datetime) -> dict[str, Any]:
+    """The demo's credit_only subscription (docs/credits.md §2.1): one flat in-advance support plan, same customer."""
+    # lazy: the builders are shared with the tests and the bench; loaded when the demo runs
+    from worker.contract.builders import flat, item_version, rate_card
+
+    start = format_time(_month_start(now, 2))
+    card = rate_card("Support plan", flat(DEMO_SUPPORT_FEE))
+    return {
+        "namespace": DEMO_NAMESPACE,
+        "id": DEMO_CREDIT_SUBSCRIPTION,
+        "customer_id": DEMO_CUSTOMER,
+        "name": "Demo support (prepaid credit)",
+        "currency": "USD",
+        "settlement_mode": "credit_only",
+        "billing_cadence": "P1M",
+        "billing_anchor": start,
+        "pro_rating": {"enabled": True, "mode": "prorate_prices"},
+        "active_from": start,
+        "active_to": None,
+        "phases": [
+            {
+                "key": "default",
+                "id": "demo-phase-support",
+                "name": "Support",
+                "active_from": start,
+                "sort_hint": None,
+                "items": {"support": [item_version(start, None, card, id="demo-item-support")]},
+            }
+        ],
+    }
+
+
+def seed(engine: "Engine", now: datetime) -> dict[str, bool]:
+    """Write the demo customer, its two subscriptions and its credit grant; per subscription id, True when
+    it was new."""
     # lazy: the document model (pydantic) and the use cases (SQLAlchemy)
+    from worker.app.credits import GrantRequest, grant_credit
     from worker.app.subscriptions import apply_subscription, upsert_customer
     from worker.contract.documents import validate_document
 
-    document = validate_document(demo_document(now))
     upsert_customer(engine, DEMO_NAMESPACE, DEMO_CUSTOMER, name="Demo customer")
-    return bool(apply_subscription(engine, document).created)
+    created = {
+        document["id"]: bool(apply_subscription(engine, validate_document(document)).created)
+        for document in (demo_document(now), demo_credit_document(now))
+    }
+    grant = GrantRequest(
+        customer_id=DEMO_CUSTOMER,
+        currency="USD",
+        amount=Decimal(DEMO_GRANT_AMOUNT),
+        effective_at=_month_start(now, 2),  # it covers every charge of the credit subscription
+        id=DEMO_GRANT,
+    )
+    # The same grant again writes nothing (docs/credits.md §2.3 `--id`); on a re-run in a later month its effective_at
+    # differs (ConflictError) and the first run's grant, effective earlier, stays.
+    with contextlib.suppress(ConflictError):
+        grant_credit(engine, DEMO_NAMESPACE, grant)
+    return created
 
 
 def drain(broker: "RedisBroker", *, timeout_seconds: float = 60.0, threads: int = 2) -> None:
@@ -129,10 +194,13 @@ def run_demo(
     *,
     now: datetime | None = None,
     step: Callable[[str], None] = lambda text: None,
-) -> list[Any]:
-    """Seed, publish `subscription.created` (or `.updated` on a re-run), drain, return the lines."""
+) -> "DemoResult":
+    """Seed, publish `subscription.created` (or `.updated` on a re-run) for each subscription, drain, return
+    the customer's lines, the credit subscription's charges and the customer's credit balance."""
     # lazy: the composition root, events and queue import SQLAlchemy, pydantic and Dramatiq
     from worker import bootstrap
+    from worker.app.charges import list_charges
+    from worker.app.credits import customer_balance
     from worker.contract.events import SubscriptionEvent
     from worker.infra.clock import utcnow
     from worker.infra.logging import get_logger
@@ -141,19 +209,21 @@ def run_demo(
 
     now = now or utcnow()
     bootstrap.worker(settings, broker, engine=lambda: engine)
-    step("seeding the demo subscription and publishing its event")
-    created = seed(engine, now)
-    event = SubscriptionEvent.new(
-        "subscription.created" if created else "subscription.updated",
-        namespace=DEMO_NAMESPACE,
-        subscription_id=DEMO_SUBSCRIPTION,
-    )
-    message_id = publish(event, broker=broker)
-    get_logger(__name__).info("demo event published", event_type=event.type, message_id=message_id)
-    step("waiting for the worker to handle it")
-    drain(broker)
+    step("seeding the demo subscriptions and credit grant, publishing their events")
+    for subscription_id, created in seed(engine, now).items():
+        event = SubscriptionEvent.new(
+            "subscription.created" if created else "subscription.updated",
+            namespace=DEMO_NAMESPACE,
+            subscription_id=subscription_id,
+        )
+        message_id = publish(event, broker=broker)
+        get_logger(__name__).info("demo event published", event_type=event.type, message_id=message_id)
+    step("waiting for the worker to handle them")
+    drain(broker)  # the worker syncs each subscription, then advances (books) the customer's due charges
     with engine.connect() as conn:
-        return list_lines(conn, DEMO_NAMESPACE, customer_id=DEMO_CUSTOMER)
+        lines = list_lines(conn, DEMO_NAMESPACE, customer_id=DEMO_CUSTOMER)
+    charges = list_charges(engine, DEMO_NAMESPACE, subscription_id=DEMO_CREDIT_SUBSCRIPTION)
+    return DemoResult(lines, charges, customer_balance(engine, DEMO_NAMESPACE, DEMO_CUSTOMER, at=now))
 
 
 def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False) -> None:
@@ -178,7 +248,7 @@ def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False)
     step("starting the embedded broker" if settings.uses_embedded_redis else "connecting to the broker")
     broker = runtime.broker()
     try:
-        rows = run_demo(settings, runtime.engine(), broker, step=step)
+        result = run_demo(settings, runtime.engine(), broker, step=step)
     except DemoTimeout as exc:
         raise SubsyncError(str(exc)) from None
     step("done")
@@ -187,8 +257,23 @@ def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False)
             f"note: the embedded servers under {settings.home_path} stay up for the next commands; "
             "see them with `subsync embedded status`, stop them with `subsync embedded stop`\n"
         )
-    title = f"Invoice lines of customer {DEMO_CUSTOMER} (namespace {DEMO_NAMESPACE})"
-    emit(fmt, [line_json(row) for row in rows], table=lambda: print_spec(lines_table(rows, title), wide=wide))
+    # lazy: the charge and credit presenters import the use cases (SQLAlchemy)
+    from worker.cli.charges import charge_json, charges_table
+    from worker.cli.credits import balance_json, balance_table
+
+    charges = [charge_json(entry) for entry in result.charges]
+    balances = [balance_json(b) for b in result.balances]
+    # JSON: the invoice lines, as docs/contract.md §5 promises; the credit part is in the table, and as JSON
+    # from `subsync charges list --subscription demo-support` and `subsync credits balance`.
+    data = [line_json(row) for row in result.lines]
+
+    def table() -> None:
+        title = f"Invoice lines of customer {DEMO_CUSTOMER} (namespace {DEMO_NAMESPACE})"
+        print_spec(lines_table(result.lines, title), wide=wide)
+        charges_table(charges, f"Charges of the credit_only subscription {DEMO_CREDIT_SUBSCRIPTION}")
+        balance_table(balances, f"Credit balance of customer {DEMO_CUSTOMER} (grant {DEMO_GRANT})")
+
+    emit(fmt, data, table=table)
 
 
 def register(app: typer.Typer) -> None:
