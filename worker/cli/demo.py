@@ -264,7 +264,7 @@ def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False)
     charges = [charge_json(entry) for entry in result.charges]
     balances = [balance_json(b) for b in result.balances]
     # JSON: the invoice lines, as docs/contract.md §5 promises; the credit part is in the table, and as JSON
-    # from `subsync charges list --subscription demo-support` and `subsync credits balance`.
+    # from `subsync charges list --subscription demo-credit-subscription` and `subsync credits balance`.
     data = [line_json(row) for row in result.lines]
 
     def table() -> None:
