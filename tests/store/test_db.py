@@ -27,11 +27,12 @@ def terminate(engine: Engine, pid: int) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
         # pg_terminate_backend only signals: wait (on the server) until the backend is gone (a fresh snapshot
-        # of pg_stat_activity each turn: it is cached for the transaction otherwise)
+        # of pg_stat_activity each turn: it is cached for the transaction otherwise), 30 s at most: never a hang)
         conn.execute(
             text(
-                "DO $$ BEGIN WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = "
-                f"{int(pid)}) LOOP PERFORM pg_sleep(0.01); PERFORM pg_stat_clear_snapshot(); END LOOP; END $$"
+                "DO $$ DECLARE turns int := 0; BEGIN WHILE turns < 3000 AND EXISTS "
+                f"(SELECT 1 FROM pg_stat_activity WHERE pid = {int(pid)}) LOOP PERFORM pg_sleep(0.01); "
+                "PERFORM pg_stat_clear_snapshot(); turns := turns + 1; END LOOP; END $$"
             )
         )
 
