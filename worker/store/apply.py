@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from worker.domain.timeutil import trunc
-from worker.domain.updater import Changes
+from worker.domain.updater import Changes, NewIssue
 from worker.errors import ConcurrentWriteError
 from worker.infra.ids import new_id
 from worker.store.db import json_dumps
@@ -99,6 +99,28 @@ def get_or_create_gathering_invoice(
     return str(found)
 
 
+def insert_validation_issues(conn: Connection, namespace: str, issues: Sequence[NewIssue], now: datetime) -> None:
+    """Validation issues on immutable invoices (docs/sync.md §6.4), one statement for all of them; the
+    charge engine's issues (docs/credits.md §3.13) go through here too."""
+    conn.execute(
+        insert(invoice_validation_issues),
+        [
+            {
+                "namespace": namespace,
+                "id": new_id("vi"),
+                "invoice_id": i.invoice_id,
+                "severity": i.severity,
+                "code": i.code,
+                "component": i.component,
+                "message": i.message,
+                "path": i.path,
+                "created_at": now,
+            }
+            for i in issues
+        ],
+    )
+
+
 def apply_changes(
     conn: Connection, namespace: str, changes: Changes, now: datetime, *, delete_emptied: bool = True
 ) -> None:
@@ -112,23 +134,7 @@ def apply_changes(
     if changes.line_deletes:
         conn.execute(_DELETE_LINES, {"ns": namespace, "ids": changes.line_deletes, "now": now})
     if changes.issues:
-        conn.execute(
-            insert(invoice_validation_issues),
-            [
-                {
-                    "namespace": namespace,
-                    "id": new_id("vi"),
-                    "invoice_id": i.invoice_id,
-                    "severity": i.severity,
-                    "code": i.code,
-                    "component": i.component,
-                    "message": i.message,
-                    "path": i.path,
-                    "created_at": now,
-                }
-                for i in changes.issues
-            ],
-        )
+        insert_validation_issues(conn, namespace, changes.issues, now)
     if changes.group_deletes:
         conn.execute(_DELETE_GROUPS, {"ns": namespace, "ids": changes.group_deletes, "now": now})
     if changes.group_updates:

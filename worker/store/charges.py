@@ -19,8 +19,7 @@ from worker.domain.persisted import Invoice, IssueKey
 from worker.domain.prices import Price, price_from_json
 from worker.domain.timeutil import Period, trunc
 from worker.domain.updater import COMPONENT
-from worker.infra.ids import new_id
-from worker.store.apply import delete_emptied_invoices
+from worker.store.apply import delete_emptied_invoices, insert_validation_issues
 from worker.store.credits import insert_allocation_rows
 from worker.store.db import json_dumps
 from worker.store.tables import (
@@ -459,21 +458,7 @@ def write_charge_changes(
     for ledger in ledgers:
         insert_allocation_rows(conn, namespace, customer_id, ledger.currency, ledger.new_rows, now)
     if changes.issues:
-        issues = [
-            {
-                "namespace": namespace,
-                "id": new_id("vi"),
-                "invoice_id": i.invoice_id,
-                "severity": i.severity,
-                "code": i.code,
-                "component": i.component,
-                "message": i.message,
-                "path": i.path,
-                "created_at": now,
-            }
-            for i in changes.issues
-        ]
-        conn.execute(invoice_validation_issues.insert(), issues)
+        insert_validation_issues(conn, namespace, changes.issues, now)
     if delete_emptied and changes.touched_invoices:
         delete_emptied_invoices(conn, namespace, sorted(changes.touched_invoices), now)
 
