@@ -19,6 +19,7 @@ from worker.domain.persisted import Invoice, IssueKey
 from worker.domain.prices import Price, price_from_json
 from worker.domain.timeutil import Period, trunc
 from worker.domain.updater import COMPONENT
+from worker.errors import MissingInvoiceError
 from worker.store.apply import delete_emptied_invoices, insert_validation_issues
 from worker.store.credits import insert_allocation_rows
 from worker.store.db import json_dumps
@@ -93,10 +94,6 @@ _BY_IDS = _BASE.where(
 ).order_by(_c.id)
 
 
-class MissingRunInvoiceError(LookupError):
-    """A live run references an invoice that does not exist (docs/credits.md §3.3: an error)."""
-
-
 def _d(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -158,7 +155,8 @@ def _item(row: Any) -> ChargeItem:
         )
         if row.r_invoice_id is not None:
             if row.ri_type is None:
-                raise MissingRunInvoiceError(f"charge run {row.r_id} references missing invoice {row.r_invoice_id}")
+                # docs/credits.md §3.3: an error, like a line's missing invoice (docs/sync.md §4)
+                raise MissingInvoiceError(f"charge run {row.r_id} references missing invoice {row.r_invoice_id}")
             run_invoice = Invoice(
                 row.r_invoice_id, row.ri_type, row.ri_status, row.ri_immutable, row.ri_deleted_at is not None
             )
