@@ -27,6 +27,7 @@ from worker.store.charges import (
     write_charge_changes,
 )
 from worker.store.customers import get_customer
+from worker.store.db import keyset_pages
 from worker.store.locks import lock_customer
 
 log = structlog.get_logger("worker.app.charges")
@@ -128,16 +129,12 @@ def iter_due_customers(
     engine: Engine, now: datetime, *, namespace: str | None = None, page_size: int = 500
 ) -> Iterator[list[tuple[str, str]]]:
     """Customers with a due charge, a page (one short read transaction) at a time."""
-    after: tuple[str, str] | None = None
-    while True:
-        with engine.connect() as conn:
-            page = customers_with_due_charges(conn, now, namespace=namespace, after=after, limit=page_size)
-        if not page:
-            return
-        yield page
-        if len(page) < page_size:
-            return
-        after = page[-1]
+    return keyset_pages(
+        engine,
+        lambda conn, after: customers_with_due_charges(conn, now, namespace=namespace, after=after, limit=page_size),
+        lambda customer: customer,
+        page_size,
+    )
 
 
 @dataclass(frozen=True, slots=True)

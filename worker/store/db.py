@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -104,3 +104,28 @@ def run_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
             if attempt == 2 or not is_stale(exc):
                 raise
     raise AssertionError("unreachable")
+
+
+_K = TypeVar("_K")
+_R = TypeVar("_R")
+
+
+def keyset_pages(
+    engine: Engine,
+    read_page: Callable[[Connection, _K | None], list[_R]],
+    key_of: Callable[[_R], _K],
+    page_size: int,
+) -> Iterator[list[_R]]:
+    """Pages of a keyset-paged read, each in one short read transaction: `read_page(conn, after)` returns at
+    most `page_size` rows after the key `after` (None: from the start); the next page starts after the key of
+    the last row. Stops at an empty or short page."""
+    after: _K | None = None
+    while True:
+        with engine.connect() as conn:
+            page = read_page(conn, after)
+        if not page:
+            return
+        yield page
+        if len(page) < page_size:
+            return
+        after = key_of(page[-1])

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, func, or_, select, tuple_
 
+from worker.store.db import keyset_pages
 from worker.store.tables import subscription_sync_states, subscriptions
 
 ACTIVE_TO_GRACE = timedelta(hours=24)
@@ -108,28 +109,23 @@ def iter_due_pages(
     engine: Engine, now: datetime, *, page_size: int = 500, namespace: str | None = None
 ) -> Iterator[list[DueSubscription]]:
     """Every due subscription, a page (one short read transaction) at a time."""
-    cursor: tuple[datetime, str, str] | None = None
-    while True:
-        with engine.connect() as conn:
-            page = due_synced_page(conn, now, after=cursor, limit=page_size, namespace=namespace)
-        if not page:
-            break
-        yield page
-        last = page[-1]
-        assert last.next_sync_after is not None
-        cursor = (last.next_sync_after, last.namespace, last.subscription_id)
-        if len(page) < page_size:
-            break
-    key: tuple[str, str] | None = None
-    while True:
-        with engine.connect() as conn:
-            page = never_synced_page(conn, now, after=key, limit=page_size, namespace=namespace)
-        if not page:
-            break
-        yield page
-        key = (page[-1].namespace, page[-1].subscription_id)
-        if len(page) < page_size:
-            break
+    yield from keyset_pages(
+        engine,
+        lambda conn, after: due_synced_page(conn, now, after=after, limit=page_size, namespace=namespace),
+        _synced_key,
+        page_size,
+    )
+    yield from keyset_pages(
+        engine,
+        lambda conn, after: never_synced_page(conn, now, after=after, limit=page_size, namespace=namespace),
+        lambda due: (due.namespace, due.subscription_id),
+        page_size,
+    )
+
+
+def _synced_key(due: DueSubscription) -> tuple[datetime, str, str]:
+    assert due.next_sync_after is not None  # a synced subscription has its next_sync_after
+    return (due.next_sync_after, due.namespace, due.subscription_id)
 
 
 @dataclass(frozen=True, slots=True)
