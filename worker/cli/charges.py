@@ -10,6 +10,7 @@ import typer
 
 from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
 from worker.cli.output import Column, FormatOption, emit, print_table
+from worker.cli.presenters import json_value, period_json
 from worker.cli.runtime import get_runtime
 from worker.contract.text import format_decimal, format_optional_time, format_time
 from worker.errors import InvalidInputError, SubsyncError
@@ -24,23 +25,9 @@ def _num(value: Any) -> str | None:
     return None if value is None else format_decimal(Decimal(value))
 
 
-def _period(start: datetime | None, end: datetime | None) -> dict[str, str | None]:
-    return {"from": format_optional_time(start), "to": format_optional_time(end)}
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, Decimal):
-        return format_decimal(value)
-    return value
-
-
 def _discounts(value: Any) -> dict[str, Any]:
     value = value or {}
-    return {"percentage": _json_value(value.get("percentage")), "usage": _json_value(value.get("usage"))}
+    return {"percentage": json_value(value.get("percentage")), "usage": json_value(value.get("usage"))}
 
 
 def booked_at(row: Any) -> datetime:
@@ -70,13 +57,13 @@ def charge_json(entry: tuple[Any, str | None, list[tuple[Any, list[Any]]]]) -> d
         "name": row.name,
         "description": row.description,
         "feature_key": row.feature_key,
-        "price": _json_value(row.price),
+        "price": json_value(row.price),
         "discounts": _discounts(row.discounts),
         "tax_config": row.tax_config,
         "annotations": row.annotations or {},
-        "service_period": _period(row.service_period_start, row.service_period_end),
-        "full_service_period": _period(row.full_service_period_start, row.full_service_period_end),
-        "billing_period": _period(row.billing_period_start, row.billing_period_end),
+        "service_period": period_json(row.service_period_start, row.service_period_end),
+        "full_service_period": period_json(row.full_service_period_start, row.full_service_period_end),
+        "billing_period": period_json(row.billing_period_start, row.billing_period_end),
         "invoice_at": format_time(row.invoice_at),
         "booked_at": format_time(booked_at(row)),
         "advance_after": format_optional_time(row.advance_after),

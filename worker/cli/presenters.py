@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker.cli.output import Column, Id, TableSpec
@@ -19,16 +20,19 @@ if TYPE_CHECKING:
     from worker.domain.updater import PrintedPatch
 
 
-def _period(start: datetime | None, end: datetime | None) -> dict[str, str | None]:
+def period_json(start: datetime | None, end: datetime | None) -> dict[str, str | None]:
+    """A period as docs/contract.md §6 prints it: `{"from", "to"}`."""
     return {"from": format_optional_time(start), "to": format_optional_time(end)}
 
 
-def _json_value(value: Any) -> Any:
-    """Decimals inside stored JSON print as strings in shortest form."""
+def json_value(value: Any) -> Any:
+    """Stored JSON as printed: decimals inside it as strings in shortest form."""
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
+    if isinstance(value, Decimal):
+        return format_decimal(value)
     return value
 
 
@@ -38,7 +42,7 @@ def line_json(row: Any) -> dict[str, Any]:
         group = {
             "id": row.split_line_group_id,
             "unique_reference_id": row.group_unique_reference_id,
-            "service_period": _period(row.group_service_period_start, row.group_service_period_end),
+            "service_period": period_json(row.group_service_period_start, row.group_service_period_end),
             "deleted": row.group_deleted_at is not None,
         }
     subscription = None
@@ -47,7 +51,7 @@ def line_json(row: Any) -> dict[str, Any]:
             "subscription_id": row.subscription_id,
             "phase_id": row.subscription_phase_id,
             "item_id": row.subscription_item_id,
-            "billing_period": _period(row.billing_period_start, row.billing_period_end),
+            "billing_period": period_json(row.billing_period_start, row.billing_period_end),
         }
     return {
         "id": row.id,
@@ -59,13 +63,13 @@ def line_json(row: Any) -> dict[str, Any]:
         "unique_reference_id": row.unique_reference_id,
         "split_line_group": group,
         "subscription": subscription,
-        "service_period": _period(row.service_period_start, row.service_period_end),
+        "service_period": period_json(row.service_period_start, row.service_period_end),
         "invoice_at": format_time(row.invoice_at),
         "currency": row.currency,
         "name": row.name,
         "feature_key": row.feature_key,
-        "price": _json_value(row.price),
-        "discounts": _json_value(row.discounts),
+        "price": json_value(row.price),
+        "discounts": json_value(row.discounts),
         "tax_config": row.tax_config,
         "annotations": row.annotations or {},
         "quantity": format_decimal(row.quantity) if row.quantity is not None else None,
@@ -81,7 +85,7 @@ def _decimal_or_none(value: Any) -> str | None:
 
 
 def _patch_period(period: Period) -> dict[str, str | None]:
-    return _period(period.start, period.end)
+    return period_json(period.start, period.end)
 
 
 def patch_json(patch: PrintedPatch | ChargePrintedPatch) -> dict[str, Any]:
