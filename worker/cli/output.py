@@ -2,8 +2,10 @@
 
 Tables fit the terminal (80 columns included) without splitting an id across lines (docs/contract.md §5):
 an id column never wraps; a prefix every id of a column shares is said once under the table; when the
-row is still too wide, long ids lose their middle (`sub_01J9Z…Q4TZ`) and long text is summarised.
-`--wide` prints every id in full. Everything printed is text, never rich markup: a customer named
+row is still too wide, ids are shortened so that rows stay told apart (`shorten_ids`: the parts every id of
+the column shares go first — `…/api-calls/…` —, then the middles of the others: `sub_01J9Z…Q4TZ`;
+two distinct ids never print alike) and long text is summarised. Numbers are right-aligned. `--wide`
+prints everything in full at its natural width: the terminal wraps or scrolls, nothing is squeezed. Everything printed is text, never rich markup: a customer named
 `[/oops]` prints as it is. rich is imported only when a table is printed (start-up speed, issue 14).
 """
 
@@ -130,7 +132,21 @@ def print_table(
 ) -> None:
     """Print rows as a table fitted to the terminal (see the module's docstring)."""
     out = console()
-    out.print(build_table(title, columns, rows, width=out.width, wide=wide, caption=caption))
+    table = build_table(title, columns, rows, width=out.width, wide=wide, caption=caption)
+    out.width = shown_width(out, table, wide=wide)  # wider than the terminal only when nothing else fits
+    out.print(table)
+
+
+def shown_width(out: Console, table: Any, *, wide: bool) -> int:
+    """The width to render `table` at: its natural width with `--wide` (the terminal wraps or scrolls,
+    nothing is squeezed), else the terminal's — or the table's minimum when even that is wider, so that
+    an id is never cut by the renderer (`build_table` has already shortened what may be shortened)."""
+    # lazy: rich, already loaded by build_table
+    from rich.measure import Measurement
+
+    if wide:
+        return max(Measurement.get(out, out.options.update_width(1_000_000), table).maximum, out.width)
+    return max(getattr(table, "required_width", 0), out.width)
 
 
 def print_record(title: str | None, data: dict[str, Any], *, times: Sequence[str] = (), wide: bool = False) -> None:
@@ -157,6 +173,7 @@ def build_table(
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
     cells = [[_cell(value, col.kind) for value, col in zip(row, cols, strict=True)] for row in rows]
     notes: list[str] = []
+    required = 0
     if not wide:
         for index, col in enumerate(cols):
             if col.kind != "id":
@@ -168,7 +185,8 @@ def build_table(
                     cell = row[index]
                     if isinstance(cell, Id):
                         row[index] = Id(cell.value.removeprefix(prefix), cell.before, cell.after, cell.bold)
-        _fit(cols, cells, width - 3 * (len(cols) - 1))  # three characters between columns, no edges
+        gaps = 3 * (len(cols) - 1)  # three characters between columns, no edges
+        required = _fit(cols, cells, width - gaps) + gaps
 
     caption_text = "\n".join(filter(None, [*notes, caption]))
     if not wide:
@@ -188,15 +206,15 @@ def build_table(
         pad_edge=False,
         show_edge=False,
     )
-    for col in cols:
-        if col.kind in ("id", "value", "time", "number"):
-            table.add_column(
-                col.header, no_wrap=True, overflow="ellipsis", justify="right" if col.kind == "number" else "left"
-            )
+    for index, col in enumerate(cols):
+        if col.kind in ("id", "value", "time", "number") or (col.kind == "text" and _numeric(cells, index)):
+            right = col.kind == "number" or col.kind == "text"  # a text column of numbers only is a number column
+            table.add_column(col.header, no_wrap=True, overflow="ellipsis", justify="right" if right else "left")
         elif col.kind == "long" and not wide:
             table.add_column(col.header, no_wrap=True, overflow="ellipsis")
         else:
             table.add_column(col.header, overflow="fold")
+    table.required_width = required  # type: ignore[attr-defined]  # read by shown_width
     for row in cells:
         texts = []
         for cell in row:
@@ -239,9 +257,12 @@ def _shown_width(cell: Id | str) -> int:
     return max((len(line) for line in cell.splitlines()), default=0)
 
 
-def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> None:
-    """Shorten the widest of the long-text and id columns, one character at a time down to their floors,
-    until the widest row fits in `room`; then shorten each cell once."""
+def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> int:
+    """Narrow columns until the widest row fits in `room`: first the long-text columns (summarised) and
+    the text columns (they wrap between words, down to their longest word), then — only when that is not
+    enough — the id columns (`shorten_ids`, never below `MIN_ID_WIDTH`). Returns the room the narrowed
+    columns need (more than `room` when even that does not fit: the table is then printed wider, never
+    squeezed by the renderer)."""
     widths = [max([len(c.header), *(_shown_width(row[i]) for row in cells)]) for i, c in enumerate(cols)]
     natural = list(widths)
     floors = {
@@ -249,20 +270,39 @@ def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> None
         for i, c in enumerate(cols)
         if c.kind in ("long", "id", "value")
     }
+    for i, c in enumerate(cols):
+        if c.kind == "text":
+            words = [len(w) for row in cells if isinstance(row[i], str) for w in str(row[i]).split()]
+            # wrapped in at most about two lines: a period `2026-10-01 → 2026-11-01` keeps its arrow line
+            floors[i] = max([*words, *(len(w) for w in c.header.split()), (widths[i] + 1) // 2, 1])
     excess = sum(widths) - room
-    while excess > 0:
-        candidates = [i for i, floor in floors.items() if widths[i] > floor]
-        if not candidates:
-            break
-        index = max(candidates, key=lambda i: widths[i] - floors[i])
-        second = max((widths[i] - floors[i] for i in candidates if i != index), default=0)
-        step = min(excess, widths[index] - floors[index] - second) or 1
-        widths[index] -= step
-        excess -= step
+    for phase in (("long", "text"), ("id", "value")):  # ids shrink last: they tell rows apart
+        while excess > 0:
+            candidates = [i for i, floor in floors.items() if widths[i] > floor and cols[i].kind in phase]
+            if not candidates:
+                break
+            index = max(candidates, key=lambda i: widths[i] - floors[i])
+            second = max((widths[i] - floors[i] for i in candidates if i != index), default=0)
+            step = min(excess, widths[index] - floors[index] - second) or 1
+            widths[index] -= step
+            excess -= step
     for index, width in enumerate(widths):
-        if width < natural[index]:
-            for row in cells:
-                row[index] = _shorten(row[index], width)
+        if width >= natural[index] or cols[index].kind == "text":  # text wraps in the renderer
+            continue
+        if cols[index].kind in ("id", "value"):
+            ids = [cell for row in cells if isinstance(cell := row[index], Id)]
+            extra = max((len(c.before) + len(c.after) for c in ids), default=0)
+            short = shorten_ids([c.value for c in ids], max(width - extra, MIN_ID_WIDTH))
+        for row in cells:
+            cell = row[index]
+            if isinstance(cell, Id) and cols[index].kind in ("id", "value"):
+                row[index] = Id(short[cell.value], cell.before, cell.after, cell.bold)
+            else:
+                row[index] = _shorten(cell, width)
+    return sum(
+        widths[i] if c.kind == "text" else max([len(c.header), *(_shown_width(row[i]) for row in cells)])
+        for i, c in enumerate(cols)
+    )
 
 
 def fit_title(text: str, width: int) -> str:
@@ -275,6 +315,107 @@ def _shorten(cell: Id | str, width: int) -> Id | str:
         room = max(width - len(cell.before) - len(cell.after), MIN_ID_WIDTH)
         return Id(elide_middle(cell.value, room), cell.before, cell.after, cell.bold)
     return summarise(cell, width)
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?\Z")
+
+
+def _numeric(cells: Sequence[Sequence[Id | str]], index: int) -> bool:
+    """Whether a column holds numbers only (`-` and empty cells aside): it is then right-aligned."""
+    column = [row[index] for row in cells]
+    numbers = [c for c in column if c not in ("", "-")]
+    return bool(numbers) and all(isinstance(c, str) and _NUMBER.match(c) for c in numbers)
+
+
+_SEGMENT = re.compile(r"([/:])")
+
+
+def shorten_ids(values: Sequence[str], width: int) -> dict[str, str]:
+    """Each of `values` shortened to at most `width` characters where it can be, **distinct values staying
+    distinct** (docs/contract.md §5: the part of an identity that tells rows apart always shows).
+
+    An id is cut into segments at `/` and `:`; a segment every id of the column has at the same place
+    (`launch`, `v[0]`, `period[0]` of `launch/api-calls/v[0]/period[0]`) tells no row apart and goes first,
+    longest first, each becoming `…`; then the longest remaining segments lose their middle. When that
+    would print two ids alike, the width grows one character at a time until it does not (in full, at
+    worst, so distinct ids always print distinct)."""
+    unique = sorted(set(values))
+    longest = max((len(v) for v in unique), default=0)
+    if longest <= width:
+        return {v: v for v in unique}
+    split = {v: _SEGMENT.split(v) for v in unique}
+    common: set[tuple[int, str]] = set()
+    if len(unique) > 1:
+        first = split[unique[0]]
+        common = {
+            (i, part)
+            for i, part in enumerate(first)
+            if i % 2 == 0 and part and all(len(p) > i and p[i] == part for p in split.values())
+        }
+    for index, part in sorted(common, key=lambda c: (-len(c[1]), c[0])):  # the same for every id of the column
+        if max(sum(len(p) for p in parts) for parts in split.values()) <= width:
+            break
+        for parts in split.values():
+            parts[index] = ELLIPSIS
+    head, tail = _shared_ends(unique)
+    ends = {i: _shared_ends([p[i] for p in split.values() if len(p) > i]) for i in range(0, longest, 2)}
+    for room in range(max(width, 1), longest + 1):
+        for style in (lambda v: _squeeze(split[v], room, ends), lambda v: _around(v, head, tail, room)):
+            short = {v: style(v) for v in unique}
+            if len(set(short.values())) == len(unique):
+                return short
+    return {v: v for v in unique}
+
+
+def _shared_ends(values: Sequence[str]) -> tuple[int, int]:
+    """How long a prefix, and then a suffix, every one of `values` shares (0, 0 for fewer than two)."""
+    if len(set(values)) < 2:
+        return 0, 0
+    head = len(os.path.commonprefix(list(values)))
+    return head, len(os.path.commonprefix([v[head:][::-1] for v in values]))
+
+
+def _squeeze(segments: list[str], width: int, ends: dict[int, tuple[int, int]]) -> str:
+    """One id's segments (separators at odd places) in at most `width` characters: the longest segments
+    shrink first, each keeping what differs from the same segment of the column's other ids."""
+    parts = list(segments)
+    done: set[int] = set()
+
+    def size() -> int:
+        return sum(len(p) for p in parts)
+
+    while size() > width:
+        open_ = [i for i in range(0, len(parts), 2) if i not in done and len(parts[i]) > 3]
+        if not open_:
+            break
+        index = max(open_, key=lambda i: (len(parts[i]), -i))
+        second = max((len(parts[i]) for i in open_ if i != index), default=0)  # shrink evenly
+        target = max(len(parts[index]) - (size() - width), min(second, len(parts[index]) - 1), 3)
+        head, tail = ends.get(index, (0, 0))
+        shorter = _around(segments[index], head, tail, target)
+        if len(shorter) >= len(parts[index]):
+            done.add(index)
+        else:
+            parts[index] = shorter
+    text = "".join(parts)
+    return text if len(text) <= width else elide_middle(text, width)
+
+
+def _around(value: str, head: int, tail: int, width: int) -> str:
+    """`value` in at most `width` characters keeping what differs from the column's other ids: the
+    characters after the prefix (`head` long) and before the suffix (`tail` long) every id shares; the
+    shared ends are cut from the inside (`p…0]` for `period[0]` among `period[N]`)."""
+    if len(value) <= width:
+        return value
+    core = value[head : len(value) - tail]
+    room = width - len(core) - (head > 0) - (tail > 0)
+    if room < 0 or not core:
+        return elide_middle(value, width)
+    after = min(tail, (room + 1) // 2)
+    before = min(head, room - after)
+    after = min(tail, room - before)
+    text = value[:before] + (ELLIPSIS if head > before else "") + core
+    return text + (ELLIPSIS if tail > after else "") + (value[len(value) - after :] if after else "")
 
 
 def elide_middle(value: str, width: int) -> str:
