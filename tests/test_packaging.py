@@ -281,8 +281,9 @@ def test_compose_gives_the_worker_longer_than_its_shutdown_grace() -> None:
 
 
 def readme_blocks(section: str) -> list[tuple[str, str]]:
-    """(language, body) of the fenced code blocks under README heading `## <section>`."""
-    text = (ROOT / "README.md").read_text()
+    """(language, body) of the fenced code blocks under docs/operations.md heading `## <section>` (issue 24
+    moved the README's production section there)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
     body = text[start : end if end != -1 else len(text)]
@@ -292,7 +293,7 @@ def readme_blocks(section: str) -> list[tuple[str, str]]:
 def test_readme_production_section_quotes_the_dockerfile_and_compose_file() -> None:
     sources = {"dockerfile": ROOT / "Dockerfile", "yaml": ROOT / "docker-compose.yml", "ini": ROOT / ".env.example"}
     quoted = {language: 0 for language in sources}
-    for language, body in readme_blocks("Production deployment"):
+    for language, body in readme_blocks("§10 Production deployment"):
         if language not in sources:
             continue
         actual = sources[language].read_text()

@@ -352,7 +352,7 @@ def shorten_ids(values: Sequence[str], width: int) -> dict[str, str]:
             for i, part in enumerate(first)
             if i % 2 == 0 and part and all(len(p) > i and p[i] == part for p in split.values())
         }
-    for index, part in sorted(common, key=lambda c: (-len(c[1]), c[0])):  # the same for every id of the column
+    for index, _part in sorted(common, key=lambda c: (-len(c[1]), c[0])):  # the same for every id of the column
         if max(sum(len(p) for p in parts) for parts in split.values()) <= width:
             break
         for parts in split.values():
@@ -360,8 +360,8 @@ def shorten_ids(values: Sequence[str], width: int) -> dict[str, str]:
     head, tail = _shared_ends(unique)
     ends = {i: _shared_ends([p[i] for p in split.values() if len(p) > i]) for i in range(0, longest, 2)}
     for room in range(max(width, 1), longest + 1):
-        for style in (lambda v: _squeeze(split[v], room, ends), lambda v: _around(v, head, tail, room)):
-            short = {v: style(v) for v in unique}
+        for by_segment in (True, False):
+            short = {v: _squeeze(split[v], room, ends) if by_segment else _around(v, head, tail, room) for v in unique}
             if len(set(short.values())) == len(unique):
                 return short
     return {v: v for v in unique}
@@ -371,8 +371,14 @@ def _shared_ends(values: Sequence[str]) -> tuple[int, int]:
     """How long a prefix, and then a suffix, every one of `values` shares (0, 0 for fewer than two)."""
     if len(set(values)) < 2:
         return 0, 0
-    head = len(os.path.commonprefix(list(values)))
-    return head, len(os.path.commonprefix([v[head:][::-1] for v in values]))
+    head = _shared_prefix(values)
+    return head, _shared_prefix([v[head:][::-1] for v in values])
+
+
+def _shared_prefix(values: Sequence[str]) -> int:
+    """How many leading characters every one of `values` shares."""
+    low, high = min(values), max(values)  # what the smallest and the largest share, everyone shares
+    return next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b), min(len(low), len(high)))
 
 
 def _squeeze(segments: list[str], width: int, ends: dict[int, tuple[int, int]]) -> str:
