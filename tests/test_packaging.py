@@ -1,5 +1,5 @@
 """Packaging: the locks agree with pyproject.toml, the wheel works on its own (migrations included),
-the production install has no embedded servers and says so clearly, and the README's production
+the production install has no embedded servers and says so clearly, and docs/operations.md's production
 section quotes the Dockerfile and docker-compose.yml as they are.
 
 The wheel test follows the Dockerfile's builder stage (with uv in place of pip, for speed): a fresh
@@ -254,7 +254,7 @@ def test_without_the_embedded_extra_a_missing_url_is_a_clear_error(
     assert not home.exists()  # nothing was created for the servers that could not start
 
 
-# --- Dockerfile, compose and README agree -------------------------------------------------------
+# --- Dockerfile, compose and docs agree ---------------------------------------------------------
 
 
 def _seconds(duration: str) -> float:
@@ -300,7 +300,7 @@ def test_readme_production_section_quotes_the_dockerfile_and_compose_file() -> N
         for line in body.splitlines():
             if line.strip() and line.strip() != "...":
                 assert line in actual.splitlines(), (
-                    f"README Production quotes {line!r}, not in {sources[language].name}"
+                    f"docs/operations.md §10 quotes {line!r}, not in {sources[language].name}"
                 )
         quoted[language] += 1
     assert quoted["dockerfile"] and quoted["yaml"]
