@@ -4,6 +4,7 @@ they cite exists (`tests/…` paths, and the `file.py::test_name` entries of doc
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,30 @@ def test_every_guarantee_names_a_test_that_exists() -> None:
                 assert re.search(rf"def {re.escape(test)}\(", current.read_text()), f"{span}: no such test"
                 names += 1
     assert names > 40
+
+
+def _importable(name: str) -> bool:
+    """Whether `worker.a.b` names a module, or an attribute of one."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def test_every_python_name_and_source_file_the_docs_cite_exists() -> None:
+    """`worker.events.publish(event)` is callable as written (issue 24 found `worker.queue.publish.publish`
+    promised where the contract says `worker.events.publish`); `worker/…` files exist."""
+    for doc in DOCS:
+        text = doc.read_text()
+        for name in re.findall(r"`(worker(?:\.\w+)+)(?:\([^`]*\))?`", text):
+            assert _importable(name), f"{doc.name} names {name}, which does not exist"
+        for path in re.findall(r"`(worker/[\w/]+\.py)`", text):
+            assert (ROOT / path).is_file(), f"{doc.name} cites {path}, which does not exist"
