@@ -1,6 +1,6 @@
 """Issue 11 part A through the command line: period generation at the ends of time, the bound on one
 sync's work, a subscription's immutable customer and currency, and customer upserts that change only
-what they are given (docs/contract.md §3 limits, README "Guarantees")."""
+what they are given (docs/contract.md §3 limits, docs/guarantees.md)."""
 
 from __future__ import annotations
 
