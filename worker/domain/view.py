@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.domain.errors import InvalidViewError
+from worker.domain.identity import line_identity
 from worker.domain.prices import Price
 from worker.domain.timeutil import BeyondRangeError, Duration, Period, format_instant, period_at, period_bounds_at
 
@@ -193,7 +194,7 @@ class SubscriptionView:
         elif not (item.is_active_at(at) or (item.is_zero_length and item.start == at)):
             problem = "the item is not active"
         if problem is not None:
-            where = f"{self.id}/{phase.key}/{item.record.key}/v[{item.version}] at {format_instant(at)}"
+            where = f"{line_identity(self.id, phase.key, item.record.key, item.version)} at {format_instant(at)}"
             raise InvalidViewError(f"{where}: {problem}")
 
 
