@@ -3,8 +3,8 @@
 (`worker.queue.consumer`): a message a worker cannot honour is dead-lettered at once, once, with the
 reason `invalid_envelope` and what is wrong, and the worker keeps every one of its threads.
 
-Each case is written with raw Redis commands, as a foreign producer would (README "Publishing events
-from another language"), and handled by a real `subsync worker`.
+Each case is written with raw Redis commands, as a foreign producer would (docs/operations.md
+§8), and handled by a real `subsync worker`.
 """
 
 from __future__ import annotations

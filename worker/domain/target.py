@@ -158,7 +158,7 @@ def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> dateti
     else:
         try:
             billing = view.aligned_billing_period(as_of)
-        except BeyondRangeError:  # README "Period generation": no period ends after this one; nothing lies beyond
+        except BeyondRangeError:  # docs/sync.md §3.11: no period ends after this one; nothing lies beyond
             return INFINITY
         limit = as_of if as_of == billing.start else billing.end
     if phase.start > limit:
@@ -214,7 +214,7 @@ def _recurring(
             billing = view.aligned_billing_period(at)
             full = view.full_service_period(phase, item, at)
         except BeyondRangeError:
-            break  # README "Period generation": a period that would end past the year 9999 is not generated
+            break  # docs/sync.md §3.11: a period that would end past the year 9999 is not generated
         _check_advances(view, phase, item, out[-1] if out else None, full)
         if item.is_zero_length:
             service = Period(at, at)
@@ -239,7 +239,7 @@ def _recurring(
 def _check_advances(
     view: SubscriptionView, phase: PhaseView, item: ItemVersion, prev: Candidate | None, full: Period
 ) -> None:
-    """README "Period generation": every generated period is longer than zero and strictly after the previous one,
+    """docs/sync.md §3.11: every generated period is longer than zero and strictly after the previous one,
     once truncated to whole seconds (the validation makes it so; a violation is never billed twice)."""
     start, end = trunc(full.start), trunc(full.end)
     if end <= start or (prev is not None and (start <= trunc(prev.full.start) or full.start < prev.service.end)):
@@ -249,7 +249,7 @@ def _check_advances(
 
 
 def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate | None:
-    """docs/sync.md §3.5; None when the billing period at its start ends past the year 9999 (README "Period generation")."""
+    """docs/sync.md §3.5; None when the billing period at its start ends past the year 9999 (docs/sync.md §3.11)."""
     try:
         billing = view.aligned_billing_period(item.start)
     except BeyondRangeError:

@@ -148,7 +148,7 @@ class SubscriptionView:
 
     def aligned_billing_period(self, t: datetime) -> Period:
         """docs/sync.md §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
-        would end past the representable range (README "Period generation")."""
+        would end past the representable range (docs/sync.md §3.11)."""
         if t < self.active_from:
             raise InvalidViewError(f"{format_instant(t)} is before the subscription start")
         phase = self._phase_for_billing(t)
@@ -173,7 +173,7 @@ class SubscriptionView:
         return chosen
 
     def full_service_period(self, phase: PhaseView, item: ItemVersion, at: datetime) -> Period:
-        """docs/sync.md §2.5, with its consistency checks; BeyondRangeError past the range (README "Period generation")."""
+        """docs/sync.md §2.5, with its consistency checks; BeyondRangeError past the range (docs/sync.md §3.11)."""
         self._check_generation_point(phase, item, at)
         cadence = item.rate_card.billing_cadence
         if cadence is not None:
