@@ -271,7 +271,7 @@ def test_compose_gives_the_worker_longer_than_its_shutdown_grace() -> None:
     grace = float(grace_setting.group(1))
     stop = re.search(r"stop_grace_period: (\S+)", worker)
     assert stop is not None
-    # Dramatiq's shutdown timeout is the grace + 15 s (worker/cli_worker.py); Docker must wait longer.
+    # Dramatiq's shutdown timeout is the grace + 15 s (worker/cli/queue.py); Docker must wait longer.
     assert _seconds(stop.group(1)) > grace + 15
     assert compose.count("build:") == 1 and "POSTGRES_PASSWORD:-" not in compose
     for service in ("worker", "scheduler"):

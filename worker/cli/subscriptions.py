@@ -30,7 +30,7 @@ def _max_bytes() -> int:
 
 def _print_document(fmt: Any, stored: "StoredSubscription", *, wide: bool = False) -> None:
     # lazy: the document model imports pydantic
-    from worker.contract.documents import to_document
+    from worker.contract.document_json import to_document
     from worker.contract.text import format_optional_time
 
     data = to_document(stored.document)
