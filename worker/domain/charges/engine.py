@@ -400,6 +400,11 @@ class ChargeEngine:
         )
 
     # -- advance (docs/credits.md §3.6 time-driven transitions, §3.10) ------------------------------------
+    def advance_all(self, items: Iterable[ChargeItem]) -> list[Charge]:
+        """One advance step at `now`: the due charges served in booking-time order (`Charge.advance_order_key`), so
+        that one step at `t` writes what stepping through every earlier due time and then `t` writes."""
+        return [self.advance(item) for item in sorted(items, key=lambda i: i.charge.advance_order_key())]
+
     @exact
     def advance(self, item: ChargeItem) -> Charge:
         """Apply the due time-driven transitions of one charge at `now`; a false condition leaves it as it is."""
