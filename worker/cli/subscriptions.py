@@ -6,6 +6,7 @@ says; given several files, a folder, or JSON lines on stdin it applies them in b
 what became of each (exit 1 when any failed)."""
 
 import json
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,7 +127,7 @@ def _sources(files: list[str], limit: int) -> tuple[list[Source], bool]:
         path = Path(file)
         if path.is_dir():
             bulk = True
-            sources += [_file_source(p, limit) for p in sorted(path.glob("*.json")) if p.is_file()]
+            sources += _folder_sources(path, limit)
             continue
         if not bulk:  # one file: read errors are a usage error, as before
             sources.append(Source(file, _read(path, limit)))
@@ -142,10 +143,34 @@ def _file_source(path: Path, limit: int) -> Source:
         return Source(str(path), None, str(exc))
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def _folder_sources(folder: Path, limit: int) -> list[Source]:
+    """A folder's `*.json` entries in name order (docs/contract.md §5). A regular file (symlinks followed) is read;
+    any other entry — a dangling symlink, a symlink loop, a FIFO (never opened: it would block), a directory — is
+    a failed entry saying why, never skipped silently."""
+    sources = []
+    for entry in sorted(folder.glob("*.json")):
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:  # a dangling symlink (ENOENT), a symlink loop (ELOOP), no permission
+            sources.append(Source(str(entry), None, f"cannot read {entry}: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISREG(mode):
+            sources.append(_file_source(entry, limit))
+        else:
+            kind = "a directory" if stat.S_ISDIR(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            sources.append(Source(str(entry), None, f"cannot read {entry}: it is {kind}, not a file"))
+    return sources
+
+
 def _stdin_documents(raw: bytes) -> list[Source]:
     """stdin holds one JSON document (possibly over several lines) or JSON lines (one per line)."""
     try:
         json.loads(raw)
+    except RecursionError:  # nested too deep for one document: the document parser refuses it (exit 2)
+        return [Source("stdin", raw)]
     except ValueError:
         lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
         if len(lines) > 1:

@@ -264,6 +264,8 @@ def _ensure_database(socket_dir: Path, port: int, name: str) -> None:
 def stop_postgres(home: Path) -> bool:
     """Stop the embedded Postgres if it runs. Returns whether a server was stopped."""
     pgdata = postgres_data_dir(home)
+    if not _postmaster_running(pgdata):  # nothing to stop: create nothing on disk (no home, no lock file)
+        return False
     with _home_lock(home):
         if not _postmaster_running(pgdata):
             return False
@@ -393,6 +395,8 @@ def _start_redis(directory: Path, sock: Path) -> None:
 def stop_redis(home: Path) -> bool:
     """Stop the embedded Redis if it runs. Returns whether a server was stopped."""
     directory = redis_dir(home)
+    if not _redis_running(home):  # nothing to stop: create nothing on disk (no home, no lock file)
+        return False
     with _home_lock(home):
         pid = _read_pid(directory / "redis.pid")
         if pid is None or not _pid_alive(pid) or not redis_ping(redis_socket_path(home)):
