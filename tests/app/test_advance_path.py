@@ -79,6 +79,7 @@ def run(db: Engine, items: list[tuple[Any, ...]], grants: list[tuple[Any, ...]],
     while stepwise and (due := next_due(db, namespace)) is not None and due <= END:
         advance_customer(db, namespace, "cust_1", as_of=due)
         steps += 1
+        assert steps < 1000, "advance left a charge due at the time it was advanced to"
     advance_customer(db, namespace, "cust_1", as_of=END)
     check_conservation(db, namespace)
     assert not stepwise or steps > 0
