@@ -85,7 +85,7 @@ def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
 
     @functools.wraps(function)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with localcontext(_EXACT_ARITHMETIC):
+        with exact_context():
             return function(*args, **kwargs)
 
     return wrapper
