@@ -16,7 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
-from sqlalchemy import Connection, create_engine, pool, text
+from psycopg import sql
+from sqlalchemy import Connection, create_engine, func, pool, select, table, text
 
 from worker.errors import SubsyncError
 from worker.infra.logging import get_logger
@@ -115,10 +116,11 @@ def _dropped_data(conn: Connection, scripts: list[Script]) -> list[DroppedData]:
     no row written after the count is dropped unseen."""
     dropped = []
     for script in scripts:
-        for what, table, condition in getattr(script.module, "DOWNGRADE_DROPS", ()):
+        for what, name, condition in getattr(script.module, "DOWNGRADE_DROPS", ()):
             # Names and conditions are constants of the migration scripts, never input.
-            conn.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
-            rows = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {condition}")).scalar_one()
+            lock = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(name))
+            conn.exec_driver_sql(lock.as_string(conn.connection.driver_connection))
+            rows = conn.execute(select(func.count()).select_from(table(name)).where(text(condition))).scalar_one()
             if rows:
                 dropped.append(DroppedData(what, int(rows)))
     return dropped
