@@ -6,6 +6,7 @@ command exits 1 naming the records that failed (valid ones are applied all the s
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,10 +54,7 @@ def sources(
         path = Path(file)
         if path.is_dir():
             bulk = True
-            names = sorted({p for pattern in patterns for p in path.glob(pattern) if p.is_file()})
-            for name in names:
-                records = _file_sources(name, limit, lines_in_files)
-                found += records
+            found += _folder_sources(path, limit, patterns, lines_in_files)
             continue
         if not bulk and not lines_in_files:  # one file: read errors are a usage error, as before
             found.append(Source(file, read(path, limit)))
@@ -75,10 +73,34 @@ def _file_sources(path: Path, limit: int, lines_in_files: bool) -> list[Source]:
     return split_lines(raw, str(path)) if lines_in_files else [Source(str(path), raw)]
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def _folder_sources(folder: Path, limit: int, patterns: Sequence[str], lines_in_files: bool) -> list[Source]:
+    """A folder's entries matching `patterns`, in name order (docs/contract.md §5). A regular file (symlinks
+    followed) is read; any other entry — a dangling symlink, a symlink loop, a FIFO (never opened: it would
+    block), a directory — is a failed entry saying why, never skipped silently."""
+    found: list[Source] = []
+    for entry in sorted({p for pattern in patterns for p in folder.glob(pattern)}):
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:  # a dangling symlink (ENOENT), a symlink loop (ELOOP), no permission
+            found.append(Source(str(entry), None, f"cannot read {entry}: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISREG(mode):
+            found += _file_sources(entry, limit, lines_in_files)
+        else:
+            kind = "a directory" if stat.S_ISDIR(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            found.append(Source(str(entry), None, f"cannot read {entry}: it is {kind}, not a file"))
+    return found
+
+
 def split_lines(raw: bytes, name: str) -> list[Source]:
     """`raw` holds one JSON document (possibly over several lines) or JSON lines (one per line)."""
     try:
         json.loads(raw)
+    except RecursionError:  # nested too deep for one document: the record's parser refuses it (exit 2)
+        return [Source(name, raw)]
     except ValueError:
         lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
         if len(lines) > 1:

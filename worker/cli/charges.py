@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -282,15 +282,16 @@ class _AdvanceFailed(SubsyncError):
 
 
 def parse_quantity(text: str) -> Decimal:
-    """`--quantity`: a non-negative decimal string of at most 38 digits (docs/credits.md §2.3, exit 2)."""
+    """`--quantity`: a non-negative decimal string by the rule of every interface (docs/contract.md §3: plain,
+    ASCII digits, at most 38 digits; docs/credits.md §2.3, exit 2)."""
+    from worker.contract.fields import parse_plain_decimal  # lazy: pydantic (start-up, issue 14)
+
     try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidInputError(f"--quantity: {text!r} is not a decimal number") from None
-    if not value.is_finite() or value < 0:
+        value = parse_plain_decimal(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"--quantity: {text!r} {exc}") from None
+    if value < 0:
         raise InvalidInputError(f"--quantity: must be a non-negative decimal (got {text})")
-    if len(value.as_tuple().digits) > 38:
-        raise InvalidInputError("--quantity: at most 38 digits")
     return value
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from worker.cli import bulk
-from worker.cli.options import IdOption, NamespaceOption, timestamp_option
+from worker.cli.options import IdOption, NamespaceOption, text_callback, timestamp_option
 from worker.cli.output import FormatOption, WideOption, emit, print_record
 from worker.cli.runtime import get_runtime
 from worker.errors import InvalidInputError
@@ -22,7 +22,9 @@ def customers_upsert(
     ctx: typer.Context,
     namespace: NamespaceOption,
     customer_id: IdOption,
-    name: Annotated[str | None, typer.Option("--name", help="Display name (kept when omitted).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Display name (kept when omitted).", callback=text_callback)
+    ] = None,
     deleted_at: Annotated[
         datetime | None, timestamp_option("--deleted-at", help="Soft-delete time (RFC 3339).")
     ] = None,
@@ -34,8 +36,6 @@ def customers_upsert(
     # lazy: the use case imports SQLAlchemy; loaded when the command runs, not for --help
     from worker.app.subscriptions import upsert_customer
 
-    if name is not None and len(name) > 1024:
-        raise InvalidInputError("--name must be at most 1024 characters")
     if undelete and deleted_at is not None:
         raise InvalidInputError("--undelete and --deleted-at cannot be used together")
     customer = upsert_customer(

@@ -43,9 +43,10 @@ def trunc(t: datetime) -> datetime:
 
 
 def format_instant(t: datetime) -> str:
-    """RFC 3339 UTC with `Z`; the fractional part only when it is not zero."""
+    """RFC 3339 UTC with `Z`; the fractional part only when it is not zero. The year always has four digits
+    (`0001-01-01T00:00:00Z`; `strftime("%Y")` prints `1` on glibc)."""
     t = t.astimezone(UTC)
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if t.microsecond:
         text += f".{t.microsecond:06d}".rstrip("0")
     return text + "Z"

@@ -188,6 +188,8 @@ def _ensure_database(socket_dir: Path, port: int, name: str) -> None:
 def stop_postgres(home: Path) -> bool:
     """Stop the embedded Postgres if it runs. Returns whether a server was stopped."""
     pgdata = postgres_data_dir(home)
+    if not postmaster_running(pgdata):  # nothing to stop: create nothing on disk (no home, no lock file)
+        return False
     with home_lock(home):
         if not postmaster_running(pgdata):
             return False

@@ -123,6 +123,8 @@ def _start_redis(directory: Path, sock: Path) -> None:
 def stop_redis(home: Path) -> bool:
     """Stop the embedded Redis if it runs. Returns whether a server was stopped."""
     directory = redis_dir(home)
+    if not redis_running(home):  # nothing to stop: create nothing on disk (no home, no lock file)
+        return False
     with home_lock(home):
         pid = read_pid(directory / "redis.pid")
         if pid is None or not pid_alive(pid) or not redis_ping(redis_socket_path(home)):
