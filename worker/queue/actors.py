@@ -52,7 +52,7 @@ from worker.queue.failures import ActorFailed
 from worker.queue.keys import reconcile_lock_key
 from worker.queue.middleware.owed_invoice_events import UNPUBLISHED_OPTION
 from worker.queue.outcome import set_outcome
-from worker.queue.publish import event_message, publish
+from worker.queue.publish import enqueue_all, event_message, publish
 
 log = get_logger(__name__)
 
@@ -182,8 +182,7 @@ def declare_actors(
         publish_all(owed, publish_invoice_created)
 
     def enqueue_reconciles(requests: Sequence[ReconcileRequest]) -> None:
-        for request in requests:
-            broker.enqueue(event_message(request))
+        enqueue_all(broker, [event_message(request) for request in requests])  # a page per round trip
 
     def handle_subscription(event: SubscriptionEvent) -> Handled:
         publish_unpublished()
@@ -224,8 +223,7 @@ def declare_actors(
     reconcile_due = actor_body(parse_reconcile_due, run_reconcile_due)
 
     def enqueue_advances(requests: Sequence[AdvanceChargesRequest]) -> None:
-        for request in requests:
-            broker.enqueue(advance_charges_message(request))
+        enqueue_all(broker, [advance_charges_message(request) for request in requests])
 
     advance_charges = actor_body(
         parse_advance_charges_call,
