@@ -7,7 +7,7 @@ copied here is pinned to one Dramatiq minor version (`pyproject.toml`), and
 - `GuardedRedisConsumer` subclasses `dramatiq.brokers.redis._RedisConsumer` and re-implements its
   `__next__` loop, adding the checks of messages Dramatiq cannot decode.
 - `GuardedRedisBroker` relies on the layout of Dramatiq's in-flight sets (`worker.queue.keys.in_flight_key`),
-  and its `enqueue_many` on how `RedisBroker.enqueue` calls the dispatch script.
+  and its `enqueue_many` on the layout of a queue (`worker.queue.keys.queue_keys`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
@@ -289,30 +289,25 @@ class GuardedRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
         """`enqueue` each message (no delay) in one round trip: what `RedisBroker.enqueue` does for one — a
-        fresh `redis_message_id`, the middleware's before/after hooks, one call of the dispatch script — with
-        the script calls sent in one pipeline. The `reconcile_due` fan-out thus enqueues a page per round trip
-        instead of a message per round trip (docs/scaling.md §2). Not atomic: after a connection error some
-        of the messages may be queued (the fan-out is safe to repeat: docs/sync.md §8.4)."""
-        dispatch, pipe = self.scripts["dispatch"], self.client.pipeline(transaction=False)
-        sent = []
+        fresh `redis_message_id`, the middleware's before/after hooks, the message stored in the queue's
+        hash and its id pushed on the queue's list (the `enqueue` command of Dramatiq's dispatch script) —
+        for the whole batch in one MULTI/EXEC of two commands (one HSET, one RPUSH per queue). The
+        `reconcile_due` fan-out thus enqueues a page per round trip (docs/scaling.md §3). The batch is
+        atomic; the dispatch script's extras (this producer's heartbeat, the occasional maintenance pass)
+        are left to the brokers that consume."""
+        sent: list[Message[Any]] = []
+        by_queue: dict[str, dict[str, bytes]] = {}
         for original in messages:
             message = original.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
-            args = [
-                "enqueue",
-                current_millis(),
-                message.queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance("enqueue"),
-                self._max_unpack_size(),  # type: ignore[no-untyped-call]  # untyped in Dramatiq
-                message.options["redis_message_id"],
-                message.encode(),
-            ]
-            dispatch(keys=[self.namespace], args=args, client=pipe)
+            by_queue.setdefault(message.queue_name, {})[message.options["redis_message_id"]] = message.encode()
             sent.append(message)
-        if sent:
+        if by_queue:
+            pipe = self.client.pipeline(transaction=True)
+            for queue_name, stored in by_queue.items():
+                keys = queue_keys(self, queue_name)
+                pipe.hset(keys["messages"], mapping=stored)  # type: ignore[arg-type]
+                pipe.rpush(keys["ready"], *stored)
             pipe.execute()
         for message in sent:
             self.emit_after("enqueue", message, None)
