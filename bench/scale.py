@@ -1,9 +1,10 @@
 """`python -m bench --scale` (issue 25): how the cost grows with subscriptions, customers and workers.
 
-In a scratch database of its own: two template subscriptions and 10 SQL copies (`bench.scale_seed`), a probe
-subscription (the default bench shape, through the real write path) whose steady-state sync is timed; then the
-copies grow to N subscriptions across C customers by `generate_series`, plus customers `hot-<k>` with k
-subscriptions each, and the probe is timed again. Then:
+Two scratch databases of its own, each with two template subscriptions, SQL copies of them
+(`bench.scale_seed`) and a probe subscription (the default bench shape, through the real write path): the small
+one with 10 copies, the large one with N copies across C customers by `generate_series`, plus customers
+`hot-<k>` with k subscriptions each. The probe's steady-state sync is timed in both, alternately (so both see
+the same machine load). Then, in the large one:
 
 1. the hot statements' plans (`bench.scale_plans`), EXPLAIN (ANALYZE, BUFFERS) of what the real code sent;
 2. the `reconcile_due` fan-out (`bench.scale_fanout`) with D subscriptions due;
@@ -102,56 +103,84 @@ def as_of_of(g: int, credit_every: int) -> datetime:
     return credits.as_of(1) if g % credit_every == 0 else LINES_SHAPE.as_of
 
 
-def time_sync(engine: Engine, subscription_id: str, as_of: datetime, repeats: int, others: int) -> ProbeTiming:
-    """Steady-state syncs of one subscription: median and p90 wall time, statements per sync."""
+def _timed(engine: Engine, subscription_id: str, as_of: datetime) -> float:
+    began = time.perf_counter()
+    sync_subscription(engine, NAMESPACE, subscription_id, as_of=as_of)
+    return (time.perf_counter() - began) * 1000
+
+
+def _timing(times: list[float], others: int, statements: int) -> ProbeTiming:
+    times = sorted(times)
+    return ProbeTiming(others, statistics.median(times), times[int(0.9 * (len(times) - 1))], statements)
+
+
+def _statements(engine: Engine, subscription_id: str, as_of: datetime) -> int:
     sync_subscription(engine, NAMESPACE, subscription_id, as_of=as_of)  # warm: plans cached, pages in memory
     with capture(engine) as captured:
         sync_subscription(engine, NAMESPACE, subscription_id, as_of=as_of)
-    times = []
+    return len(captured)
+
+
+def time_sync(engine: Engine, subscription_id: str, as_of: datetime, repeats: int, others: int) -> ProbeTiming:
+    """Steady-state syncs of one subscription: median and p90 wall time, statements per sync."""
+    statements = _statements(engine, subscription_id, as_of)
+    return _timing([_timed(engine, subscription_id, as_of) for _ in range(repeats)], others, statements)
+
+
+def time_pair(small: Engine, large: Engine, repeats: int, others: tuple[int, int]) -> tuple[ProbeTiming, ProbeTiming]:
+    """The probe's steady-state sync in the small and the large database, alternately (small, large, small, …):
+    both medians see the same machine load, which on a shared machine varies more than the sync does."""
+    counts = [_statements(engine, PROBE, PROBE_SHAPE.as_of) for engine in (small, large)]
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        began = time.perf_counter()
-        sync_subscription(engine, NAMESPACE, subscription_id, as_of=as_of)
-        times.append((time.perf_counter() - began) * 1000)
-    times.sort()
-    return ProbeTiming(others, statistics.median(times), times[int(0.9 * (len(times) - 1))], len(captured))
+        for n, engine in enumerate((small, large)):
+            times[n].append(_timed(engine, PROBE, PROBE_SHAPE.as_of))
+    return _timing(times[0], others[0], counts[0]), _timing(times[1], others[1], counts[1])
 
 
 def run(options: ScaleOptions) -> ScaleResults:
     began = time.perf_counter()
     results = ScaleResults(options)
     redis_url = resolve_redis_url(load_settings())
-    with scratch_database(server_url(), keep=options.keep) as url:
+    server = server_url()
+    with scratch_database(server, keep=options.keep) as url, scratch_database(server) as small_url:
         results.where = url.rsplit("/", 1)[-1]
-        engine = timing_engine(url)
+        engine, small = timing_engine(url), timing_engine(small_url)
         try:
-            _run_on(engine, url, redis_url, options, results)
+            _run_on(engine, small, url, redis_url, options, results)
         finally:
             engine.dispose()
+            small.dispose()
     results.elapsed = time.perf_counter() - began
     return results
+
+
+def _seed_probe(engine: Engine, sizes: Sizes, now: datetime) -> float:
+    """Templates, copies s-1..s-N, the probe subscription; analyzed. Seconds the copies took."""
+    seed_templates(engine)
+    seconds = seed(engine, sizes, now)
+    _apply(engine, [mixed_document(NAMESPACE, PROBE, PROBE_CUSTOMER, PROBE_SHAPE, edited=False)])
+    analyze(engine)
+    return seconds
 
 
 def _load(results: ScaleResults, when: str) -> None:
     results.load.append((when, os.getloadavg()))
 
 
-def _run_on(engine: Engine, url: str, redis_url: str, o: ScaleOptions, results: ScaleResults) -> None:
+def _run_on(engine: Engine, small: Engine, url: str, redis_url: str, o: ScaleOptions, results: ScaleResults) -> None:
     now = datetime.now(UTC)
     _load(results, "start")
     sizes = Sizes(o.subscriptions, o.customers, o.due)
-    seed_templates(engine)
-    seed(engine, Sizes(min(SMALL, o.subscriptions), o.customers, o.due), now)
-    _apply(engine, [mixed_document(NAMESPACE, PROBE, PROBE_CUSTOMER, PROBE_SHAPE, edited=False)])
-    analyze(engine)
-    results.small = time_sync(engine, PROBE, PROBE_SHAPE.as_of, o.sync_repeats, min(SMALL, o.subscriptions))
-
-    results.seed_seconds = seed(engine, sizes, now, start=SMALL + 1, customers_from=o.customers)
+    _seed_probe(small, Sizes(min(SMALL, o.subscriptions), o.customers, o.due), now)  # its own database
+    results.seed_seconds = _seed_probe(engine, sizes, now)
     for k in o.hot:
         seed_customer(engine, k, sizes, now)
     analyze(engine)
     results.rows = row_counts(engine)
     _load(results, "seeded")
-    results.large = time_sync(engine, PROBE, PROBE_SHAPE.as_of, o.sync_repeats, o.subscriptions + sum(o.hot))
+    others = (min(SMALL, o.subscriptions), o.subscriptions + sum(o.hot))
+    results.small, results.large = time_pair(small, engine, o.sync_repeats, others)
 
     credit = sizes.credit_every
     due_customer = customer_of(credit * 10, o.customers)  # its copy s-<10·credit_every> has due charges
