@@ -1,8 +1,8 @@
 """Seeding the scale section (issue 25) with SQL: N subscriptions across C customers by `generate_series`.
 
 Two template subscriptions are written through the real write path and synced once, in namespace `tpl`:
-`tpl_a` (invoice_only: one monthly in-advance fee, so one line) and `tpl_b` (credit_only: three monthly
-items, so a handful of charges). Every seeded subscription `s-<g>` (g = 1..N) of namespace `scale` is a copy
+`tpl_a` (invoice_only: one monthly in-advance fee, two lines) and `tpl_b` (credit_only: three monthly
+items, four charges). Every seeded subscription `s-<g>` (g = 1..N) of namespace `scale` is a copy
 of one of them — every `credit_every`-th one of `tpl_b`, the others of `tpl_a` — made by one
 `INSERT ... SELECT ... CROSS JOIN generate_series` per table: its phases, items, lines, groups, charges and sync
 state, ids suffixed `-<g>`, belonging to customer `c-<g mod C>`, lines on that customer's gathering invoice
