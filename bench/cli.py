@@ -199,6 +199,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=int,
         help=f"runs of each command in the start-up section, 0 skips it (default {d.startup_repeats})",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale section (issue 25), with options of its own: python -m bench --scale --help",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else d
     values = {
@@ -233,6 +238,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--scale" in args:  # issue 25: a section with options of its own (bench.scale_cli)
+        from bench import scale_cli
+
+        scale_cli.main(args)
+        return
     options = parse_args(argv)
     configure_logging("console", level=logging.WARNING)  # the sync's info lines would drown the report
     print(render(run(options)))

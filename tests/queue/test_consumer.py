@@ -15,6 +15,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 
 from worker.config import Settings
+from worker.contract.events import QUEUE_NAME
 from worker.queue.broker import build_middleware
 from worker.queue.consumer import POLICY_OPTIONS, GuardedRedisBroker, GuardedRedisConsumer
 from worker.queue.keys import in_flight_key
@@ -81,3 +82,36 @@ def test_every_message_option_dramatiq_reads_is_checked_or_refused_by_the_consum
     assert not unchecked, (
         f"options Dramatiq reads that worker/queue/consumer.py neither checks nor refuses: {unchecked}"
     )
+
+
+def test_the_enqueue_command_of_the_dispatch_script_is_what_enqueue_many_does() -> None:
+    """`GuardedRedisBroker.enqueue_many` writes a queue as the dispatch script's `enqueue` does."""
+    dispatch = (Path(dramatiq_redis.__file__).parent / "redis" / "dispatch.lua").read_text()
+    enqueue = dispatch.split('command == "enqueue"', 1)[1].split("elseif", 1)[0]
+    assert 'redis.call("hset", queue_messages, message_id, message_data)' in enqueue
+    assert 'redis.call("rpush", queue_full_name, message_id)' in enqueue
+    assert 'local queue_full_name = namespace .. ":" .. queue_name' in dispatch
+    assert 'local queue_messages = queue_full_name .. ".msgs"' in dispatch
+
+
+def test_enqueue_many_queues_messages_a_consumer_delivers_in_order(redis_broker: RedisBroker) -> None:
+    assert isinstance(redis_broker, GuardedRedisBroker)
+    messages = [
+        dramatiq.Message(queue_name=QUEUE_NAME, actor_name="reconcile_subscription", args=(n,), kwargs={}, options={})
+        for n in range(5)
+    ]
+    sent = redis_broker.enqueue_many(messages)
+    assert len({m.options["redis_message_id"] for m in sent}) == 5
+    consumer = redis_broker.consume(QUEUE_NAME, prefetch=10, timeout=1000)
+    try:
+        received = []
+        while len(received) < 5:
+            proxy = next(consumer)
+            if proxy is not None:
+                received.append(proxy)
+                consumer.ack(proxy)
+        assert [p.args for p in received] == [(n,) for n in range(5)]
+        assert [p.message_id for p in received] == [m.message_id for m in messages]
+    finally:
+        consumer.close()
+    assert redis_broker.enqueue_many([]) == []

@@ -50,7 +50,7 @@ from worker.queue.failures import ActorFailed
 from worker.queue.keys import reconcile_lock_key
 from worker.queue.middleware.owed_invoice_events import take_owed_invoice_events
 from worker.queue.outcome import set_outcome
-from worker.queue.publish import event_message, publish
+from worker.queue.publish import enqueue_all, event_message, publish
 from worker.queue.run_lock import run_lock
 
 _E = TypeVar("_E")
@@ -156,12 +156,10 @@ class Runtime:
         publish(event, broker=self.broker)
 
     def enqueue_reconciles(self, requests: Sequence[ReconcileRequest]) -> None:
-        for request in requests:
-            self.broker.enqueue(event_message(request))
+        enqueue_all(self.broker, [event_message(request) for request in requests])  # a page per round trip
 
     def enqueue_advances(self, requests: Sequence[AdvanceChargesRequest]) -> None:
-        for request in requests:
-            self.broker.enqueue(advance_charges_message(request))
+        enqueue_all(self.broker, [advance_charges_message(request) for request in requests])
 
 
 def _subscription_event(run: Runtime, event: SubscriptionEvent) -> Handled:

@@ -6,14 +6,17 @@ copied here is pinned to one Dramatiq minor version (`pyproject.toml`), and
 
 - `GuardedRedisConsumer` subclasses `dramatiq.brokers.redis._RedisConsumer` and re-implements its
   `__next__` loop, adding the checks of messages Dramatiq cannot decode.
-- `GuardedRedisBroker` relies on the layout of Dramatiq's in-flight sets (`worker.queue.keys.in_flight_key`).
+- `GuardedRedisBroker` relies on the layout of Dramatiq's in-flight sets (`worker.queue.keys.in_flight_key`),
+  and its `enqueue_many` on the layout of a queue (`worker.queue.keys.queue_keys`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 import redis
@@ -283,6 +286,32 @@ class GuardedRedisBroker(RedisBroker):
                 closed: Any = ConnectionClosed  # the consumer thread waits and tries again
                 raise closed(e) from None
         return super().consume(queue_name, prefetch=prefetch, timeout=timeout)
+
+    def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
+        """`enqueue` each message (no delay) in one round trip: what `RedisBroker.enqueue` does for one — a
+        fresh `redis_message_id`, the middleware's before/after hooks, the message stored in the queue's
+        hash and its id pushed on the queue's list (the `enqueue` command of Dramatiq's dispatch script) —
+        for the whole batch in one MULTI/EXEC of two commands (one HSET, one RPUSH per queue). The
+        `reconcile_due` fan-out thus enqueues a page per round trip (docs/scaling.md §3). The batch is
+        atomic; the dispatch script's extras (this producer's heartbeat, the occasional maintenance pass)
+        are left to the brokers that consume."""
+        sent: list[Message[Any]] = []
+        by_queue: dict[str, dict[str, bytes]] = {}
+        for original in messages:
+            message = original.copy(options={"redis_message_id": str(uuid4())})
+            self.emit_before("enqueue", message, None)
+            by_queue.setdefault(message.queue_name, {})[message.options["redis_message_id"]] = message.encode()
+            sent.append(message)
+        if by_queue:
+            pipe = self.client.pipeline(transaction=True)
+            for queue_name, stored in by_queue.items():
+                keys = queue_keys(self, queue_name)
+                pipe.hset(keys["messages"], mapping=stored)  # type: ignore[arg-type]
+                pipe.rpush(keys["ready"], *stored)
+            pipe.execute()
+        for message in sent:
+            self.emit_after("enqueue", message, None)
+        return sent
 
     def requeue_in_flight(self, queue_name: str) -> int:
         """Put this broker's in-flight messages of `queue_name` back on it; returns how many."""
