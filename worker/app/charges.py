@@ -4,7 +4,7 @@ engine (worker.domain.charges) decides, worker.store.charges writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,19 +13,15 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine
 
-from worker.app.charge_sync import ledgers_for
 from worker.domain.charges import ChargeEngine, ChargeItem, StatusChange
+from worker.domain.credit_allocation import Ledger
 from worker.errors import NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
-from worker.store.charges import (
-    charges_with_live_run_on,
-    customers_with_due_charges,
-    list_charge_rows,
-    load_charges,
-    load_due_charges,
-    write_charge_changes,
-)
+from worker.store.charge_queries import charges_with_live_run_on, customers_with_due_charges, list_charge_rows
+from worker.store.charge_write import write_charge_changes
+from worker.store.charges import load_charges, load_due_charges
+from worker.store.credits import load_ledger
 from worker.store.customers import get_customer
 from worker.store.db import keyset_pages
 from worker.store.locks import lock_customer
@@ -37,6 +33,19 @@ log = structlog.get_logger("worker.app.charges")
 class AdvanceChange:
     customer_id: str
     change: StatusChange
+
+
+def ledgers_for(
+    conn: Connection, namespace: str, customer_id: str, runs_by_currency: Mapping[str, Iterable[str]]
+) -> dict[str, Ledger]:
+    """The customer's ledger per currency, holding the rows of the given runs (docs/credits.md §3.3: allocation rows
+    are read only for the charges a step touches)."""
+    out: dict[str, Ledger] = {}
+    for currency, run_ids in sorted(runs_by_currency.items()):
+        out[currency], _ = load_ledger(
+            conn, namespace, customer_id, currency, run_ids=sorted(set(run_ids)), new_id=lambda: new_id("cal")
+        )
+    return out
 
 
 def _engine(customer_id: str, now: datetime, ledgers: Mapping[str, Any] | None = None) -> ChargeEngine:

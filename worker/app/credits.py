@@ -10,7 +10,6 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Connection, Engine
 
-from worker.app.charge_sync import new_allocation_id
 from worker.contract.fields import is_valid_id
 from worker.domain.credit_allocation import Balance, Grant
 from worker.domain.currencies import is_known_currency
@@ -150,7 +149,7 @@ def grant_credit(engine: Engine, namespace: str, request: GrantRequest, *, now: 
                 request.customer_id,
                 grant.currency,
                 with_open_advance=True,
-                new_id=new_allocation_id,
+                new_id=lambda: new_id("cal"),
             )
             backfilled = ledger.backfill(ledger.grant(grant.id), now, feature_keys)
             insert_allocation_rows(conn, namespace, request.customer_id, grant.currency, ledger.new_rows, now)
