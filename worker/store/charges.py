@@ -6,7 +6,7 @@ Writing them is worker.store.charge_write (re-exported here); reads for commands
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -171,6 +171,30 @@ def _item(row: Any) -> ChargeItem:
                 row.l_invoice_id, row.li_type, row.li_status, row.li_immutable, row.li_deleted_at is not None
             )
     return ChargeItem(charge, run, run_invoice, line, line_invoice)
+
+
+#: A subscription's live charges as a Core select (worker.store.snapshot folds it into a sync's one read).
+SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION
+
+
+class _Prefixed:
+    """A row whose charge columns are labelled `<prefix><name>`, read as `row.<name>`."""
+
+    __slots__ = ("_mapping", "_prefix")
+
+    def __init__(self, row: Any, prefix: str) -> None:
+        self._mapping = row._mapping
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[self._prefix + name]
+
+
+def charges_from_rows(rows: Iterable[Any], prefix: str = "") -> dict[str, ChargeItem]:
+    """Live charges by identity from rows of `SUBSCRIPTION_CHARGES_SELECT` (columns labelled `prefix` + name), in
+    charge id order like `load_subscription_charges`."""
+    items = [_item(_Prefixed(row, prefix) if prefix else row) for row in rows]
+    return index_charges(sorted(items, key=lambda i: i.charge.id))
 
 
 def load_subscription_charges(conn: Connection, namespace: str, subscription_id: str) -> dict[str, ChargeItem]:

@@ -41,8 +41,7 @@ from worker.store.tables import invoice_validation_issues
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).
-_PERSISTED = text(
-    """
+PERSISTED_SQL = """
     WITH live_groups AS (
         SELECT id, unique_reference_id, service_period_start, service_period_end
         FROM split_line_groups
@@ -84,8 +83,8 @@ _PERSISTED = text(
         SELECT 1 FROM charges
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
     )
-    """
-)
+"""
+_PERSISTED = text(PERSISTED_SQL)
 
 _v = invoice_validation_issues
 _ISSUES = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c.message).where(
@@ -118,6 +117,11 @@ def load_persisted_rows(
         _PERSISTED,
         {"namespace": namespace, "subscription_id": subscription_id, "customer_id": customer_id, "currency": currency},
     ).all()
+    return persisted_rows_from(rows)
+
+
+def persisted_rows_from(rows: Sequence[Any]) -> PersistedRows:
+    """`PersistedRows` from rows of `PERSISTED_SQL` (their first column says what each is)."""
     prices: dict[str, Price | None] = {}
     lines = [_line(row, prices) for row in rows if row[0] == "line"]
     groups = [row for row in rows if row[0] == "group"]

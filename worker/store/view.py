@@ -3,7 +3,7 @@ for a sync, the customer lock), then its live phases with their live items."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -123,9 +123,18 @@ _PHASES = (
 )
 
 
+#: The phase-and-item read as a Core select (worker.store.snapshot folds it into a sync's one read).
+PHASES_SELECT = _PHASES
+
+
 def load_phases(conn: Connection, namespace: str, subscription_id: str, now: datetime) -> list[PhaseRecord]:
     """Phases and item versions not deleted as of `now`, in one query."""
     rows = conn.execute(_PHASES, {"namespace": namespace, "subscription_id": subscription_id, "now": now}).all()
+    return phases_from_rows(rows, subscription_id)
+
+
+def phases_from_rows(rows: Iterable[Any], subscription_id: str) -> list[PhaseRecord]:
+    """Phase records from rows of `PHASES_SELECT` (one per phase and live item, or per phase without items)."""
     heads: dict[str, Any] = {}
     items: dict[str, list[ItemRecord]] = {}
     for row in rows:
