@@ -20,6 +20,7 @@ from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.contract.events import AdvanceChargesRequest, InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
+from worker.store.db import run_transaction
 from worker.store.due import iter_due_pages
 from worker.store.queries import subscriptions_on_invoice
 
@@ -175,8 +176,9 @@ def handle_invoice_created(
 ) -> Handled:
     """Re-sync every subscription with a live line on the invoice (ignore gathering invoices)."""
     now = now or utcnow()
-    with engine.connect() as conn:
-        invoice_type, subscription_ids = subscriptions_on_invoice(conn, event.namespace, event.invoice_id)
+    invoice_type, subscription_ids = run_transaction(
+        engine, lambda conn: subscriptions_on_invoice(conn, event.namespace, event.invoice_id)
+    )
     if invoice_type == "gathering":
         return Handled(skipped="gathering invoice")
     as_of = event.as_of or now
