@@ -43,7 +43,9 @@ def test_decide_is_deterministic_and_a_written_plan_leaves_nothing_to_decide(
         assert decide(snapshot, as_of=as_of, now=now, ids=counter("a")) == plan
         write_plan(conn, plan)
     with db.connect() as conn, conn.begin():
-        again = decide(load_snapshot(conn, "acme", "sub_01", now=now), as_of=as_of, now=now, ids=counter("b"))
+        reloaded = load_snapshot(conn, "acme", "sub_01", now=now)
+        again = decide(reloaded, as_of=as_of, now=now, ids=counter("b"))
+    assert reloaded.sync_state == plan.state  # the write recorded the decided state (docs/sync.md §7)
     assert again.patches == ()
     assert again.is_empty
     assert again.state == plan.state

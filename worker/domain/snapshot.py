@@ -13,6 +13,7 @@ from worker.domain.charges import ChargeItem
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.credit_allocation import AllocationRow, Grant, Ledger
 from worker.domain.persisted import PersistedState
+from worker.domain.sync_state import SyncState
 from worker.domain.view import PhaseRecord, SubscriptionRecord
 
 
@@ -39,7 +40,8 @@ class Snapshot:
     `persisted.existing_issues` holds the live sync issues of every immutable invoice the subscription's lines
     or charge runs are on (docs/sync.md §6.4 de-duplication, docs/credits.md §3.13).
     `gathering_invoice_id`: the customer's live gathering invoice of the subscription's currency, if any.
-    `ledgers`: by currency, for the currencies of the charges with a live run on a mutable invoice."""
+    `ledgers`: by currency, for the currencies of the charges with a live run on a mutable invoice.
+    `sync_state`: the stored sync state (docs/sync.md §7), None before the first sync."""
 
     namespace: str
     subscription: SubscriptionRecord
@@ -52,6 +54,7 @@ class Snapshot:
     gathering_invoice_id: str | None
     charges: Mapping[str, ChargeItem]
     ledgers: Mapping[str, LedgerData]
+    sync_state: SyncState | None = None
 
     @property
     def subscription_id(self) -> str:

@@ -1,8 +1,8 @@
 """docs/sync.md §8.1 "Anatomy of a sync", step *load*: everything one sync reads, under the customer lock, into
 an immutable `Snapshot` (worker.domain.snapshot).
 
-Two statements whatever the number of lines and charges: the subscription with the customer lock (docs/sync.md
-§6.1), then one read of everything else, taken after the lock so that it sees what the lock holder committed:
+Two statements whatever the number of lines and charges: the subscription with its stored sync state and the
+customer lock (docs/sync.md §6.1), then one read of everything else, taken after the lock so that it sees what the lock holder committed:
 the phases and items, the persisted lines, groups and invoices with the gathering invoice (docs/sync.md §4), and,
 for a credit-mode subscription, its charges (docs/credits.md §3.3). An invoice_only subscription's read only says
 whether it has live charges (one it had before a mode change); they are then read by a statement of their own.
@@ -96,4 +96,5 @@ def load_snapshot(
         gathering_invoice_id=persisted.gathering_invoice_id,
         charges=charges,
         ledgers=load_sync_ledgers(conn, namespace, record.customer_id, runs),
+        sync_state=loaded.sync_state,
     )
