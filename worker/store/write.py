@@ -2,14 +2,13 @@
 psycopg allows.
 
 Every statement is one per kind of row whatever the number of rows (worker.store.apply, worker.store.charge_write),
-and all of them go to the server in one psycopg pipeline: one round trip for the whole plan. The sync-state upsert
-comes last (docs/sync.md §8.3: it sees every row the sync wrote); when it must answer `maybe_due` it is read after
-the pipeline (a second round trip), else it joins the pipeline. A steady-state plan (`SyncPlan.is_empty`) writes
-the upsert alone. Runs in the caller's transaction, under the customer lock the load took."""
+and all of them go to the server in one psycopg pipeline: one round trip for the whole plan, the sync-state upsert
+included. The upsert comes last (docs/sync.md §8.3: it sees every row the sync wrote); its `maybe_due` answer is
+read once the pipeline has synchronised. A steady-state plan (`SyncPlan.is_empty`) writes the upsert alone. Runs in the caller's transaction, under the customer lock the load took."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,7 @@ from worker.domain.credit_allocation import AllocationRow
 from worker.domain.decide import NewGatheringInvoice, SyncPlan
 from worker.store.apply import GatheringInvoiceConflict, apply_changes, delete_emptied_invoices
 from worker.store.charge_write import write_charge_changes
-from worker.store.sync_state import write_sync_state
+from worker.store.sync_state import send_sync_state, write_sync_state
 
 _GATHERING_INDEX = "uq_invoices_one_gathering_per_currency"
 
@@ -85,6 +84,7 @@ def write_plan(conn: Connection, plan: SyncPlan, *, due_at: datetime | None = No
     due = None if due_at is None or plan.stopped is not None else (plan.customer_id, due_at)
     if plan.is_empty:
         return write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due)
+    answer: Callable[[], bool] | None = None  # the `maybe_due` of the pipelined upsert, read after the sync
     try:
         with pipelined(conn):
             if plan.gathering_invoice is not None:
@@ -99,12 +99,12 @@ def write_plan(conn: Connection, plan: SyncPlan, *, due_at: datetime | None = No
                 delete_emptied_invoices(conn, namespace, plan.touched_invoices, now)
             if due is None:
                 write_sync_state(conn, namespace, plan.subscription_id, plan.state, now)
+            else:
+                answer = send_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due)
     except exc.IntegrityError as error:
         if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == _GATHERING_INDEX:
             raise GatheringInvoiceConflict(
                 f"gathering invoice of customer {plan.customer_id!r} ({plan.currency}) was created concurrently; retry"
             ) from error
         raise
-    if due is None:
-        return None
-    return write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due)
+    return None if answer is None else answer()
