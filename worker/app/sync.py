@@ -74,6 +74,24 @@ def decide_sync(
         raise _error(refused.refusal) from None
 
 
+def load_and_decide(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    *,
+    as_of: AsOf,
+    now: datetime,
+    max_target_lines: int | None = DEFAULT_MAX_TARGET_LINES,
+) -> SyncPlan:
+    """load → decide in the caller's transaction (docs/sync.md §8.1 "Anatomy of a sync")."""
+    at: AsOf = as_of if as_of is not None else now
+    try:
+        snapshot = load_snapshot(conn, namespace, subscription_id, now=now, as_of=at, max_target_lines=max_target_lines)
+    except SyncRefused as refused:  # raised while finding the runs whose ledger rows to read
+        raise _error(refused.refusal) from None
+    return decide_sync(snapshot, as_of=at, now=now, max_target_lines=max_target_lines)
+
+
 def plan_sync(
     engine: Engine,
     namespace: str,
@@ -87,11 +105,12 @@ def plan_sync(
     would write now (the dry run's, and the benchmark's floor's)."""
     now = now or utcnow()
 
-    def work(conn: Connection) -> SyncPlan:
-        snapshot = load_snapshot(conn, namespace, subscription_id, now=now)
-        return decide_sync(snapshot, as_of=as_of, now=now, max_target_lines=max_target_lines)
-
-    return run_transaction(engine, work)
+    return run_transaction(
+        engine,
+        lambda conn: load_and_decide(
+            conn, namespace, subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+        ),
+    )
 
 
 def sync_subscription(
@@ -114,8 +133,9 @@ def sync_subscription(
     now = now or utcnow()
 
     def work(conn: Connection) -> SyncResult:
-        snapshot = load_snapshot(conn, namespace, subscription_id, now=now)
-        plan = decide_sync(snapshot, as_of=as_of, now=now, max_target_lines=max_target_lines)
+        plan = load_and_decide(
+            conn, namespace, subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+        )
         maybe_due = None if dry_run else write_plan(conn, plan, due_at=due_at)
         return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)
 

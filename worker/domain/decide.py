@@ -19,12 +19,14 @@ from typing import Literal
 
 from worker.domain.charges import (
     ChargeChanges,
+    ChargeCreate,
     ChargeEngine,
     ChargePrintedPatch,
     ChargeTarget,
     plan_charges,
     route_targets,
 )
+from worker.domain.charges.diff import ChargePatch
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.credit_allocation import AllocationRow
 from worker.domain.errors import DomainError
@@ -163,16 +165,19 @@ def _structure_refusal(snapshot: Snapshot) -> Refusal | None:
     )
 
 
-def decide(
-    snapshot: Snapshot,
-    *,
-    as_of: datetime,
-    now: datetime,
-    ids: IdSource,
-    max_target_lines: int | None = None,
-) -> SyncPlan:
-    """docs/sync.md §3-§7 and docs/credits.md §3.1-§3.7 on a snapshot: targets, the diff, how each patch lands, the
-    charge engine's effects, the next sync state. Raises `SyncRefused` (see `Refusal`) or a `DomainError`."""
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What `decide` and `touched_runs` share: the refusal checks, the targets and both diffs."""
+
+    nothing: SyncPlan
+    view: SubscriptionView | None
+    customer_deleted_at: datetime | None
+    patch_plan: Plan
+    charge_patches: tuple[ChargePatch, ...]
+    max_limit: datetime | None
+
+
+def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_lines: int | None) -> _Prepared:
     record = snapshot.subscription
     deleted = snapshot.is_deleted(now)
     view = None
@@ -198,9 +203,9 @@ def decide(
     customer_deleted_at = None
     if view is not None and view.has_billables:
         if customer_deleted_before_start(snapshot.customer_deleted_at, record.active_from):
-            return replace(nothing, stopped="customer_deleted_before_start")
+            stopped = replace(nothing, stopped="customer_deleted_before_start")
+            return _Prepared(stopped, None, None, Plan((), ()), (), None)
         customer_deleted_at = snapshot.customer_deleted_at
-
     persisted = snapshot.persisted
     lines_target: tuple[TargetLine, ...] = ()
     charge_targets: tuple[ChargeTarget, ...] = ()
@@ -217,7 +222,40 @@ def decide(
         )
         lines_target, max_limit = target.lines, target.max_limit
     patch_plan = make_plan(lines_target, persisted)
-    charge_patches = plan_charges(charge_targets, snapshot.charges) if snapshot.charges or charge_targets else []
+    charge_patches = plan_charges(charge_targets, snapshot.charges) if snapshot.charges or charge_targets else ()
+    return _Prepared(nothing, view, customer_deleted_at, patch_plan, tuple(charge_patches), max_limit)
+
+
+def touched_runs(
+    snapshot: Snapshot, *, as_of: datetime, now: datetime, max_target_lines: int | None = None
+) -> dict[str, frozenset[str]]:
+    """By currency, the live runs on mutable invoices that this decision's charge patches touch: the only runs whose
+    allocation rows `decide` needs in `Snapshot.ledgers` (docs/credits.md §3.3). Pure; raises as `decide` does."""
+    out: dict[str, set[str]] = {}
+    for patch in _prepare(snapshot, as_of, now, max_target_lines).charge_patches:
+        if isinstance(patch, ChargeCreate) or patch.item.run is None or patch.item.run_immutable:
+            continue
+        out.setdefault(patch.item.charge.currency, set()).add(patch.item.run.id)
+    return {currency: frozenset(runs) for currency, runs in out.items()}
+
+
+def decide(
+    snapshot: Snapshot,
+    *,
+    as_of: datetime,
+    now: datetime,
+    ids: IdSource,
+    max_target_lines: int | None = None,
+) -> SyncPlan:
+    """docs/sync.md §3-§7 and docs/credits.md §3.1-§3.7 on a snapshot: targets, the diff, how each patch lands, the
+    charge engine's effects, the next sync state. Raises `SyncRefused` (see `Refusal`) or a `DomainError` (among
+    them: a touched run whose currency has no ledger in the snapshot, see `touched_runs`)."""
+    prepared = _prepare(snapshot, as_of, now, max_target_lines)
+    nothing, view = prepared.nothing, prepared.view
+    if nothing.stopped is not None:
+        return nothing
+    record, persisted = snapshot.subscription, snapshot.persisted
+    patch_plan, charge_patches = prepared.patch_plan, prepared.charge_patches
 
     # docs/sync.md §6.2: the live gathering invoice, or one to create; decided here once for lines and charge lines.
     gathering_id = snapshot.gathering_invoice_id
@@ -229,7 +267,7 @@ def decide(
         persisted,
         gathering_invoice_id=gathering_id,
         new_id=lambda: ids("il"),
-        customer_deleted_at=customer_deleted_at,
+        customer_deleted_at=prepared.customer_deleted_at,
     )
     charges = ChargeChanges()
     allocations: tuple[tuple[str, tuple[AllocationRow, ...]], ...] = ()
@@ -242,14 +280,14 @@ def decide(
             ledgers=ledgers,
             gathering_invoice_id=gathering_id,
             existing_issues=persisted.existing_issues,
-            customer_deleted_at=customer_deleted_at,
+            customer_deleted_at=prepared.customer_deleted_at,
         )
         charges = engine.apply_plan(charge_patches)
         allocations = tuple((cur, tuple(ledger.new_rows)) for cur, ledger in ledgers.items() if ledger.new_rows)
     gathering = None
     if provisional and gathering_id is not None and _uses(gathering_id, lines, charges):
         gathering = NewGatheringInvoice(gathering_id, record.customer_id, record.currency)
-    state = after_sync(max_limit, now) if view is not None and view.has_billables else NOTHING_TO_BILL
+    state = after_sync(prepared.max_limit, now) if view is not None and view.has_billables else NOTHING_TO_BILL
     return replace(
         nothing,
         state=state,

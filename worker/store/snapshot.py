@@ -7,13 +7,16 @@ the phases and items, the persisted lines, groups and invoices with the gatherin
 for a credit-mode subscription, its charges (docs/credits.md §3.3). An invoice_only subscription's read only says
 whether it has live charges (one it had before a mode change); they are then read by a statement of their own.
 Only when needed come the sync issues of immutable invoices (one, when a line or a charge run is on one) and the
-credit ledgers (one, when a charge has a live run on a mutable invoice).
+credit ledgers (one, when the decision's charge patches touch a live run on a mutable invoice: docs/credits.md
+§3.3 reads allocation rows only for charges a patch touches).
 
 The one read puts each part's rows side by side (`FULL JOIN … ON false`): a row is a persisted row (`kind` set),
 a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' columns null."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,7 +25,9 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from worker.domain.charges import ChargeItem
 from worker.domain.charges.routing import SettlementMode
+from worker.domain.decide import touched_runs
 from worker.domain.snapshot import Snapshot
+from worker.domain.view import SubscriptionRecord
 from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows, load_subscription_charges
 from worker.store.credits import load_sync_ledgers
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
@@ -53,11 +58,23 @@ _READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
 
 
 def load_snapshot(
-    conn: Connection, namespace: str, subscription_id: str, *, now: datetime, lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    *,
+    now: datetime,
+    as_of: datetime | Callable[[SubscriptionRecord], datetime] | None = None,
+    max_target_lines: int | None = None,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
 ) -> Snapshot:
     """Lock the subscription's customer (docs/sync.md §6.1) and read what a sync of it at `now` decides on.
     NotFoundError when there is no such subscription; MissingInvoiceError when a line or a charge run names a
-    missing invoice (docs/sync.md §4, docs/credits.md §3.3)."""
+    missing invoice (docs/sync.md §4, docs/credits.md §3.3).
+
+    Allocation rows (docs/credits.md §3.3) are read only for the runs the decision at `as_of` touches
+    (`worker.domain.decide.touched_runs`; `as_of` may be a function of the locked row); without `as_of`, for every
+    live run on a mutable invoice, so that the snapshot serves a decision at any time. Either way the ledgers are
+    read only when some charge has such a run."""
     loaded = load_and_lock_subscription(conn, namespace, subscription_id, lock_timeout)
     record = loaded.record
     mode = cast(SettlementMode, loaded.settlement_mode)  # the column's check: one of SETTLEMENT_MODES
@@ -90,7 +107,7 @@ def load_snapshot(
         else:
             runs.setdefault(item.charge.currency, set()).add(run.id)
     issues = load_issue_keys(conn, namespace, immutable)
-    return Snapshot(
+    snapshot = Snapshot(
         namespace=namespace,
         subscription=record,
         deleted_at=loaded.deleted_at,
@@ -101,6 +118,14 @@ def load_snapshot(
         persisted=persisted.state(issues),
         gathering_invoice_id=persisted.gathering_invoice_id,
         charges=charges,
-        ledgers=load_sync_ledgers(conn, namespace, record.customer_id, runs),
+        ledgers={},
         sync_state=loaded.sync_state,
     )
+    if runs and as_of is not None:
+        at = as_of(record) if callable(as_of) else as_of
+        runs = {
+            c: set(r) for c, r in touched_runs(snapshot, as_of=at, now=now, max_target_lines=max_target_lines).items()
+        }
+    if not runs:
+        return snapshot
+    return replace(snapshot, ledgers=load_sync_ledgers(conn, namespace, record.customer_id, runs))
