@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -67,8 +68,18 @@ def test_version_prints_the_package_version() -> None:
 
 
 def test_shell_completion_script_and_choices() -> None:
-    script = invoke({}, "--show-completion", "bash")
-    assert script.exit_code == 0 and "_SUBSYNC_COMPLETE" in script.stdout and "complete" in script.stdout
+    # typer finds the shell by walking the parent processes (shellingham), so run it under bash as a user's
+    # shell would; `; exit` keeps bash from exec-ing the command (a test runner without a shell parent fails).
+    script = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m worker --show-completion; exit $?"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert script.returncode == 0, script.stderr
+    assert "_SUBSYNC_COMPLETE" in script.stdout and "complete" in script.stdout
 
     def complete(words: str) -> set[str]:
         done = subsync(
