@@ -1,0 +1,142 @@
+"""`subsync explain line|charge` (docs/sync.md "Explaining a line"): re-derive a stored line or charge by running the
+target builder on the stored subscription, and compare. One read-only transaction; nothing is written and no
+customer lock is taken."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from worker.config import DEFAULT_MAX_TARGET_LINES
+from worker.domain.charges import ChargeTarget, route_targets
+from worker.domain.charges.routing import RoutingError, route
+from worker.domain.explain import StoredCharge, explain_charge, explain_line
+from worker.domain.prices import FlatPrice
+from worker.domain.sync_state import customer_deleted_before_start
+from worker.domain.target import Candidate, TargetLine, generate_candidates
+from worker.domain.view import SubscriptionView, build_view
+from worker.errors import NotFoundError
+from worker.infra.clock import utcnow
+from worker.store.charges import list_charge_rows, load_charges, load_subscription_charges
+from worker.store.explain import load_line
+from worker.store.persisted import load_persisted
+from worker.store.view import load_phases, load_subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    """The explanation (docs/sync.md "Explaining a line" JSON shape) and the stored row it explains (the CLI prints
+    that row in the shape of `subsync lines` / `subsync charges list`)."""
+
+    data: dict[str, Any]
+    row: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    view: SubscriptionView | None
+    candidate: Candidate | None
+    line: TargetLine | None
+    charge: ChargeTarget | None
+    routed: str | None
+
+
+def _derive(
+    conn: Connection, namespace: str, subscription_id: str, identity: str | None, as_of: datetime, reach: datetime
+) -> _Derived:
+    """The target of a sync at `as_of`, and one generation up to `reach` (far enough to produce the stored period
+    whatever the horizon) for the derivation of `identity`."""
+    now = utcnow()
+    try:
+        loaded = load_subscription(conn, namespace, subscription_id)
+    except NotFoundError:
+        return _Derived(None, None, None, None, None)
+    if loaded.is_deleted(now):
+        return _Derived(None, None, None, None, None)
+    view = build_view(loaded.record, load_phases(conn, namespace, subscription_id, now))
+    deleted_at = loaded.customer_deleted_at if view.has_billables else None
+    if customer_deleted_before_start(deleted_at, loaded.record.active_from):
+        return _Derived(None, None, None, None, None)
+    persisted = load_persisted(conn, namespace, subscription_id)
+    charges = load_subscription_charges(conn, namespace, subscription_id)
+    mode: Any = loaded.settlement_mode
+    target, charge_targets = route_targets(
+        view, as_of, mode, persisted, charges, customer_deleted_at=deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
+    )
+    capped, candidates, _ = generate_candidates(
+        view, max(as_of, reach), persisted, deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
+    )
+    candidate = next((c for c in candidates if f"{capped.id}/{c.phase.key}/{c.identity}" == identity), None)
+    line = next((t for t in target.lines if t.identity == identity), None)
+    charge = next((t for t in charge_targets if t.identity == identity), None)
+    routed: str | None = None
+    if identity is not None:
+        held = charges.get(identity)
+        try:
+            routed = route(identity, mode, persisted.items.get(identity), held.charge.id if held else None)
+        except RoutingError:
+            routed = "conflict"
+    return _Derived(capped, candidate, line, charge, routed)
+
+
+def _read(engine: Engine, work: Any) -> Any:
+    with engine.connect() as conn:
+        conn.begin()
+        try:
+            return work(conn)
+        finally:
+            conn.rollback()  # read-only: nothing to keep
+
+
+def explain_line_of(engine: Engine, namespace: str, line_id: str, *, as_of: datetime | None = None) -> Explained:
+    """Explain one line (deleted ones too). NotFoundError (exit 1) for an unknown line."""
+    at = as_of or utcnow()
+
+    def work(conn: Connection) -> Explained:
+        stored, row = load_line(conn, namespace, line_id)
+        derived = _Derived(None, None, None, None, None)
+        if stored.subscription_id is not None:
+            reach = max(stored.invoice_at, stored.service_period.end)
+            derived = _derive(conn, namespace, stored.subscription_id, stored.identity, at, reach)
+        data = explain_line(derived.view, stored, derived.candidate, derived.line, derived.routed, at)
+        return Explained(data, row)
+
+    result: Explained = _read(engine, work)
+    return result
+
+
+def explain_charge_of(engine: Engine, namespace: str, charge_id: str, *, as_of: datetime | None = None) -> Explained:
+    """Explain one charge (deleted ones too), with its runs and allocation rows. NotFoundError for an unknown one."""
+    at = as_of or utcnow()
+
+    def work(conn: Connection) -> Explained:
+        items = load_charges(conn, namespace, [charge_id])
+        rows = list_charge_rows(conn, namespace, charge_ids=[charge_id], include_deleted=True)
+        if charge_id not in items or not rows:
+            raise NotFoundError(f"charge {charge_id!r} not found in namespace {namespace!r}")
+        item = items[charge_id]
+        c = item.charge
+        stored = StoredCharge(
+            id=c.id,
+            identity=c.identity,
+            status=c.status,
+            settlement_mode=c.settlement_mode,
+            deleted=c.deleted_at is not None,
+            service_period=c.service_period,
+            invoice_at=c.invoice_at,
+            amount=c.amount_after_proration if c.is_flat else None,  # usage: rated from a quantity, not the document
+            advance_after=c.advance_after,
+            is_flat=c.is_flat,
+            in_advance=isinstance(c.price, FlatPrice) and c.price.in_advance,
+            has_live_run=item.run is not None,
+            run_immutable=item.run_immutable,
+        )
+        reach = max(c.invoice_at, c.service_period.end)
+        derived = _derive(conn, namespace, c.subscription_id, c.identity, at, reach)
+        return Explained(explain_charge(derived.view, stored, derived.candidate, derived.charge, at), rows[0])
+
+    result: Explained = _read(engine, work)
+    return result
