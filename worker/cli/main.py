@@ -21,6 +21,7 @@ from worker.cli import (
     demo,
     embedded,
     explain,
+    preview,
     queue,
     reconcile,
     subscriptions,
@@ -44,6 +45,7 @@ app.add_typer(credits.app, name="credits")
 app.add_typer(explain.app, name="explain")
 billing.register(app)
 demo.register(app)
+preview.register(app)
 queue.register(app)
 reconcile.register(app)
 

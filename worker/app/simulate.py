@@ -1,0 +1,75 @@
+"""The one adapter through which `subsync preview` and `subscriptions apply --dry-run` reach the code that really
+bills (docs/sync.md "Previewing"): the sync of docs/sync.md §8.1, the charge advance of docs/credits.md §3.10 and
+the invoicing of docs/sync.md §9 run unchanged, on one connection whose transaction is always rolled back.
+
+So a preview is the real decision by construction, and writes nothing: every row it wrote disappears with the
+rollback, and the customer lock (a transaction-scoped advisory lock, docs/sync.md §6.1) is released with it.
+Switching preview to another entry point of the sync (a pure load → decide, when there is one) changes this
+module only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, func, select
+
+from worker.app.charges import advance_in_transaction
+from worker.app.invoicing import invoice_in_transaction
+from worker.app.sync import SyncResult, sync_in_transaction
+from worker.config import DEFAULT_MAX_TARGET_LINES
+from worker.domain.charges import StatusChange
+from worker.store.tables import charges
+
+_T = TypeVar("_T")
+
+
+def rolled_back(engine: Engine, work: Callable[[Connection], _T]) -> _T:
+    """Run `work` in one transaction that is rolled back whatever happens: nothing it writes is kept."""
+    with engine.connect() as conn:
+        conn.begin()
+        try:
+            return work(conn)
+        finally:
+            conn.rollback()
+
+
+def sync_at(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    at: datetime,
+    *,
+    dry_run: bool = False,
+    max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+) -> SyncResult:
+    """The sync a worker runs at `at` (as of `at`, its clock at `at`), written into the caller's transaction."""
+    return sync_in_transaction(
+        conn, namespace, subscription_id, as_of=at, dry_run=dry_run, now=at, max_target_lines=max_target_lines
+    )
+
+
+def advance_at(conn: Connection, namespace: str, customer_id: str, at: datetime) -> list[StatusChange]:
+    """The charge advance of docs/credits.md §3.10 at `at`."""
+    return advance_in_transaction(conn, namespace, customer_id, at, at)
+
+
+def invoice_at(conn: Connection, namespace: str, customer_id: str, at: datetime) -> int:
+    """The after-sync invoicing of docs/sync.md §8.3 at `at` (not progressive); the number of invoices created."""
+    return len(invoice_in_transaction(conn, namespace, customer_id, at, progressive=False, now=at).invoices)
+
+
+def next_charge_due(conn: Connection, namespace: str, customer_id: str, after: datetime) -> datetime | None:
+    """The earliest `advance_after` of the customer's live charges later than `after` (docs/credits.md §2.5)."""
+    c = charges.c
+    due: datetime | None = conn.execute(
+        select(func.min(c.advance_after)).where(
+            c.namespace == namespace,
+            c.customer_id == customer_id,
+            c.deleted_at.is_(None),
+            c.advance_after > after,
+        )
+    ).scalar_one()
+    return due
