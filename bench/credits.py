@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from bench.database import CountingEngine
 from bench.measure import Comparison
 from bench.seeding import FLOOR, KINDS, NAMESPACES, REAL, Seeded, _add_months, _apply, _document, _rate_card, _version
-from worker.app.sync import sync_subscription
+from worker.app.sync import plan_sync, sync_subscription
 from worker.domain.charges import Charge
 from worker.domain.timeutil import trunc
 
@@ -190,27 +190,26 @@ def _row(c: Charge, now: str) -> dict[str, Any]:
 
 
 def prepare(engine: Engine, seeded: Seeded) -> CreditFloorWork:
-    """Dry-run the real sync on the floor's twin; turn its charge rows into the floor's one write."""
-    result = sync_subscription(engine, FLOOR, seeded.subscription_id, as_of=seeded.as_of, dry_run=True)
-    changes = result.charge_changes
-    if changes is not None and (
-        changes.new_runs or changes.run_writes or changes.new_lines or changes.line_writes or changes.issues
-    ):
+    """Decide the real sync on the floor's twin (load → decide, nothing written); turn its charge rows into the
+    floor's one write."""
+    plan = plan_sync(engine, FLOOR, seeded.subscription_id, as_of=seeded.as_of)
+    changes = plan.charges
+    if changes.new_runs or changes.run_writes or changes.new_lines or changes.line_writes or changes.issues:
         raise NotImplementedError("the credits floor covers unbooked credit_only charges only")
-    if result.changes is not None and result.changes.patches:
+    if plan.lines.patches:
         raise NotImplementedError("the credits floor writes no lines (a credit_only subscription has none)")
     params: dict[str, Any] = {
         "namespace": FLOOR,
         "subscription_id": seeded.subscription_id,
-        "has_billables": result.state.has_billables,
-        "next_sync_after": result.state.next_sync_after,
+        "has_billables": plan.state.has_billables,
+        "next_sync_after": plan.state.next_sync_after,
     }
     ctes = []
     stamp = datetime.now(UTC).isoformat()  # the rows' created_at / updated_at: known before the clock starts
-    if changes is not None and changes.new_charges:
+    if changes.new_charges:
         params["new_rows"] = json.dumps([_row(c, stamp) for c in changes.new_charges.values()])
         ctes.append(_NEW_CHARGES)
-    if changes is not None and changes.charge_writes:
+    if changes.charge_writes:
         params["updated_rows"] = json.dumps([_row(c, stamp) for c in changes.charge_writes.values()])
         ctes.append(_UPDATED_CHARGES)
     sql = ("WITH" + ",".join(ctes) if ctes else "") + _SYNC_STATE

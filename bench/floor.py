@@ -17,9 +17,8 @@ from sqlalchemy import ARRAY, Engine, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from bench.seeding import FLOOR
-from worker.app.sync import sync_subscription
+from worker.app.sync import plan_sync
 from worker.domain.timeutil import trunc
-from worker.infra.ids import new_id
 
 _TS = ARRAY(TIMESTAMP(timezone=True))
 _TXT = ARRAY(Text)
@@ -120,10 +119,10 @@ class FloorWork:
 
 
 def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
-    """Dry-run the real sync on the floor's twin and turn its changes into the floor's one write."""
-    result = sync_subscription(engine, FLOOR, subscription_id, as_of=as_of, dry_run=True)
-    changes = result.changes
-    assert changes is not None
+    """Decide the real sync on the floor's twin (load → decide, nothing written) and turn its plan into the
+    floor's one write."""
+    plan = plan_sync(engine, FLOOR, subscription_id, as_of=as_of)
+    changes = plan.lines
     if changes.issues or changes.group_deletes or changes.group_updates:
         raise NotImplementedError("the floor covers plain lines only (the benchmark makes no groups or issues)")
     with engine.connect() as conn:
@@ -134,17 +133,17 @@ def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
     params: dict[str, Any] = {
         "namespace": FLOOR,
         "subscription_id": subscription_id,
-        "customer_id": result.customer_id,
+        "customer_id": plan.customer_id,
         "currency": currency,
-        "has_billables": result.state.has_billables,
-        "next_sync_after": result.state.next_sync_after,
+        "has_billables": plan.state.has_billables,
+        "next_sync_after": plan.state.next_sync_after,
     }
     ctes = []
     new_lines = changes.new_lines
     if new_lines:
         invoice_id = new_lines[0].invoice_id
-        if invoice_id is None:  # the first sync of this customer: the gathering invoice is created too
-            invoice_id = new_id("inv")
+        if plan.gathering_invoice is not None:  # the first sync of this customer: the gathering invoice is created too
+            invoice_id = plan.gathering_invoice.id
             ctes.append(_NEW_INVOICE)
             params["number"] = f"GATHER-{currency}-{invoice_id[-8:]}"
         params["invoice_id"] = invoice_id
@@ -183,7 +182,7 @@ def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
     sql = ("WITH" + ",".join(ctes) if ctes else "") + _SYNC_STATE
     arrays = [bindparam(k, type_=_ARRAY_TYPES.get(k, _TXT)) for k in params if k[:2] in ("n_", "u_", "d_")]
     rows = len(new_lines) + len(changes.line_writes) + len(changes.line_deletes) + 1
-    return FloorWork(subscription_id, result.customer_id, currency, text(sql).bindparams(*arrays), params, rows)
+    return FloorWork(subscription_id, plan.customer_id, currency, text(sql).bindparams(*arrays), params, rows)
 
 
 def run(engine: Engine, work: FloorWork) -> None:

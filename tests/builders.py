@@ -24,6 +24,7 @@ from worker.config import Settings
 from worker.contract.builders import flat, item_version, rate_card, unit
 from worker.contract.documents import validate_document
 from worker.contract.events import QUEUE_NAME
+from worker.domain.view import SubscriptionView
 from worker.store.customers import upsert_customer
 from worker.store.lines import list_lines
 from worker.store.subscriptions import apply_subscription
@@ -449,3 +450,62 @@ def move_lines_to_new_invoice(
             .values(invoice_id=invoice_id)
         )
     return invoice_id
+
+
+def store_view(db: Engine, view: SubscriptionView, settlement_mode: str = "invoice_only") -> None:
+    """Replace every customer's data by the subscription of a hypothesis view (tests/domain/strategies.py), stored
+    straight into the upstream tables with its customer."""
+    r = view.record
+    with db.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE customers CASCADE")
+        conn.execute(insert(customers).values(namespace=r.namespace, id=r.customer_id, name="c"))
+        conn.execute(
+            insert(subscriptions).values(
+                namespace=r.namespace,
+                id=r.id,
+                customer_id=r.customer_id,
+                name=r.id,
+                currency=r.currency,
+                billing_cadence=str(r.billing_cadence),
+                billing_anchor=r.billing_anchor,
+                pro_rating_enabled=r.pro_rating_enabled,
+                pro_rating_mode=r.pro_rating_mode,
+                active_from=r.active_from,
+                active_to=r.active_to,
+                settlement_mode=settlement_mode,
+            )
+        )
+        for ph in view.phase_records:
+            conn.execute(
+                insert(subscription_phases).values(
+                    namespace=r.namespace,
+                    id=ph.id,
+                    subscription_id=r.id,
+                    key=ph.key,
+                    name=ph.name,
+                    active_from=ph.active_from,
+                    sort_hint=ph.sort_hint,
+                )
+            )
+            for it in ph.items:
+                card = it.rate_card
+                conn.execute(
+                    insert(subscription_items).values(
+                        namespace=r.namespace,
+                        id=it.id,
+                        phase_id=ph.id,
+                        key=it.key,
+                        active_from=it.active_from,
+                        active_to=it.active_to,
+                        annotations={},
+                        rate_card={
+                            "name": card.name,
+                            "description": card.description,
+                            "feature_key": card.feature_key,
+                            "billing_cadence": str(card.billing_cadence) if card.billing_cadence else None,
+                            "price": card.price.to_json() if card.price else None,
+                            "discounts": None,
+                            "tax_config": None,
+                        },
+                    )
+                )

@@ -15,11 +15,11 @@ from tests.builders import (
     t,
     unit,
 )
-from worker.app import charge_sync as charge_sync_module
 from worker.app.sync import sync_subscription
 from worker.domain.errors import DuplicateIdentityError
 from worker.errors import MissingInvoiceError
 from worker.store import apply as apply_module
+from worker.store import write as write_module
 from worker.store.tables import (
     invoice_lines,
     invoice_validation_issues,
@@ -176,7 +176,7 @@ def test_crash_between_patch_groups_rolls_back_everything(db: Engine, monkeypatc
 
     monkeypatch.setattr(apply_module, "_update_groups", boom)
     monkeypatch.setattr(apply_module, "delete_emptied_invoices", boom)
-    monkeypatch.setattr(charge_sync_module, "delete_emptied_invoices", boom)  # docs/credits.md §3.7 step 4 runs it
+    monkeypatch.setattr(write_module, "delete_emptied_invoices", boom)  # docs/credits.md §3.7 step 4 runs it
     with pytest.raises(RuntimeError, match="injected"):
         sync_subscription(db, "acme", "sub_01", as_of=t("2024-02-15"))
     assert table_snapshot(db) == before

@@ -7,69 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
+from tests.builders import store_view as store
 from tests.domain.strategies import BASE, as_of_offsets, subscriptions
 from worker.app.sync import sync_subscription
 from worker.domain.view import SubscriptionView
-from worker.store.tables import customers, subscription_items, subscription_phases
-from worker.store.tables import subscriptions as subscriptions_table
-
-
-def store(db: Engine, view: SubscriptionView) -> None:
-    r = view.record
-    with db.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE customers CASCADE")
-        conn.execute(insert(customers).values(namespace=r.namespace, id=r.customer_id, name="c"))
-        conn.execute(
-            insert(subscriptions_table).values(
-                namespace=r.namespace,
-                id=r.id,
-                customer_id=r.customer_id,
-                name=r.id,
-                currency=r.currency,
-                billing_cadence=str(r.billing_cadence),
-                billing_anchor=r.billing_anchor,
-                pro_rating_enabled=r.pro_rating_enabled,
-                pro_rating_mode=r.pro_rating_mode,
-                active_from=r.active_from,
-                active_to=r.active_to,
-            )
-        )
-        for ph in view.phase_records:
-            conn.execute(
-                insert(subscription_phases).values(
-                    namespace=r.namespace,
-                    id=ph.id,
-                    subscription_id=r.id,
-                    key=ph.key,
-                    name=ph.name,
-                    active_from=ph.active_from,
-                    sort_hint=ph.sort_hint,
-                )
-            )
-            for it in ph.items:
-                card = it.rate_card
-                conn.execute(
-                    insert(subscription_items).values(
-                        namespace=r.namespace,
-                        id=it.id,
-                        phase_id=ph.id,
-                        key=it.key,
-                        active_from=it.active_from,
-                        active_to=it.active_to,
-                        annotations={},
-                        rate_card={
-                            "name": card.name,
-                            "description": card.description,
-                            "feature_key": card.feature_key,
-                            "billing_cadence": str(card.billing_cadence) if card.billing_cadence else None,
-                            "price": card.price.to_json() if card.price else None,
-                            "discounts": None,
-                            "tax_config": None,
-                        },
-                    )
-                )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

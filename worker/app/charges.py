@@ -4,7 +4,7 @@ engine (worker.domain.charges) decides, worker.store.charges writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,21 +13,17 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine
 
-from worker.app.charge_sync import ledgers_for
 from worker.domain.charges import ChargeEngine, ChargeItem, StatusChange
+from worker.domain.credit_allocation import Ledger
 from worker.errors import NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
-from worker.store.charges import (
-    charges_with_live_run_on,
-    customers_with_due_charges,
-    list_charge_rows,
-    load_charges,
-    load_due_charges,
-    write_charge_changes,
-)
+from worker.store.charge_queries import charges_with_live_run_on, customers_with_due_charges, list_charge_rows
+from worker.store.charge_write import write_charge_changes
+from worker.store.charges import load_charges, load_due_charges
+from worker.store.credits import load_ledger
 from worker.store.customers import get_customer
-from worker.store.db import keyset_pages
+from worker.store.db import keyset_pages, run_transaction
 from worker.store.locks import lock_customer
 
 log = structlog.get_logger("worker.app.charges")
@@ -37,6 +33,19 @@ log = structlog.get_logger("worker.app.charges")
 class AdvanceChange:
     customer_id: str
     change: StatusChange
+
+
+def ledgers_for(
+    conn: Connection, namespace: str, customer_id: str, runs_by_currency: Mapping[str, Iterable[str]]
+) -> dict[str, Ledger]:
+    """The customer's ledger per currency, holding the rows of the given runs (docs/credits.md §3.3: allocation rows
+    are read only for the charges a step touches)."""
+    out: dict[str, Ledger] = {}
+    for currency, run_ids in sorted(runs_by_currency.items()):
+        out[currency], _ = load_ledger(
+            conn, namespace, customer_id, currency, run_ids=sorted(set(run_ids)), new_id=lambda: new_id("cal")
+        )
+    return out
 
 
 def _engine(customer_id: str, now: datetime, ledgers: Mapping[str, Any] | None = None) -> ChargeEngine:
@@ -117,9 +126,12 @@ def advance_customer(
     """`charges advance --customer` and the `advance_charges` actor: one transaction. NotFoundError (exit 1)
     for an unknown customer."""
     now = now or utcnow()
-    with engine.begin() as conn:
+
+    def work(conn: Connection) -> list[StatusChange]:
         _require_customer(conn, namespace, customer_id)
-        changes = advance_in_transaction(conn, namespace, customer_id, as_of or now, now)
+        return advance_in_transaction(conn, namespace, customer_id, as_of or now, now)
+
+    changes = run_transaction(engine, work)
     if changes:
         log.info("charges.advanced", namespace=namespace, customer_id=customer_id, changes=len(changes))
     return changes
@@ -170,7 +182,8 @@ def set_quantity(
     """Rate and realize a usage charge; the same quantity again writes nothing. ChargeError (exit 1) when the
     charge's state refuses it, NotFoundError when there is no such charge."""
     now = now or utcnow()
-    with engine.begin() as conn:
+
+    def work(conn: Connection) -> ChargeItem:
         found = load_charges(conn, namespace, [charge_id]).get(charge_id)
         if found is None:
             raise NotFoundError(f"charge {charge_id!r} not found in namespace {namespace!r}")
@@ -183,7 +196,9 @@ def set_quantity(
         charge_engine = _engine(customer_id, now, ledgers)
         charge_engine.set_quantity(item, quantity)
         _write(conn, namespace, customer_id, charge_engine, now)
-    return item
+        return item
+
+    return run_transaction(engine, work)
 
 
 def list_charges(
@@ -196,12 +211,14 @@ def list_charges(
     include_deleted: bool = False,
 ) -> list[tuple[Any, str | None, list[tuple[Any, list[Any]]]]]:
     """Charges with their runs and allocation rows, read without the lock (docs/credits.md §3.15)."""
-    with engine.connect() as conn:
-        return list_charge_rows(
+    return run_transaction(
+        engine,
+        lambda conn: list_charge_rows(
             conn,
             namespace,
             customer_id=customer_id,
             subscription_id=subscription_id,
             charge_ids=charge_ids,
             include_deleted=include_deleted,
-        )
+        ),
+    )

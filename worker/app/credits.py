@@ -10,7 +10,6 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Connection, Engine
 
-from worker.app.charge_sync import new_allocation_id
 from worker.contract.fields import is_valid_id
 from worker.domain.credit_allocation import Balance, Grant
 from worker.domain.currencies import is_known_currency
@@ -29,6 +28,7 @@ from worker.store.credits import (
     void_grant,
 )
 from worker.store.customers import get_customer
+from worker.store.db import run_transaction
 from worker.store.locks import lock_customer
 
 log = structlog.get_logger("worker.app.credits")
@@ -129,7 +129,8 @@ def grant_credit(engine: Engine, namespace: str, request: GrantRequest, *, now: 
         feature_keys=frozenset(request.feature_keys) if request.feature_keys else None,
         expires_at=request.expires_at,
     )
-    with engine.begin() as conn:
+
+    def work(conn: Connection, grant: Grant = grant) -> GrantResult:
         _require_live_customer(conn, namespace, request.customer_id, live=True)
         lock_customer(conn, namespace, request.customer_id)
         if request.id is not None:
@@ -150,19 +151,23 @@ def grant_credit(engine: Engine, namespace: str, request: GrantRequest, *, now: 
                 request.customer_id,
                 grant.currency,
                 with_open_advance=True,
-                new_id=new_allocation_id,
+                new_id=lambda: new_id("cal"),
             )
             backfilled = ledger.backfill(ledger.grant(grant.id), now, feature_keys)
             insert_allocation_rows(conn, namespace, request.customer_id, grant.currency, ledger.new_rows, now)
-        result = GrantResult(_stored(conn, namespace, request.customer_id, grant.id), backfilled, True)
-    log.info("credits.granted", namespace=namespace, grant_id=grant.id, backfilled=str(backfilled))
+        return GrantResult(_stored(conn, namespace, request.customer_id, grant.id), backfilled, True)
+
+    result = run_transaction(engine, work)
+    if result.created:
+        log.info("credits.granted", namespace=namespace, grant_id=grant.id, backfilled=str(result.backfilled))
     return result
 
 
 def void_credit(engine: Engine, namespace: str, grant_id: str, *, now: datetime | None = None) -> StoredGrant:
     """Void a grant (already voided: no write). NotFoundError (exit 1) when there is no such grant."""
     now = now or utcnow()
-    with engine.begin() as conn:
+
+    def work(conn: Connection) -> StoredGrant:
         found = get_grant(conn, namespace, grant_id)
         if found is None:
             raise NotFoundError(f"grant {grant_id!r} not found in namespace {namespace!r}")
@@ -171,14 +176,20 @@ def void_credit(engine: Engine, namespace: str, grant_id: str, *, now: datetime 
         void_grant(conn, namespace, grant_id, now)
         return _stored(conn, namespace, customer_id, grant_id)
 
+    return run_transaction(engine, work)
+
 
 def customer_grants(engine: Engine, namespace: str, customer_id: str, *, include_voided: bool) -> list[StoredGrant]:
-    with engine.connect() as conn:
+    def work(conn: Connection) -> list[StoredGrant]:
         _require_live_customer(conn, namespace, customer_id, live=False)
         return list_grants(conn, namespace, customer_id, include_voided=include_voided)
 
+    return run_transaction(engine, work)
+
 
 def customer_balance(engine: Engine, namespace: str, customer_id: str, *, at: datetime | None = None) -> list[Balance]:
-    with engine.connect() as conn:
+    def work(conn: Connection) -> list[Balance]:
         _require_live_customer(conn, namespace, customer_id, live=False)
         return balances(conn, namespace, customer_id, at or utcnow())
+
+    return run_transaction(engine, work)

@@ -15,13 +15,14 @@ from sqlalchemy import Engine
 
 from worker.app.charges import advance_customer, iter_due_customers
 from worker.app.invoicing import CreatedInvoice, invoice_pending_lines
-from worker.app.sync import SyncResult, sync_subscription
+from worker.app.sync import AsOf, SyncResult, sync_subscription
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.contract.events import AdvanceChargesRequest, InvoiceCreatedEvent, ReconcileRequest, SubscriptionEvent
 from worker.infra.clock import utcnow
 from worker.infra.logging import get_logger
+from worker.store.db import run_transaction
 from worker.store.due import iter_due_pages
-from worker.store.queries import stored_active_to, subscriptions_on_invoice
+from worker.store.queries import subscriptions_on_invoice
 
 log = get_logger(__name__)
 
@@ -52,16 +53,14 @@ class Handled:
 # --- subscription events -----------------------------------------------------------------------
 
 
-def sync_as_of(engine: Engine, event: SubscriptionEvent, now: datetime) -> datetime:
-    """docs/sync.md §8.2: the event's `as_of` if given; `subscription.cancelled` → the stored `active_to`
-    (now when it has none: the subscription was continued since); otherwise now."""
+def sync_as_of(event: SubscriptionEvent, now: datetime) -> AsOf:
+    """docs/sync.md §8.2: the event's `as_of` if given; `subscription.cancelled` → the stored `active_to` of the row
+    the sync locks (now when it has none: the subscription was continued since); otherwise now."""
     if event.as_of is not None:
         return event.as_of
     if event.type != "subscription.cancelled":
         return now
-    with engine.connect() as conn:
-        active_to = stored_active_to(conn, event.namespace, event.subscription_id)
-    return active_to if active_to is not None else now
+    return lambda record: record.active_to if record.active_to is not None else now
 
 
 def handle_subscription_event(
@@ -76,7 +75,7 @@ def handle_subscription_event(
     """Sync the subscription; then, unless it is deleted, invoice its customer's pending lines
     (docs/sync.md §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
     now = now or utcnow()
-    as_of = sync_as_of(engine, event, now)
+    as_of = sync_as_of(event, now)
     invoicing = invoice_after_sync and event.type != "subscription.deleted"
     result = sync_subscription(
         engine,
@@ -177,8 +176,9 @@ def handle_invoice_created(
 ) -> Handled:
     """Re-sync every subscription with a live line on the invoice (ignore gathering invoices)."""
     now = now or utcnow()
-    with engine.connect() as conn:
-        invoice_type, subscription_ids = subscriptions_on_invoice(conn, event.namespace, event.invoice_id)
+    invoice_type, subscription_ids = run_transaction(
+        engine, lambda conn: subscriptions_on_invoice(conn, event.namespace, event.invoice_id)
+    )
     if invoice_type == "gathering":
         return Handled(skipped="gathering invoice")
     as_of = event.as_of or now

@@ -174,18 +174,10 @@ def invoices_set_status(
     wide: WideOption = False,
 ) -> None:
     """Move a standard invoice to draft, issued, paid or voided (immutable unless draft)."""
-    # lazy: the store imports SQLAlchemy
-    from worker.infra.clock import utcnow
-    from worker.store.invoices import set_invoice_status
+    # lazy: the use case imports SQLAlchemy
+    from worker.app.invoices import change_invoice_status
 
-    with get_runtime(ctx).engine().begin() as conn:
-        now = utcnow()
-        row = set_invoice_status(conn, namespace, invoice_id, status.value, now)  # takes the customer lock
-        # lazy: the charge engine, only for the command that changes an invoice's status
-        from worker.app.charges import invoice_status_changed
-
-        # docs/credits.md §3.11: runs on the invoice follow its status
-        invoice_status_changed(conn, namespace, row.customer_id, invoice_id, row.immutable, now)
+    row = change_invoice_status(get_runtime(ctx).engine(), namespace, invoice_id, status.value)
     emit(
         fmt,
         invoice_json(row, []),

@@ -21,7 +21,6 @@ from sqlalchemy import (
     case,
     exists,
     insert,
-    select,
     text,
     update,
 )
@@ -40,21 +39,6 @@ _TEXT_ARRAY = ARRAY(Text)
 
 class GatheringInvoiceConflict(ConcurrentWriteError):
     """Another writer created the gathering invoice without holding the customer lock."""
-
-
-_FIND_GATHERING = select(invoices.c.id).where(
-    invoices.c.namespace == bindparam("namespace"),
-    invoices.c.customer_id == bindparam("customer_id"),
-    invoices.c.currency == bindparam("currency"),
-    invoices.c.type == "gathering",
-    invoices.c.deleted_at.is_(None),
-)
-
-
-def find_gathering_invoice(conn: Connection, namespace: str, customer_id: str, currency: str) -> str | None:
-    return conn.execute(
-        _FIND_GATHERING, {"namespace": namespace, "customer_id": customer_id, "currency": currency}
-    ).scalar_one_or_none()
 
 
 _GET_OR_CREATE_GATHERING = text(

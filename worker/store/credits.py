@@ -14,6 +14,7 @@ from sqlalchemy import ARRAY, Connection, Text, bindparam, text
 
 from worker.domain.credit_allocation import AllocationRow, Balance, Grant, Ledger, balance
 from worker.domain.money import format_decimal
+from worker.domain.snapshot import LedgerData
 from worker.store.db import json_dumps
 
 # A grant with its remaining credit: amount − Σ rows with its id (docs/credits.md §3.8 "Sums"); `:currency` null: all.
@@ -72,6 +73,29 @@ _RUN_ROWS = text(
     ORDER BY a.seq
     """
 ).bindparams(bindparam("run_ids", type_=ARRAY(Text)))
+
+# A sync's ledgers in one statement (docs/credits.md §3.3): the customer's grants in the given currencies, each with
+# its remaining credit, and the allocation rows of the given runs.
+_SYNC_LEDGERS = text(
+    """
+    SELECT 'grant' AS row_kind, g.id, g.currency, g.amount, g.effective_at, g.created_at, g.priority,
+        g.feature_keys, g.expires_at, g.voided_at, g.amount - COALESCE(s.spent, 0) AS remaining,
+        NULL::bigint AS seq, NULL::text AS charge_id, NULL::text AS run_id, NULL::text AS grant_id,
+        NULL::text AS kind, NULL::timestamptz AS booked_at, NULL::text AS reverses_id, NULL::text AS backfills_id
+    FROM credit_grants g
+    LEFT JOIN (
+        SELECT grant_id, sum(amount) AS spent FROM credit_allocations
+        WHERE namespace = :namespace AND customer_id = :customer_id AND grant_id IS NOT NULL
+        GROUP BY grant_id
+    ) s ON s.grant_id = g.id
+    WHERE g.namespace = :namespace AND g.customer_id = :customer_id AND g.currency = ANY(:currencies)
+    UNION ALL
+    SELECT 'row', a.id, a.currency, a.amount, NULL, NULL, NULL, NULL, NULL, NULL, NULL, a.seq, a.charge_id, a.run_id,
+        a.grant_id, a.kind, a.booked_at, a.reverses_id, a.backfills_id
+    FROM credit_allocations a
+    WHERE a.namespace = :namespace AND a.customer_id = :customer_id AND a.run_id = ANY(:run_ids)
+    """
+).bindparams(bindparam("currencies", type_=ARRAY(Text)), bindparam("run_ids", type_=ARRAY(Text)))
 
 _OPEN_ADVANCE = text(
     """
@@ -193,6 +217,47 @@ def load_ledger(
     ]
     feature_keys = {r.charge_id: r.feature_key for r in rows}
     return Ledger(currency, grants, allocations, new_id=new_id, remaining=remaining), feature_keys
+
+
+def load_sync_ledgers(
+    conn: Connection, namespace: str, customer_id: str, runs_by_currency: dict[str, set[str]]
+) -> dict[str, LedgerData]:
+    """The customer's ledger data per currency for a sync (one statement, none without currencies): every grant
+    of the currency with its remaining credit, and the rows of the given runs (docs/credits.md §3.3)."""
+    if not runs_by_currency:
+        return {}
+    currencies = sorted(runs_by_currency)
+    run_ids = sorted(set().union(*runs_by_currency.values()))
+    result = conn.execute(
+        _SYNC_LEDGERS,
+        {"namespace": namespace, "customer_id": customer_id, "currencies": currencies, "run_ids": run_ids},
+    ).all()
+    grants: dict[str, list[Grant]] = {c: [] for c in currencies}
+    remaining: dict[str, dict[str, Decimal]] = {c: {} for c in currencies}
+    rows: dict[str, list[AllocationRow]] = {c: [] for c in currencies}
+    for r in result:
+        if r.row_kind == "grant":
+            grants[r.currency].append(_grant(r))
+            remaining[r.currency][r.id] = Decimal(r.remaining)
+        elif r.currency in rows:
+            rows[r.currency].append(
+                AllocationRow(
+                    r.id,
+                    r.seq,
+                    r.charge_id,
+                    r.run_id,
+                    r.grant_id,
+                    r.kind,
+                    Decimal(r.amount),
+                    r.booked_at,
+                    r.reverses_id,
+                    r.backfills_id,
+                )
+            )
+    return {
+        c: LedgerData(c, tuple(grants[c]), remaining[c], tuple(sorted(rows[c], key=lambda a: a.seq)))
+        for c in currencies
+    }
 
 
 def insert_allocation_rows(

@@ -1,11 +1,13 @@
 """Loading the persisted state of one subscription (docs/sync.md §4) in a constant number of queries: its
-lines, its live groups and their children, and the invoices those lines are on (one query), then the
-existing sync issues of the immutable invoices among them (one, only when there are any)."""
+lines, its live groups and their children, the invoices those lines are on, the customer's live gathering
+invoice of the currency and whether the subscription has live charges (one query), then the existing sync
+issues of the immutable invoices among them (one, only when there are any)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, select, text
@@ -33,11 +35,13 @@ from worker.store.tables import invoice_validation_issues
 # query of their own did), never joined line by line: such a join, planned on stale statistics, scanned
 # every invoice of the namespace for each line (1.5 s for 10,000 lines).
 # Charge lines (`charge_id` set) are never sync items (docs/credits.md §3.3).
+#   'gathering' the customer's live gathering invoice of the currency (docs/sync.md §6.2), id only;
+#   'charges'   present when the subscription has a live charge: only then are the charges read
+#               (docs/credits.md §3.3), so an invoice_only sync reads no charge table (bench/).
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).
-_PERSISTED = text(
-    """
+PERSISTED_SQL = """
     WITH live_groups AS (
         SELECT id, unique_reference_id, service_period_start, service_period_end
         FROM split_line_groups
@@ -68,8 +72,19 @@ _PERSISTED = text(
         type, status, immutable
     FROM invoices
     WHERE namespace = :namespace AND id = ANY(ARRAY(SELECT DISTINCT invoice_id FROM lines))
-    """
-)
+    UNION ALL
+    SELECT 'gathering', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM invoices
+    WHERE namespace = :namespace AND customer_id = :customer_id AND currency = :currency AND type = 'gathering'
+        AND deleted_at IS NULL
+    UNION ALL
+    SELECT 'charges', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE EXISTS (
+        SELECT 1 FROM charges
+        WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
+    )
+"""
+_PERSISTED = text(PERSISTED_SQL)
 
 _v = invoice_validation_issues
 _ISSUES = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c.message).where(
@@ -80,8 +95,33 @@ _ISSUES = select(_v.c.invoice_id, _v.c.path, _v.c.component, _v.c.code, _v.c.mes
 )
 
 
-def load_persisted(conn: Connection, namespace: str, subscription_id: str) -> PersistedState:
-    rows = conn.execute(_PERSISTED, {"namespace": namespace, "subscription_id": subscription_id}).all()
+@dataclass(frozen=True, slots=True)
+class PersistedRows:
+    """The rows of the persisted-state read, before the issues are known (docs/sync.md §4 steps 1-3)."""
+
+    lines: list[PersistedLine]
+    groups: list[PersistedGroup]
+    invoices: list[Invoice]
+    gathering_invoice_id: str | None
+    has_charges: bool
+
+    def state(self, issues: Sequence[IssueKey]) -> PersistedState:
+        return build_persisted_state(self.lines, self.groups, self.invoices, issues)
+
+
+def load_persisted_rows(
+    conn: Connection, namespace: str, subscription_id: str, customer_id: str, currency: str
+) -> PersistedRows:
+    """One statement; MissingInvoiceError when a line's invoice does not exist (docs/sync.md §4)."""
+    rows = conn.execute(
+        _PERSISTED,
+        {"namespace": namespace, "subscription_id": subscription_id, "customer_id": customer_id, "currency": currency},
+    ).all()
+    return persisted_rows_from(rows)
+
+
+def persisted_rows_from(rows: Sequence[Any]) -> PersistedRows:
+    """`PersistedRows` from rows of `PERSISTED_SQL` (their first column says what each is)."""
     prices: dict[str, Price | None] = {}
     lines = [_line(row, prices) for row in rows if row[0] == "line"]
     groups = [row for row in rows if row[0] == "group"]
@@ -107,8 +147,9 @@ def load_persisted(conn: Connection, namespace: str, subscription_id: str) -> Pe
         )
         for g in groups
     ]
-    issues = _load_issues(conn, namespace, [i.id for i in invoice_rows if i.immutable])
-    return build_persisted_state(plain, persisted_groups, invoice_rows, issues)
+    gathering = next((r.id for r in rows if r[0] == "gathering"), None)
+    has_charges = any(r[0] == "charges" for r in rows)
+    return PersistedRows(plain, persisted_groups, invoice_rows, gathering, has_charges)
 
 
 def _line(row: Sequence[Any], prices: dict[str, Price | None]) -> PersistedLine:
@@ -153,8 +194,11 @@ def _line(row: Sequence[Any], prices: dict[str, Price | None]) -> PersistedLine:
     )
 
 
-def _load_issues(conn: Connection, namespace: str, invoice_ids: list[str]) -> list[IssueKey]:
-    if not invoice_ids:
+def load_issue_keys(conn: Connection, namespace: str, invoice_ids: Iterable[str]) -> list[IssueKey]:
+    """The live sync issues of the given invoices (docs/sync.md §6.4 de-duplication, docs/credits.md §3.13): one
+    statement, none when no invoice is given."""
+    ids = sorted(set(invoice_ids))
+    if not ids:
         return []
-    rows = conn.execute(_ISSUES, {"namespace": namespace, "ids": invoice_ids}).all()
+    rows = conn.execute(_ISSUES, {"namespace": namespace, "ids": ids}).all()
     return [IssueKey(r.invoice_id, r.path or "", r.component, r.code, r.message) for r in rows]

@@ -1,30 +1,15 @@
-"""Lookups of the event handlers (docs/sync.md §8.2, §8.3): a subscription's stored `active_to`, and which
-subscriptions have live lines on an invoice. Every query is scoped by namespace."""
+"""Lookups of the event handlers (docs/sync.md §8.2): which subscriptions have live lines on an invoice. Every query
+is scoped by namespace. (A cancellation's `active_to` is read from the row the sync locks: worker.store.snapshot.)"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import Connection, select
 
-from worker.errors import MissingInvoiceError, NotFoundError
+from worker.errors import MissingInvoiceError
 from worker.infra.logging import get_logger
 from worker.store.tables import invoice_lines, invoices, subscriptions
 
 log = get_logger(__name__)
-
-
-def stored_active_to(conn: Connection, namespace: str, subscription_id: str) -> datetime | None:
-    """The subscription's stored `active_to` (None: open-ended). Raises NotFoundError."""
-    row = conn.execute(
-        select(subscriptions.c.active_to).where(
-            subscriptions.c.namespace == namespace, subscriptions.c.id == subscription_id
-        )
-    ).one_or_none()
-    if row is None:
-        raise NotFoundError(f"subscription {subscription_id!r} not found in namespace {namespace!r}")
-    active_to: datetime | None = row.active_to
-    return active_to
 
 
 def subscriptions_on_invoice(conn: Connection, namespace: str, invoice_id: str) -> tuple[str | None, list[str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
@@ -27,8 +30,7 @@ _UPSERT = _new.on_conflict_do_update(
 # line of its live gathering invoices), so the subscription's own state is not enough. A live group child
 # counts as "maybe due" whatever its invoice_at, so that §9's error on a child whose price cannot be billed
 # progressively is still raised by the invoicing step (never skipped).
-_UPSERT_MAYBE_DUE = text(
-    """
+_UPSERT_MAYBE_DUE_SQL = """
     INSERT INTO subscription_sync_states (namespace, subscription_id, has_billables, next_sync_after, synced_at)
     VALUES (:namespace, :subscription_id, :has_billables, :next_sync_after, :synced_at)
     ON CONFLICT (namespace, subscription_id) DO UPDATE SET has_billables = excluded.has_billables,
@@ -39,8 +41,46 @@ _UPSERT_MAYBE_DUE = text(
             AND i.deleted_at IS NULL AND l.deleted_at IS NULL
             AND (l.invoice_at < :due_before OR l.split_line_group_id IS NOT NULL)
     ) AS maybe_due
-    """
-)
+"""
+_UPSERT_MAYBE_DUE = text(_UPSERT_MAYBE_DUE_SQL)
+# The same for a psycopg cursor (`%(name)s` placeholders), sent inside a pipeline by `send_sync_state`.
+_UPSERT_MAYBE_DUE_PSYCOPG = re.sub(r"(?<!:):(\w+)", r"%(\1)s", _UPSERT_MAYBE_DUE_SQL)
+
+
+def _params(namespace: str, subscription_id: str, state: SyncState, now: datetime) -> dict[str, Any]:
+    return {
+        "namespace": namespace,
+        "subscription_id": subscription_id,
+        "has_billables": state.has_billables,
+        "next_sync_after": state.next_sync_after,
+        "synced_at": now,
+    }
+
+
+def send_sync_state(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    state: SyncState,
+    now: datetime,
+    *,
+    due: tuple[str, datetime],
+) -> Callable[[], bool]:
+    """`write_sync_state(..., due=due)` for a psycopg pipeline (worker.store.write.pipelined): the statement is sent
+    now, on the connection's psycopg cursor (a SQLAlchemy result cannot be read inside a pipeline), and the
+    returned function reads its answer once the pipeline has synchronised: no round trip of its own."""
+    customer_id, x = due
+    params = {**_params(namespace, subscription_id, state, now), "customer_id": customer_id}
+    params["due_before"] = trunc(x) + timedelta(seconds=1)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_UPSERT_MAYBE_DUE_PSYCOPG, params)
+
+    def answer() -> bool:
+        row = cursor.fetchone()
+        cursor.close()
+        return bool(row[0]) if row is not None else False
+
+    return answer
 
 
 def write_sync_state(
@@ -54,13 +94,7 @@ def write_sync_state(
 ) -> bool | None:
     """Upsert the sync state. With `due = (customer_id, x)` (x: the instant the after-sync invoicing will
     use), also return whether that invoicing can bill anything (False: it certainly bills nothing)."""
-    params = {
-        "namespace": namespace,
-        "subscription_id": subscription_id,
-        "has_billables": state.has_billables,
-        "next_sync_after": state.next_sync_after,
-        "synced_at": now,
-    }
+    params = _params(namespace, subscription_id, state, now)
     if due is None:
         conn.execute(_UPSERT, params)
         return None

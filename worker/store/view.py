@@ -3,7 +3,7 @@ for a sync, the customer lock), then its live phases with their live items."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,11 +11,18 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select
 
 from worker.domain.prices import price_from_json
+from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
-from worker.store.tables import customers, subscription_items, subscription_phases, subscriptions
+from worker.store.tables import (
+    customers,
+    subscription_items,
+    subscription_phases,
+    subscription_sync_states,
+    subscriptions,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,7 @@ class LoadedSubscription:
     customer_exists: bool
     customer_deleted_at: datetime | None
     settlement_mode: str = "invoice_only"  # docs/credits.md §2.1
+    sync_state: SyncState | None = None  # the stored one (docs/sync.md §7); None before the first sync
 
     def is_deleted(self, now: datetime) -> bool:
         return self.deleted_at is not None and self.deleted_at <= now
@@ -32,10 +40,20 @@ class LoadedSubscription:
 
 # Statements are built once, at import: building a SQLAlchemy construct and its cache key costs
 # 60-130 µs per statement and call, a tenth of a small steady-state sync (measured with bench/).
-_s, _c = subscriptions, customers
+_s, _c, _st = subscriptions, customers, subscription_sync_states
 _SUBSCRIPTION = (
-    select(_s, _c.c.id.label("customer_row_id"), _c.c.deleted_at.label("customer_deleted_at"))
-    .select_from(_s.outerjoin(_c, and_(_c.c.namespace == _s.c.namespace, _c.c.id == _s.c.customer_id)))
+    select(
+        _s,
+        _c.c.id.label("customer_row_id"),
+        _c.c.deleted_at.label("customer_deleted_at"),
+        _st.c.has_billables.label("state_has_billables"),
+        _st.c.next_sync_after.label("state_next_sync_after"),
+    )
+    .select_from(
+        _s.outerjoin(_c, and_(_c.c.namespace == _s.c.namespace, _c.c.id == _s.c.customer_id)).outerjoin(
+            _st, and_(_st.c.namespace == _s.c.namespace, _st.c.subscription_id == _s.c.id)
+        )
+    )
     .where(_s.c.namespace == bindparam("namespace"), _s.c.id == bindparam("subscription_id"))
     # FOR SHARE: a concurrent `subscriptions apply` (which locks the row) either finished before
     # this read or waits for this transaction, so phases and items are read from one version.
@@ -91,8 +109,11 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         active_from=row.active_from,
         active_to=row.active_to,
     )
+    state = None
+    if row.state_has_billables is not None:
+        state = SyncState(row.state_has_billables, row.state_next_sync_after)
     return LoadedSubscription(
-        record, row.deleted_at, row.customer_row_id is not None, row.customer_deleted_at, row.settlement_mode
+        record, row.deleted_at, row.customer_row_id is not None, row.customer_deleted_at, row.settlement_mode, state
     )
 
 
@@ -123,9 +144,18 @@ _PHASES = (
 )
 
 
+#: The phase-and-item read as a Core select (worker.store.snapshot folds it into a sync's one read).
+PHASES_SELECT = _PHASES
+
+
 def load_phases(conn: Connection, namespace: str, subscription_id: str, now: datetime) -> list[PhaseRecord]:
     """Phases and item versions not deleted as of `now`, in one query."""
     rows = conn.execute(_PHASES, {"namespace": namespace, "subscription_id": subscription_id, "now": now}).all()
+    return phases_from_rows(rows, subscription_id)
+
+
+def phases_from_rows(rows: Iterable[Any], subscription_id: str) -> list[PhaseRecord]:
+    """Phase records from rows of `PHASES_SELECT` (one per phase and live item, or per phase without items)."""
     heads: dict[str, Any] = {}
     items: dict[str, list[ItemRecord]] = {}
     for row in rows:

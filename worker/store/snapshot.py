@@ -1,0 +1,100 @@
+"""docs/sync.md §8.1 "Anatomy of a sync", step *load*: everything one sync reads, under the customer lock, into
+an immutable `Snapshot` (worker.domain.snapshot).
+
+Two statements whatever the number of lines and charges: the subscription with its stored sync state and the
+customer lock (docs/sync.md §6.1), then one read of everything else, taken after the lock so that it sees what the lock holder committed:
+the phases and items, the persisted lines, groups and invoices with the gathering invoice (docs/sync.md §4), and,
+for a credit-mode subscription, its charges (docs/credits.md §3.3). An invoice_only subscription's read only says
+whether it has live charges (one it had before a mode change); they are then read by a statement of their own.
+Only when needed come the sync issues of immutable invoices (one, when a line or a charge run is on one) and the
+credit ledgers (one, when a charge has a live run on a mutable invoice).
+
+The one read puts each part's rows side by side (`FULL JOIN … ON false`): a row is a persisted row (`kind` set),
+a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' columns null."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Select, select, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
+from worker.domain.charges import ChargeItem
+from worker.domain.charges.routing import SettlementMode
+from worker.domain.snapshot import Snapshot
+from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows, load_subscription_charges
+from worker.store.credits import load_sync_ledgers
+from worker.store.locks import DEFAULT_LOCK_TIMEOUT
+from worker.store.persisted import PERSISTED_SQL, load_issue_keys, persisted_rows_from
+from worker.store.view import PHASES_SELECT, load_and_lock_subscription, phases_from_rows
+
+_NAMED = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
+
+
+def _sql(statement: Select[Any]) -> str:
+    return str(statement.compile(dialect=_NAMED))
+
+
+_charged = SUBSCRIPTION_CHARGES_SELECT.subquery("c")
+_PARTS = f"WITH persisted AS ({PERSISTED_SQL}), phased AS ({_sql(PHASES_SELECT)})"
+# Built once, at import (see worker.store.view on the cost of building statements).
+_READ = text(f"{_PARTS} SELECT * FROM persisted FULL JOIN phased ON false")
+_READ_WITH_CHARGES = text(
+    f"{_PARTS}, charged AS ({_sql(select(*[c.label(f'c_{c.name}') for c in _charged.c]))})"
+    " SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
+)
+
+
+def load_snapshot(
+    conn: Connection, namespace: str, subscription_id: str, *, now: datetime, lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+) -> Snapshot:
+    """Lock the subscription's customer (docs/sync.md §6.1) and read what a sync of it at `now` decides on.
+    NotFoundError when there is no such subscription; MissingInvoiceError when a line or a charge run names a
+    missing invoice (docs/sync.md §4, docs/credits.md §3.3)."""
+    loaded = load_and_lock_subscription(conn, namespace, subscription_id, lock_timeout)
+    record = loaded.record
+    mode = cast(SettlementMode, loaded.settlement_mode)  # the column's check: one of SETTLEMENT_MODES
+    params = {
+        "namespace": namespace,
+        "subscription_id": subscription_id,
+        "customer_id": record.customer_id,
+        "currency": record.currency,
+        "now": now,
+    }
+    rows = conn.execute(_READ if mode == "invoice_only" else _READ_WITH_CHARGES, params).all()
+    persisted = persisted_rows_from([r for r in rows if r.kind is not None])
+    phases = None
+    if not loaded.is_deleted(now):
+        phases = tuple(phases_from_rows([r for r in rows if r.phase_id is not None], subscription_id))
+    charges: dict[str, ChargeItem] = {}
+    if mode != "invoice_only":
+        charges = charges_from_rows([r for r in rows if r.c_id is not None], "c_")
+    elif persisted.has_charges:
+        charges = load_subscription_charges(conn, namespace, subscription_id)
+    immutable = {i.id for i in persisted.invoices if i.immutable}
+    runs: dict[str, set[str]] = {}
+    for item in charges.values():
+        run = item.run
+        if run is None:
+            continue
+        if item.run_immutable:
+            assert run.invoice_id is not None
+            immutable.add(run.invoice_id)
+        else:
+            runs.setdefault(item.charge.currency, set()).add(run.id)
+    issues = load_issue_keys(conn, namespace, immutable)
+    return Snapshot(
+        namespace=namespace,
+        subscription=record,
+        deleted_at=loaded.deleted_at,
+        customer_exists=loaded.customer_exists,
+        customer_deleted_at=loaded.customer_deleted_at,
+        settlement_mode=mode,
+        phases=phases,
+        persisted=persisted.state(issues),
+        gathering_invoice_id=persisted.gathering_invoice_id,
+        charges=charges,
+        ledgers=load_sync_ledgers(conn, namespace, record.customer_id, runs),
+        sync_state=loaded.sync_state,
+    )
