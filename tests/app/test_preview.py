@@ -38,12 +38,13 @@ def dump(db: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 def advisory_locks(db: Engine) -> int:
     with db.connect() as conn:
-        return conn.execute(
+        count: int = conn.execute(
             text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
         ).scalar_one()
+    return count
 
 
 ITEM = st.sampled_from(["advance", "arrears", "usage", "one_time"])
@@ -57,7 +58,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     for n, kind in enumerate(kinds):
         begin = start + timedelta(days=draw(st.integers(0, 45)))
         amount = str(draw(st.integers(1, 300)))
-        price, cadence, feature = flat(amount), "P1M", None
+        price = flat(amount)
+        cadence: str | None = "P1M"
+        feature: str | None = None
         if kind == "arrears":
             price = flat(amount, "in_arrears")
         elif kind == "usage":
@@ -66,7 +69,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             cadence = None
         card = rate_card(f"item {n}", price, cadence=cadence, feature_key=feature)
         items[f"k{n}"] = [item_version(begin.isoformat(), None, card, id=f"it_{n}")]
-    end = None
+    end: str | None = None
     if draw(st.booleans()):
         end = (start + timedelta(days=draw(st.integers(20, 200)), hours=draw(st.integers(0, 23)))).isoformat()
     mode = draw(st.sampled_from(["invoice_only", "credit_then_invoice", "credit_only"]))

@@ -1,6 +1,6 @@
 """`subsync explain line|charge` (docs/sync.md "Explaining a line"): re-derive a stored line or charge by running the
-target builder on the stored subscription, and compare. One read-only transaction; nothing is written and no
-customer lock is taken."""
+target builder on what a sync would load (`worker.store.snapshot.load_snapshot`, under the customer lock like a
+sync, so the comparison sees a settled state), and compare. One transaction, rolled back: nothing is written."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from worker.domain.target import Candidate, TargetLine, generate_candidates
 from worker.domain.view import SubscriptionView, build_view
 from worker.errors import NotFoundError
 from worker.infra.clock import utcnow
-from worker.store.charges import list_charge_rows, load_charges, load_subscription_charges
+from worker.store.charge_queries import list_charge_rows
+from worker.store.charges import load_charges
 from worker.store.explain import load_line
-from worker.store.persisted import load_persisted
-from worker.store.view import load_phases, load_subscription
+from worker.store.snapshot import load_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +51,17 @@ def _derive(
     whatever the horizon) for the derivation of `identity`."""
     now = utcnow()
     try:
-        loaded = load_subscription(conn, namespace, subscription_id)
+        snapshot = load_snapshot(conn, namespace, subscription_id, now=now)  # what a sync now would read
     except NotFoundError:
         return _Derived(None, None, None, None, None)
-    if loaded.is_deleted(now):
+    if snapshot.phases is None:  # deleted: the target is empty (docs/sync.md §8.1)
         return _Derived(None, None, None, None, None)
-    view = build_view(loaded.record, load_phases(conn, namespace, subscription_id, now))
-    deleted_at = loaded.customer_deleted_at if view.has_billables else None
-    if customer_deleted_before_start(deleted_at, loaded.record.active_from):
+    view = build_view(snapshot.subscription, list(snapshot.phases))
+    deleted_at = snapshot.customer_deleted_at if view.has_billables else None
+    if customer_deleted_before_start(deleted_at, snapshot.subscription.active_from):
         return _Derived(None, None, None, None, None)
-    persisted = load_persisted(conn, namespace, subscription_id)
-    charges = load_subscription_charges(conn, namespace, subscription_id)
-    mode: Any = loaded.settlement_mode
+    persisted, charges = snapshot.persisted, snapshot.charges
+    mode = snapshot.settlement_mode
     target, charge_targets = route_targets(
         view, as_of, mode, persisted, charges, customer_deleted_at=deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
     )

@@ -1,11 +1,13 @@
 """The one adapter through which `subsync preview` and `subscriptions apply --dry-run` reach the code that really
 bills (docs/sync.md "Previewing"): the sync of docs/sync.md §8.1, the charge advance of docs/credits.md §3.10 and
-the invoicing of docs/sync.md §9 run unchanged, on one connection whose transaction is always rolled back.
+the invoicing of docs/sync.md §9 run unchanged — the sync as load → decide → write, the same three functions as
+`worker.app.sync.sync_subscription` —, on one connection whose transaction is always rolled back.
 
 So a preview is the real decision by construction, and writes nothing: every row it wrote disappears with the
 rollback, and the customer lock (a transaction-scoped advisory lock, docs/sync.md §6.1) is released with it.
-Switching preview to another entry point of the sync (a pure load → decide, when there is one) changes this
-module only.
+The pure `decide` alone would serve one step; a timeline needs each step's writes seen by the next (the
+persisted lines, charges, runs and credit ledgers), which is exactly what `write_plan` into an uncommitted
+transaction gives. Another entry point (an in-memory "apply a plan to a snapshot") would change this module only.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from sqlalchemy import Connection, Engine, func, select
 
 from worker.app.charges import advance_in_transaction
 from worker.app.invoicing import invoice_in_transaction
-from worker.app.sync import SyncResult, sync_in_transaction
+from worker.app.sync import SyncResult, decide_sync, result_of
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import StatusChange
+from worker.store.snapshot import load_snapshot
 from worker.store.tables import charges
+from worker.store.write import write_plan
 
 _T = TypeVar("_T")
 
@@ -45,10 +49,12 @@ def sync_at(
     dry_run: bool = False,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> SyncResult:
-    """The sync a worker runs at `at` (as of `at`, its clock at `at`), written into the caller's transaction."""
-    return sync_in_transaction(
-        conn, namespace, subscription_id, as_of=at, dry_run=dry_run, now=at, max_target_lines=max_target_lines
-    )
+    """The sync a worker runs at `at` (as of `at`, its clock at `at`): load → decide → write (docs/sync.md §8.1), the
+    plan written into the caller's transaction (a dry run: load → decide only)."""
+    snapshot = load_snapshot(conn, namespace, subscription_id, now=at)
+    plan = decide_sync(snapshot, as_of=at, now=at, max_target_lines=max_target_lines)
+    maybe_due = None if dry_run else write_plan(conn, plan)
+    return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)
 
 
 def advance_at(conn: Connection, namespace: str, customer_id: str, at: datetime) -> list[StatusChange]:
