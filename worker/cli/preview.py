@@ -79,8 +79,8 @@ def _day(text: str | None) -> str:
 def _tables(data: dict[str, Any], *, wide: bool) -> None:
     prefix = f"{data['subscription_id']}/"
     title = (
-        f"preview {data['namespace']}/{data['subscription_id']} {_day(data['from'])} → {_day(data['to'])}: "
-        f"{len(data['lines'])} line(s), {len(data['charges'])} charge(s) change"
+        f"preview {data['subscription_id']} {_day(data['from'])} → {_day(data['to'])}: "
+        f"{len(data['lines'])} line(s), {len(data['charges'])} charge(s) changed"
     )
     month_rows = [[m["month"], m["currency"], str(m["lines"]), str(m["charges"]), m["total"]] for m in data["months"]]
     month_columns = [
@@ -96,10 +96,10 @@ def _tables(data: dict[str, Any], *, wide: bool) -> None:
             [
                 r["change"],
                 (r["unique_reference_id"] or r["id"]).removeprefix(prefix),
-                f"{_day(r['service_period']['from'])} → {_day(r['service_period']['to'])}",
+                f"{_day(r['service_period']['from'])}→{_day(r['service_period']['to'])}",
                 _day(r["invoice_at"]),
                 r["amount"] or "-",
-                _credits(r) if kind == "charges" else r["invoice_type"],
+                *([_credits(r)] if kind == "charges" else []),
             ]
             for r in data[kind]
         ]
@@ -107,15 +107,16 @@ def _tables(data: dict[str, Any], *, wide: bool) -> None:
             columns = [
                 Column("change"),
                 Column("item", "id"),
-                Column("service period"),
+                Column("service period", "value"),
                 Column("invoice_at", "time"),
                 Column("amount", "number"),
-                Column("credits by grant" if kind == "charges" else "invoice"),
+                *([Column("credits by grant")] if kind == "charges" else []),
             ]
             print_spec(TableSpec(kind, columns, rows), wide=wide)
     picture = timeline(data)
     if picture:
-        print_spec(TableSpec("timeline", [Column("item", "id"), Column("months", "value")], picture, LEGEND), wide=wide)
+        months = f"timeline {data['from'][:7]} … {data['to'][:7]}"
+        print_spec(TableSpec(months, [Column("item", "id"), Column("months", "value")], picture, LEGEND), wide=wide)
     if data["balances"]:
         rows = [[b["at"], b["currency"], b["available"], b["open_advance"], b["balance"]] for b in data["balances"]]
         columns = [

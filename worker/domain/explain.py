@@ -85,18 +85,20 @@ def _amount(value: Decimal | None) -> str | None:
 def invoice_json(inv: InvoiceFacts) -> dict[str, Any]:
     """docs/sync.md §6.3: what the invoice's kind means for the line."""
     if inv.immutable:
-        why = "immutable (issued, paid or voided): a sync never changes it, it records a validation issue (§6.4)"
+        why = "immutable (issued, paid or voided): a sync never changes it, it records a validation issue (docs/sync.md §6.4)"
     elif inv.type == "gathering":
-        why = "gathering: the line waits for invoicing; a sync may update, move or delete it (§6.3, §9)"
+        why = "gathering: the line waits for invoicing; a sync may update or delete it (docs/sync.md §6.3, §9)"
     else:
-        why = "draft: invoiced already; a sync may still change the period and amount, not invoice_at (§6.3)"
+        why = (
+            "draft: invoiced already; a sync may still change the period and amount, not invoice_at (docs/sync.md §6.3)"
+        )
     return {
         "id": inv.id,
         "type": inv.type,
         "status": inv.status,
         "immutable": inv.immutable,
         "deleted": inv.deleted,
-        "why": f"{why} (docs/sync.md)",
+        "why": why,
     }
 
 
@@ -349,8 +351,9 @@ def steps(explained: Mapping[str, Any]) -> Sequence[str]:
         else:
             amount = f" → {pr['amount']}" if "amount" in pr else ""
             out.append(f"no proration: {pr['reason']}{amount}")
-        if d["discounts"]:
-            out.append(f"discounts: {d['discounts']}")
+        discounts = {k: v for k, v in (d["discounts"] or {}).items() if v is not None}
+        if discounts:
+            out.append(f"discounts: {discounts} (applied when invoiced, docs/credits.md §3.5)")
     if "invoice" in explained:
         inv = explained["invoice"]
         out.append(f"on invoice {inv['id']}: {inv['why']}")
