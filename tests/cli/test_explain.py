@@ -15,6 +15,7 @@ from tests.builders import (
     contract_example,
     flat,
     item,
+    move_lines_to_new_invoice,
     phase,
     seed_subscription,
     set_subscription_end,
@@ -24,6 +25,7 @@ from tests.builders import (
     usage,
 )
 from worker.app.charges import advance_customer
+from worker.app.invoicing import invoice_pending_lines
 from worker.app.sync import sync_subscription
 from worker.cli import app
 from worker.cli.demo import DEMO_CUSTOMER, DEMO_NAMESPACE
@@ -57,8 +59,9 @@ def check(explained: dict[str, Any]) -> None:
         same = target is not None and explained["split_group"]["service_period"] == target["service_period"]
     assert explained["targeted"] == same == (explained["status"] == "targeted"), explained
     if same:
-        # what the derivation states is what is stored
-        assert d["period"]["service_period"] == stored["service_period"]
+        # what the derivation states is what is stored (a split child: its group's whole period)
+        group = explained.get("split_group")
+        assert d["period"]["service_period"] == (group["service_period"] if group else stored["service_period"])
         assert d["proration"].get("amount") == stored["amount"]
         assert explained["differences"] == []
 
@@ -144,3 +147,59 @@ def test_explains_the_fixtures_and_says_not_targeted_when_they_differ(db: Engine
         again = cli_json(env, "explain", "line", "--namespace", ns, "--id", e["id"])
         assert again["status"] == "not targeted", again
         assert again["reason"]
+
+
+def test_explains_split_children_immutable_lines_and_credit_then_invoice(db: Engine, cli_env: dict[str, str]) -> None:
+    """A progressive split (docs/sync.md §9), an issued invoice (§6.4) and credit_then_invoice charges."""
+    ns = unique("explain-more")
+    seed_subscription(
+        db,
+        phase(
+            "default",
+            "2024-01-01",
+            item("api", {"type": "unit", "amount": "0.1"}, "2024-01-01"),
+            item("fee", flat("40"), "2024-01-01"),
+        ),
+        namespace=ns,
+        id="sub_x",
+    )
+    seed_subscription(
+        db, phase("default", "2024-01-01", item("seat", flat("12"), "2024-01-01")), namespace=ns, id="sub_c"
+    )
+    with db.begin() as conn:
+        conn.execute(
+            update(subscriptions).where(subscriptions.c.id == "sub_c").values(settlement_mode="credit_then_invoice")
+        )
+    for sub in ("sub_x", "sub_c"):
+        sync_subscription(db, ns, sub, as_of=t("2024-02-10"))
+    invoice_pending_lines(db, ns, "cust_01", as_of=t("2024-01-15"), progressive=True)  # splits the usage line
+    fee = next(
+        line
+        for line in cli_json(cli_env, "lines", "--namespace", ns, "--subscription", "sub_x")
+        if "/fee/" in (line["unique_reference_id"] or "") and line["invoice_type"] == "gathering"
+    )
+    move_lines_to_new_invoice(db, [fee["id"]], "issued", namespace=ns)
+    explained = explain_all(cli_env, ns, "cust_01")
+    children = [e for e in explained if e["kind"] == "line" and e["split_group"] is not None]
+    assert len(children) == 2 and all(c["split_group"]["siblings"] for c in children)
+    assert any(e["kind"] == "charge" and e["stored"]["settlement_mode"] == "credit_then_invoice" for e in explained)
+    for e in explained:
+        check(e)
+        assert e["targeted"], e
+
+    # the fee doubles: the issued line is not targeted any more, and sync can only record an issue
+    seed_subscription(
+        db,
+        phase(
+            "default",
+            "2024-01-01",
+            item("api", {"type": "unit", "amount": "0.1"}, "2024-01-01"),
+            item("fee", flat("80"), "2024-01-01"),
+        ),
+        namespace=ns,
+        id="sub_x",
+    )
+    issued = cli_json(cli_env, "explain", "line", "--namespace", ns, "--id", fee["id"])
+    check(issued)
+    assert issued["status"] == "not targeted" and issued["invoice"]["immutable"]
+    assert issued["target"]["amount"] == "80" and "validation issue" in issued["sync"]

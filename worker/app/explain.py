@@ -4,7 +4,7 @@ sync, so the comparison sees a settled state), and compare. One transaction, rol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import ChargeTarget, route_targets
 from worker.domain.charges.routing import RoutingError, route
-from worker.domain.explain import StoredCharge, explain_charge, explain_line
+from worker.domain.explain import StoredCharge, charge_line, explain_charge, explain_line
 from worker.domain.prices import FlatPrice
 from worker.domain.sync_state import customer_deleted_before_start
 from worker.domain.target import Candidate, TargetLine, generate_candidates
@@ -96,11 +96,17 @@ def explain_line_of(engine: Engine, namespace: str, line_id: str, *, as_of: date
 
     def work(conn: Connection) -> Explained:
         stored, row = load_line(conn, namespace, line_id)
+        if stored.charge_id is not None:  # a charge-managed line: the identity is its charge's (docs/credits.md §3.11)
+            charge = load_charges(conn, namespace, [stored.charge_id]).get(stored.charge_id)
+            stored = replace(stored, identity=charge.charge.identity if charge is not None else None)
         derived = _Derived(None, None, None, None, None)
         if stored.subscription_id is not None:
             reach = max(stored.invoice_at, stored.service_period.end)
             derived = _derive(conn, namespace, stored.subscription_id, stored.identity, at, reach)
-        data = explain_line(derived.view, stored, derived.candidate, derived.line, derived.routed, at)
+        target = derived.line
+        if stored.charge_id is not None:
+            target = charge_line(derived.charge) if derived.charge is not None else None
+        data = explain_line(derived.view, stored, derived.candidate, target, derived.routed, at)
         return Explained(data, row)
 
     result: Explained = _read(engine, work)

@@ -59,6 +59,8 @@ class StoredLine:
     amount: Decimal | None
     invoice: InvoiceFacts
     group: GroupFacts | None = None
+    charge_id: str | None = None
+    """A charge-managed line (docs/credits.md §3.11): `identity` is then its charge's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +113,8 @@ def explain_line(
     as_of: datetime,
 ) -> dict[str, Any]:
     """The explanation of one line: `candidate` from a generation far enough to reach it, `target` the line a sync
-    at `as_of` targets with its identity (None when none), `routed` the backend of its identity ("line" or
-    "charge", docs/credits.md §3.1)."""
+    at `as_of` targets with its identity (None when none; for a charge-managed line, `charge_line` of its charge's
+    target), `routed` the backend of its identity ("line" or "charge", docs/credits.md §3.1)."""
     compared = stored.group.service_period if stored.group is not None else stored.service_period
     derived = describe(view, candidate, as_of, charge=False) if view is not None and candidate is not None else None
     differences: list[dict[str, Any]] = []
@@ -125,7 +127,7 @@ def explain_line(
         reason = "the subscription is deleted: its target is empty (docs/sync.md §8.1)"
     elif candidate is None:
         reason = "the document no longer produces this identity (its item, version or phase is gone or moved)"
-    elif routed == "charge":
+    elif routed == "charge" and stored.charge_id is None:
         reason = "the identity is routed to a charge, not a line (docs/credits.md §3.1)"
     elif derived is not None and not derived["billable"]:
         reason = "the period is not billable: billed in arrears over a zero-length period (docs/sync.md §3.9)"
@@ -158,6 +160,30 @@ def explain_line(
         "split_group": _group_json(stored),
         "sync": _line_sync(stored, status, target),
     }
+
+
+def charge_line(t: ChargeTarget) -> TargetLine:
+    """The line a charge target implies for a credit_then_invoice charge (docs/credits.md §3.11): the charge's periods,
+    `invoice_at`, and the flat price with `A`."""
+    price = t.price
+    if isinstance(price, FlatPrice) and t.amount_after_proration is not None:
+        price = price.with_amount(t.amount_after_proration)
+    return TargetLine(
+        identity=t.identity,
+        subscription_id=t.subscription_id,
+        phase_id=t.phase_id,
+        item_id=t.item_id,
+        currency=t.currency,
+        name=t.name,
+        description=t.description,
+        service_period=t.service_period,
+        billing_period=t.billing_period,
+        invoice_at=t.invoice_at,
+        price=price,
+        feature_key=t.feature_key,
+        discounts=t.discounts,
+        tax_config=t.tax_config,
+    )
 
 
 def _target_line_json(t: TargetLine) -> dict[str, Any]:
@@ -204,6 +230,8 @@ def _line_sync(stored: StoredLine, status: str, target: TargetLine | None) -> st
         return "nothing: a deleted subscription line is not loaded; its identity may be created again (docs/sync.md §4)"
     if stored.identity is None or stored.subscription_id is None:
         return "nothing: the line has no sync identity"
+    if stored.charge_id is not None:
+        return f"it follows its charge {stored.charge_id} (docs/credits.md §3.7, §3.11): explain the charge"
     if annotation_true(stored.annotations, IGNORE):
         return "nothing: the line carries billing.subscription.sync.ignore (docs/sync.md §5.3)"
     if stored.invoice.immutable:

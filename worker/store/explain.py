@@ -73,5 +73,6 @@ def load_line(conn: Connection, namespace: str, line_id: str) -> tuple[StoredLin
             row.invoice_deleted_at is not None,
         ),
         group=group,
+        charge_id=row.charge_id,
     )
     return stored, row
