@@ -26,9 +26,10 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench.database import CountingEngine
+from bench.floor import decided
 from bench.measure import Comparison
 from bench.seeding import FLOOR, KINDS, NAMESPACES, REAL, Seeded, _add_months, _apply, _document, _rate_card, _version
-from worker.app.sync import plan_sync, sync_subscription
+from worker.app.sync import sync_subscription
 from worker.domain.charges import Charge
 from worker.domain.timeutil import trunc
 
@@ -192,7 +193,7 @@ def _row(c: Charge, now: str) -> dict[str, Any]:
 def prepare(engine: Engine, seeded: Seeded) -> CreditFloorWork:
     """Decide the real sync on the floor's twin (load → decide, nothing written); turn its charge rows into the
     floor's one write."""
-    plan = plan_sync(engine, FLOOR, seeded.subscription_id, as_of=seeded.as_of)
+    plan = decided(engine, FLOOR, seeded.subscription_id, seeded.as_of)
     changes = plan.charges
     if changes.new_runs or changes.run_writes or changes.new_lines or changes.line_writes or changes.issues:
         raise NotImplementedError("the credits floor covers unbooked credit_only charges only")

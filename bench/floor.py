@@ -17,8 +17,10 @@ from sqlalchemy import ARRAY, Engine, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from bench.seeding import FLOOR
-from worker.app.sync import plan_sync
+from worker.domain.decide import SyncPlan, decide
 from worker.domain.timeutil import trunc
+from worker.infra.ids import new_id
+from worker.store.snapshot import load_snapshot
 
 _TS = ARRAY(TIMESTAMP(timezone=True))
 _TXT = ARRAY(Text)
@@ -106,6 +108,15 @@ _ARRAY_TYPES = {
 }
 
 
+def decided(engine: Engine, namespace: str, subscription_id: str, as_of: datetime) -> SyncPlan:
+    """What the real sync of `subscription_id` would write now: load (in a transaction of its own, nothing
+    written), then `decide` directly (docs/sync.md §8.1 "Anatomy of a sync")."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        snapshot = load_snapshot(conn, namespace, subscription_id, now=now)
+    return decide(snapshot, as_of=as_of, now=now, ids=new_id)
+
+
 @dataclass(frozen=True, slots=True)
 class FloorWork:
     """Everything the floor needs for one subscription, computed before timing."""
@@ -121,7 +132,7 @@ class FloorWork:
 def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
     """Decide the real sync on the floor's twin (load → decide, nothing written) and turn its plan into the
     floor's one write."""
-    plan = plan_sync(engine, FLOOR, subscription_id, as_of=as_of)
+    plan = decided(engine, FLOOR, subscription_id, as_of)
     changes = plan.lines
     if changes.issues or changes.group_deletes or changes.group_updates:
         raise NotImplementedError("the floor covers plain lines only (the benchmark makes no groups or issues)")

@@ -36,14 +36,20 @@ def _sql(statement: Select[Any]) -> str:
     return str(statement.compile(dialect=_NAMED))
 
 
+# Composed once, at import, of constant SQL only (every value is a bound parameter); see worker.store.view on the
+# cost of building statements per call.
 _charged = SUBSCRIPTION_CHARGES_SELECT.subquery("c")
-_PARTS = f"WITH persisted AS ({PERSISTED_SQL}), phased AS ({_sql(PHASES_SELECT)})"
-# Built once, at import (see worker.store.view on the cost of building statements).
-_READ = text(f"{_PARTS} SELECT * FROM persisted FULL JOIN phased ON false")
-_READ_WITH_CHARGES = text(
-    f"{_PARTS}, charged AS ({_sql(select(*[c.label(f'c_{c.name}') for c in _charged.c]))})"
-    " SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
+_CHARGES_SQL = _sql(select(*[c.label(f"c_{c.name}") for c in _charged.c]))
+_PARTS_SQL = "WITH persisted AS (" + PERSISTED_SQL + "), phased AS (" + _sql(PHASES_SELECT) + ")"
+_READ_SQL = _PARTS_SQL + " SELECT * FROM persisted FULL JOIN phased ON false"
+_READ_WITH_CHARGES_SQL = (
+    _PARTS_SQL
+    + ", charged AS ("
+    + _CHARGES_SQL
+    + ") SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
 )
+_READ = text(_READ_SQL)
+_READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
 
 
 def load_snapshot(
