@@ -203,3 +203,9 @@ def test_explains_split_children_immutable_lines_and_credit_then_invoice(db: Eng
     check(issued)
     assert issued["status"] == "not targeted" and issued["invoice"]["immutable"]
     assert issued["target"]["amount"] == "80" and "validation issue" in issued["sync"]
+    assert issued["invoice"]["issues"] == []
+    sync_subscription(db, ns, "sub_x", as_of=t("2024-02-10"))  # what sync did instead: an issue (docs/sync.md §6.4)
+    after = cli_json(cli_env, "explain", "line", "--namespace", ns, "--id", fee["id"])
+    assert after["status"] == "not targeted"
+    assert [i["severity"] for i in after["invoice"]["issues"]] == ["warning"]
+    assert "80" in after["invoice"]["issues"][0]["message"]

@@ -22,7 +22,7 @@ from worker.errors import NotFoundError
 from worker.infra.clock import utcnow
 from worker.store.charge_queries import list_charge_rows
 from worker.store.charges import load_charges
-from worker.store.explain import load_line
+from worker.store.explain import line_issues, load_line
 from worker.store.snapshot import load_snapshot
 
 
@@ -107,6 +107,7 @@ def explain_line_of(engine: Engine, namespace: str, line_id: str, *, as_of: date
         if stored.charge_id is not None:
             target = charge_line(derived.charge) if derived.charge is not None else None
         data = explain_line(derived.view, stored, derived.candidate, target, derived.routed, at)
+        data["invoice"]["issues"] = line_issues(conn, namespace, stored.invoice.id, stored.id)
         return Explained(data, row)
 
     result: Explained = _read(engine, work)

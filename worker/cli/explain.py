@@ -2,6 +2,7 @@
 (docs/sync.md "Explaining a line"). JSON: the documented shape plus the stored row (`stored_row`) as
 `subsync lines` / `subsync charges list` print it; a table: the derivation in words, step by step."""
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,8 +21,6 @@ AsOfOption = Annotated[
 
 
 def _print(data: dict[str, Any], *, wide: bool) -> None:
-    from worker.domain.explain import steps  # lazy: the domain is imported when the command runs
-
     title = f"{data['kind']} {data['id']}: {data['status']}"
     rows = [[str(n), text] for n, text in enumerate(steps(data), 1)]
     print_table(title, [Column("#", "number"), Column("step")], rows, wide=wide)
@@ -94,3 +93,56 @@ def explain_charge(
             print_table("runs and allocation rows", columns, rows, wide=wide)
 
     emit(fmt, data, table=table)
+
+
+def steps(explained: Mapping[str, Any]) -> Sequence[str]:
+    """The explanation in words, one step per line (the table output)."""
+    d = explained.get("derivation")
+    out: list[str] = []
+    if d is not None:
+        sub, ph, it, per = d["subscription"], d["phase"], d["item"], d["period"]
+        out.append(
+            f"subscription {sub['id']} ({sub['currency']}, every {sub['billing_cadence']} from "
+            f"{sub['billing_anchor']}, {sub['active_from']} → {sub['active_to'] or '∞'})"
+        )
+        out.append(f"phase {ph['key']!r} #{ph['position']} [{ph['start']} → {ph['end'] or '∞'})")
+        out.append(
+            f"item {it['key']!r} version v[{it['version']}] ({it['id']}), window "
+            f"[{it['window']['from']} → {it['window']['to'] or '∞'})"
+        )
+        price = d["rate_card"]["price"] or {}
+        out.append(f"rate card {d['rate_card']['name']!r}: {price.get('type')} {price.get('amount', '')}".rstrip())
+        out.append(per["text"])
+        out.extend(f"  {c['text']}" for c in per["clamps"])
+        sp, bp = per["service_period"], per["billing_period"]
+        out.append(f"service period [{sp['from']}, {sp['to']}), billing period [{bp['from']}, {bp['to']})")
+        out.append(f"invoice_at {d['invoice_at']['value']}: {d['invoice_at']['text']}")
+        hz = d["horizon"]
+        within = "within" if hz["within"] else "beyond"
+        out.append(f"horizon of a sync at {hz['as_of']}: {hz['limit']} — this period is {within} it")
+        pr = d["proration"]
+        if pr.get("applies"):
+            out.append(
+                f"proration: {pr['reason']}, ratio {pr['ratio']} × {pr['price_amount']} = {pr['amount']} "
+                f"({pr['rounding']})"
+            )
+        else:
+            amount = f" → {pr['amount']}" if "amount" in pr else ""
+            out.append(f"no proration: {pr['reason']}{amount}")
+        discounts = {k: v for k, v in (d["discounts"] or {}).items() if v is not None}
+        if discounts:
+            out.append(f"discounts: {discounts} (applied when invoiced, docs/credits.md §3.5)")
+    if "invoice" in explained:
+        inv = explained["invoice"]
+        out.append(f"on invoice {inv['id']}: {inv['why']}")
+        out.extend(f"  issue ({i['severity']}): {i['message']}" for i in inv.get("issues", []))
+    if explained.get("split_group"):
+        g = explained["split_group"]
+        out.append(f"split group {g['id']}: {g['why']}; siblings {', '.join(g['siblings']) or 'none'}")
+    if "state" in explained:
+        out.append(f"state {explained['state']['status']}: {explained['state']['why']}")
+    out.append(f"{explained['status']}" + (f": {explained['reason']}" if explained["reason"] else ""))
+    for diff in explained["differences"]:
+        out.append(f"  {diff['field']}: stored {diff['stored']}, target {diff['target']}")
+    out.append(f"sync: {explained['sync']}")
+    return out

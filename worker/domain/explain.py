@@ -8,7 +8,7 @@ period and amount; everything else is "not targeted", with the reason and the sy
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -343,55 +343,3 @@ def _charge_sync(stored: StoredCharge, status: str, target: ChargeTarget | None)
     if target is None:
         return "the next sync deletes it, correcting any credit it consumed (docs/credits.md §3.7)"
     return "the next sync shrinks or extends it and re-rates it (docs/credits.md §3.7)"
-
-
-def steps(explained: Mapping[str, Any]) -> Sequence[str]:
-    """The explanation in words, one step per line (the table output)."""
-    d = explained.get("derivation")
-    out: list[str] = []
-    if d is not None:
-        sub, ph, it, per = d["subscription"], d["phase"], d["item"], d["period"]
-        out.append(
-            f"subscription {sub['id']} ({sub['currency']}, every {sub['billing_cadence']} from "
-            f"{sub['billing_anchor']}, {sub['active_from']} → {sub['active_to'] or '∞'})"
-        )
-        out.append(f"phase {ph['key']!r} #{ph['position']} [{ph['start']} → {ph['end'] or '∞'})")
-        out.append(
-            f"item {it['key']!r} version v[{it['version']}] ({it['id']}), window "
-            f"[{it['window']['from']} → {it['window']['to'] or '∞'})"
-        )
-        price = d["rate_card"]["price"] or {}
-        out.append(f"rate card {d['rate_card']['name']!r}: {price.get('type')} {price.get('amount', '')}".rstrip())
-        out.append(per["text"])
-        out.extend(f"  {c['text']}" for c in per["clamps"])
-        sp, bp = per["service_period"], per["billing_period"]
-        out.append(f"service period [{sp['from']}, {sp['to']}), billing period [{bp['from']}, {bp['to']})")
-        out.append(f"invoice_at {d['invoice_at']['value']}: {d['invoice_at']['text']}")
-        hz = d["horizon"]
-        within = "within" if hz["within"] else "beyond"
-        out.append(f"horizon of a sync at {hz['as_of']}: {hz['limit']} — this period is {within} it")
-        pr = d["proration"]
-        if pr.get("applies"):
-            out.append(
-                f"proration: {pr['reason']}, ratio {pr['ratio']} × {pr['price_amount']} = {pr['amount']} "
-                f"({pr['rounding']})"
-            )
-        else:
-            amount = f" → {pr['amount']}" if "amount" in pr else ""
-            out.append(f"no proration: {pr['reason']}{amount}")
-        discounts = {k: v for k, v in (d["discounts"] or {}).items() if v is not None}
-        if discounts:
-            out.append(f"discounts: {discounts} (applied when invoiced, docs/credits.md §3.5)")
-    if "invoice" in explained:
-        inv = explained["invoice"]
-        out.append(f"on invoice {inv['id']}: {inv['why']}")
-    if explained.get("split_group"):
-        g = explained["split_group"]
-        out.append(f"split group {g['id']}: {g['why']}; siblings {', '.join(g['siblings']) or 'none'}")
-    if "state" in explained:
-        out.append(f"state {explained['state']['status']}: {explained['state']['why']}")
-    out.append(f"{explained['status']}" + (f": {explained['reason']}" if explained["reason"] else ""))
-    for diff in explained["differences"]:
-        out.append(f"  {diff['field']}: stored {diff['stored']}, target {diff['target']}")
-    out.append(f"sync: {explained['sync']}")
-    return out

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, select
 from worker.domain.explain import GroupFacts, InvoiceFacts, StoredLine
 from worker.domain.timeutil import Period, trunc
 from worker.errors import NotFoundError
-from worker.store.tables import invoice_lines, invoices, split_line_groups
+from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 
 def load_line(conn: Connection, namespace: str, line_id: str) -> tuple[StoredLine, Any]:
@@ -76,3 +76,19 @@ def load_line(conn: Connection, namespace: str, line_id: str) -> tuple[StoredLin
         charge_id=row.charge_id,
     )
     return stored, row
+
+
+def line_issues(conn: Connection, namespace: str, invoice_id: str, line_id: str) -> list[dict[str, Any]]:
+    """The live validation issues sync recorded on the line's invoice for this line (docs/sync.md §6.4)."""
+    v = invoice_validation_issues.c
+    rows = conn.execute(
+        select(v.severity, v.code, v.message, v.created_at)
+        .where(
+            v.namespace == namespace,
+            v.invoice_id == invoice_id,
+            v.path == f"lines/{line_id}",
+            v.deleted_at.is_(None),
+        )
+        .order_by(v.created_at, v.id)
+    )
+    return [{"severity": r.severity, "code": r.code, "message": r.message} for r in rows]
