@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select, text
 from tests.builders import apply, document, flat, item_version, rate_card, t, unique, unit
 from worker.app.charges import advance_customer
 from worker.app.credits import GrantRequest, grant_credit
+from worker.app.invoicing import invoice_pending_lines
 from worker.app.preview import charge_snapshot, dry_run_apply, line_snapshot, preview_document, preview_subscription
 from worker.app.sync import sync_subscription
 from worker.cli.presenters import patch_json
@@ -75,8 +76,17 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     mode = draw(st.sampled_from(["invoice_only", "credit_then_invoice", "credit_only"]))
     t0 = start + timedelta(days=draw(st.integers(-10, 90)), hours=draw(st.integers(0, 23)))
     to = t0 + timedelta(days=draw(st.integers(1, 150)))
-    synced_before = draw(st.booleans())
-    return {"items": items, "start": start, "end": end, "mode": mode, "t0": t0, "to": to, "before": synced_before}
+    synced_before, invoice = draw(st.booleans()), draw(st.booleans())
+    return {
+        "items": items,
+        "start": start,
+        "end": end,
+        "mode": mode,
+        "t0": t0,
+        "to": to,
+        "before": synced_before,
+        "invoice": invoice,
+    }
 
 
 def build(ns: str, s: dict[str, Any]) -> dict[str, Any]:
@@ -132,15 +142,18 @@ def expected_after(before: dict[str, dict[str, Any]], listed: list[dict[str, Any
     return list(out.values())
 
 
-def run_for_real(db: Engine, ns: str, t0: datetime, to: datetime) -> None:
+def run_for_real(db: Engine, ns: str, t0: datetime, to: datetime, invoice: bool) -> None:
     """The worker's timeline, from the stored due times: a sync at T0, then a sync whenever the sync state's
     `next_sync_after` is reached (at least a second after the last sync) and an advance whenever a charge's
-    `advance_after` is, up to T (no more syncs once the horizon falls behind: the subscription has ended)."""
+    `advance_after` is, up to T (no more syncs once the horizon falls behind: the subscription has ended); with
+    `invoice`, the after-sync invoicing of docs/sync.md §8.3 after each sync."""
     at: datetime | None = t0
     sync_due: datetime | None = t0
     while at is not None and at <= to:
         if sync_due is not None and sync_due <= at:
             sync_subscription(db, ns, "sub_1", as_of=at, now=at)
+            if invoice:
+                invoice_pending_lines(db, ns, "cust_1", as_of=at, now=at)
             with db.connect() as conn:
                 state = conn.execute(
                     select(subscription_sync_states).where(subscription_sync_states.c.namespace == ns)
@@ -171,11 +184,11 @@ def test_preview_lists_exactly_what_syncing_and_advancing_produce(db: Engine, s:
         lines_before, charges_before = line_snapshot(conn, ns, "sub_1"), charge_snapshot(conn, ns, "sub_1")
     stored = dump(db)
 
-    preview = preview_subscription(db, ns, "sub_1", start=s["t0"], to=s["to"])
+    preview = preview_subscription(db, ns, "sub_1", start=s["t0"], to=s["to"], invoice=s["invoice"])
 
     assert dump(db) == stored  # no row changes
     assert advisory_locks(db) == 0  # no lock held after
-    run_for_real(db, ns, s["t0"], s["to"])
+    run_for_real(db, ns, s["t0"], s["to"], s["invoice"])
     lines, charge_rows = rows_of(db, ns)
     assert comparable_lines(expected_after(lines_before, preview["lines"])) == lines
     assert comparable_charges(expected_after(charges_before, preview["charges"])) == charge_rows

@@ -5,11 +5,14 @@ they differ."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
+from tests.app import test_spec_examples_db as spec
 from tests.builders import (
     apply,
     contract_example,
@@ -25,10 +28,12 @@ from tests.builders import (
     usage,
 )
 from worker.app.charges import advance_customer
+from worker.app.explain import explain_line_of
 from worker.app.invoicing import invoice_pending_lines
 from worker.app.sync import sync_subscription
 from worker.cli import app
 from worker.cli.demo import DEMO_CUSTOMER, DEMO_NAMESPACE
+from worker.store.lines import list_lines
 from worker.store.tables import invoice_lines, subscriptions
 
 runner = CliRunner()
@@ -89,6 +94,14 @@ def test_explains_every_line_and_charge_of_the_demo(db: Engine, cli_env: dict[st
         env={**env, "COLUMNS": "80"},
     )
     assert table.exit_code == 0 and "targeted" in table.stdout and "proration" in table.stdout
+    assert max(len(row) for row in table.stdout.splitlines()) <= 80
+    charge = next(e for e in explained if e["kind"] == "charge" and e["stored_row"]["runs"])
+    table = runner.invoke(
+        app,
+        ["explain", "charge", "--namespace", DEMO_NAMESPACE, "--id", charge["id"], "--format", "table"],
+        env={**env, "COLUMNS": "80"},
+    )
+    assert table.exit_code == 0 and "runs and allocation rows" in table.stdout and "state final" in table.stdout
     assert max(len(row) for row in table.stdout.splitlines()) <= 80
 
 
@@ -209,3 +222,24 @@ def test_explains_split_children_immutable_lines_and_credit_then_invoice(db: Eng
     assert after["status"] == "not targeted"
     assert [i["severity"] for i in after["invoice"]["issues"]] == ["warning"]
     assert "80" in after["invoice"]["issues"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        spec.test_12_2_anchor_on_the_31st,
+        spec.test_12_3_inserted_phase_shrinks_and_creates,
+        spec.test_12_6_one_time_items,
+        spec.test_12_7_price_change_mid_period,
+        spec.test_12_8_force_continuous_lines,
+        spec.test_three_phases_five_items_two_years,
+    ],
+)
+def test_explains_every_line_of_the_worked_examples(db: Engine, example: Callable[[Engine], None]) -> None:
+    """docs/sync.md §12 as the DB tests build them: every line explained, targeted ⇔ stored as targeted."""
+    example(db)
+    with db.connect() as conn:
+        rows = list_lines(conn, "acme", customer_id="cust_01")
+    assert rows
+    for row in rows:
+        check(explain_line_of(db, "acme", row.id).data)
