@@ -70,7 +70,6 @@ def explain_charge(
                 run["id"],
                 run["amount"],
                 run["credits_total"],
-                run["total"],
                 run["invoice_id"] or "",
                 a["grant_id"] or "",
                 a["kind"],
@@ -84,11 +83,10 @@ def explain_charge(
                 Column("run", "id"),
                 Column("amount", "number"),
                 Column("credits", "number"),
-                Column("total", "number"),
                 Column("invoice", "id"),
                 Column("grant", "id"),
-                Column("allocation"),
-                Column("alloc.", "number"),
+                Column("kind", "value"),
+                Column("alloc", "number"),
             ]
             print_table("runs and allocation rows", columns, rows, wide=wide)
 

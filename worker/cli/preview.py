@@ -2,6 +2,7 @@
 not yet applied) would create or change up to a time, grouped by `invoice_at` month and currency, with a compact
 timeline picture; written nothing (docs/sync.md "Previewing")."""
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,14 +74,25 @@ def preview(
 
 
 def _day(text: str | None) -> str:
-    return "-" if text is None else text.removesuffix("T00:00:00Z")
+    """A time as tables print it: to the second, the date alone at midnight."""
+    if text is None:
+        return "-"
+    return re.sub(r"\.\d+Z$", "Z", text).removesuffix("T00:00:00Z")
+
+
+def _span(period: dict[str, str | None]) -> str:
+    """`2024-01-10→02-01`: the end without its year when it is the start's."""
+    start, end = _day(period["from"]), _day(period["to"])
+    if start[:5] == end[:5] and len(end) > 5:
+        end = end[5:]
+    return f"{start}→{end}"
 
 
 def _tables(data: dict[str, Any], *, wide: bool) -> None:
     prefix = f"{data['subscription_id']}/"
     title = (
-        f"preview {data['subscription_id']} {_day(data['from'])} → {_day(data['to'])}: "
-        f"{len(data['lines'])} line(s), {len(data['charges'])} charge(s) changed"
+        f"preview {data['subscription_id']} {data['from'][:10]} → {data['to'][:10]}: "
+        f"{len(data['lines'])} line(s), {len(data['charges'])} charge(s)"
     )
     month_rows = [[m["month"], m["currency"], str(m["lines"]), str(m["charges"]), m["total"]] for m in data["months"]]
     month_columns = [
@@ -96,7 +108,7 @@ def _tables(data: dict[str, Any], *, wide: bool) -> None:
             [
                 r["change"],
                 (r["unique_reference_id"] or r["id"]).removeprefix(prefix),
-                f"{_day(r['service_period']['from'])}→{_day(r['service_period']['to'])}",
+                _span(r["service_period"]),
                 _day(r["invoice_at"]),
                 r["amount"] or "-",
                 *([_credits(r)] if kind == "charges" else []),
