@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from worker.app.simulate import rolled_back
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import ChargeTarget, route_targets
 from worker.domain.charges.routing import RoutingError, route
@@ -81,15 +82,6 @@ def _derive(
     return _Derived(capped, candidate, line, charge, routed)
 
 
-def _read(engine: Engine, work: Any) -> Any:
-    with engine.connect() as conn:
-        conn.begin()
-        try:
-            return work(conn)
-        finally:
-            conn.rollback()  # read-only: nothing to keep
-
-
 def explain_line_of(engine: Engine, namespace: str, line_id: str, *, as_of: datetime | None = None) -> Explained:
     """Explain one line (deleted ones too). NotFoundError (exit 1) for an unknown line."""
     at = as_of or utcnow()
@@ -110,8 +102,7 @@ def explain_line_of(engine: Engine, namespace: str, line_id: str, *, as_of: date
         data["invoice"]["issues"] = line_issues(conn, namespace, stored.invoice.id, stored.id)
         return Explained(data, row)
 
-    result: Explained = _read(engine, work)
-    return result
+    return rolled_back(engine, work)  # read-only: nothing to keep
 
 
 def explain_charge_of(engine: Engine, namespace: str, charge_id: str, *, as_of: datetime | None = None) -> Explained:
@@ -144,5 +135,4 @@ def explain_charge_of(engine: Engine, namespace: str, charge_id: str, *, as_of: 
         derived = _derive(conn, namespace, c.subscription_id, c.identity, at, reach)
         return Explained(explain_charge(derived.view, stored, derived.candidate, derived.charge, at), rows[0])
 
-    result: Explained = _read(engine, work)
-    return result
+    return rolled_back(engine, work)  # read-only: nothing to keep
