@@ -43,21 +43,7 @@ def invoice_pending_lines(
     x = as_of or now
 
     def invoice(conn: Connection) -> InvoicingPlan:
-        lock_customer(conn, namespace, customer_id)
-        lines = load_pending_lines(conn, namespace, customer_id)
-        plan = plan_invoicing(lines, x, progressive=progressive, new_id=new_id)
-        if not plan.is_empty:
-            apply_invoicing(conn, namespace, customer_id, plan, now)
-            charge_lines = {line.id: line.charge_id for line in lines if line.charge_id is not None}
-            moved = {
-                charge_lines[line_id]: inv.id
-                for inv in plan.invoices
-                for line_id in inv.line_ids
-                if line_id in charge_lines
-            }
-            if moved:
-                invoice_charges(conn, namespace, customer_id, moved, now)  # docs/credits.md §3.11 step 2
-        return plan
+        return invoice_in_transaction(conn, namespace, customer_id, x, progressive=progressive, now=now)
 
     plan = run_transaction(engine, invoice)  # a stale pooled connection is replaced once
     if plan.is_empty:
@@ -73,3 +59,24 @@ def invoice_pending_lines(
         splits=len(plan.splits),
     )
     return created
+
+
+def invoice_in_transaction(
+    conn: Connection, namespace: str, customer_id: str, x: datetime, *, progressive: bool, now: datetime
+) -> InvoicingPlan:
+    """docs/sync.md §9 steps 1-5 as of `x` in the caller's transaction, under the customer lock (taken here)."""
+    lock_customer(conn, namespace, customer_id)
+    lines = load_pending_lines(conn, namespace, customer_id)
+    plan = plan_invoicing(lines, x, progressive=progressive, new_id=new_id)
+    if not plan.is_empty:
+        apply_invoicing(conn, namespace, customer_id, plan, now)
+        charge_lines = {line.id: line.charge_id for line in lines if line.charge_id is not None}
+        moved = {
+            charge_lines[line_id]: inv.id
+            for inv in plan.invoices
+            for line_id in inv.line_ids
+            if line_id in charge_lines
+        }
+        if moved:
+            invoice_charges(conn, namespace, customer_id, moved, now)  # docs/credits.md §3.11 step 2
+    return plan

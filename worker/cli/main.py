@@ -12,7 +12,20 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import billing, charges, credits, customers, db, demo, embedded, queue, reconcile, subscriptions
+from worker.cli import (
+    billing,
+    charges,
+    credits,
+    customers,
+    db,
+    demo,
+    embedded,
+    explain,
+    preview,
+    queue,
+    reconcile,
+    subscriptions,
+)
 from worker.cli.errors import COMMAND_WORDS_KEY, SubsyncGroup, error_report, print_error_lines
 from worker.cli.runtime import Runtime
 
@@ -29,8 +42,10 @@ app.add_typer(subscriptions.app, name="subscriptions")
 app.add_typer(embedded.app, name="embedded")
 app.add_typer(charges.app, name="charges")
 app.add_typer(credits.app, name="credits")
+app.add_typer(explain.app, name="explain")
 billing.register(app)
 demo.register(app)
+preview.register(app)
 queue.register(app)
 reconcile.register(app)
 
@@ -75,7 +90,7 @@ def _command_path(ctx: typer.Context) -> str:
     return " ".join(words[:2] if words[0] in _GROUPS else words[:1])
 
 
-_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "embedded", "charges", "credits"}
+_GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "embedded", "charges", "credits", "explain"}
 
 
 def main() -> None:

@@ -257,6 +257,10 @@ def _shown_width(cell: Id | str) -> int:
     return max((len(line) for line in cell.splitlines()), default=0)
 
 
+#: The widest a text column is kept to fit it in about two lines; longer text wraps to more lines.
+MAX_TEXT_FLOOR = 30
+
+
 def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> int:
     """Narrow columns until the widest row fits in `room`: first the long-text columns (summarised) and
     the text columns (they wrap between words, down to their longest word), then — only when that is not
@@ -273,8 +277,9 @@ def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> int:
     for i, c in enumerate(cols):
         if c.kind == "text":
             words = [len(w) for row in cells if isinstance(row[i], str) for w in str(row[i]).split()]
-            # wrapped in at most about two lines: a period `2026-10-01 → 2026-11-01` keeps its arrow line
-            floors[i] = max([*words, *(len(w) for w in c.header.split()), (widths[i] + 1) // 2, 1])
+            # short text wraps in at most about two lines (a period `2026-10-01 → 2026-11-01` keeps its arrow
+            # line); prose (an explanation's steps) wraps to as many lines as it needs, never wider than the terminal
+            floors[i] = max([*words, *(len(w) for w in c.header.split()), min((widths[i] + 1) // 2, MAX_TEXT_FLOOR), 1])
     excess = sum(widths) - room
     for phase in (("long", "text"), ("id", "value")):  # ids shrink last: they tell rows apart
         while excess > 0:

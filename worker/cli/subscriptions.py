@@ -6,6 +6,7 @@ says; given several files, a folder, or JSON lines on stdin it applies them in b
 what became of each (exit 1 when any failed)."""
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,8 +15,10 @@ from worker.cli import bulk
 from worker.cli.options import IdOption, NamespaceOption, timestamp_option
 from worker.cli.output import Column, FormatOption, WideOption, emit, print_record, print_table
 from worker.cli.runtime import get_runtime
+from worker.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from worker.contract.documents import SubscriptionDocument
     from worker.store.subscriptions import StoredSubscription
 
 app = typer.Typer(help="Subscription documents.", no_args_is_help=True)
@@ -116,6 +119,10 @@ def subscriptions_apply(
             "(one document, or JSON lines: one document per line).",
         ),
     ],
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Validate, then print the patches the next sync would apply; write nothing."),
+    ] = False,
     fmt: FormatOption = None,
     wide: WideOption = False,
 ) -> None:
@@ -123,13 +130,17 @@ def subscriptions_apply(
 
     One document prints the stored document. Several (files, a folder, JSON lines) are applied one
     transaction each, valid ones even when others are invalid; a report lists each, and the command
-    exits 1 when any failed."""
+    exits 1 when any failed. --dry-run prints, for each document, the plan of the sync that would follow
+    (docs/sync.md §10.2) and writes nothing."""
     from worker.infra.logging import get_logger  # lazy: structlog
 
     log = get_logger("worker.cli")
     limit = _max_bytes()
     sources, many = bulk.sources(files, limit)
     runtime = get_runtime(ctx)
+    if dry_run:
+        _dry_run(runtime, sources, limit, fmt, wide=wide)
+        return
     if not many:
         # lazy: the document model (pydantic) and the use case (SQLAlchemy)
         from worker.app.subscriptions import apply_subscription
@@ -157,6 +168,56 @@ def subscriptions_apply(
         fmt=fmt,
         wide=wide,
     )
+
+
+def read_document(path: Path) -> "SubscriptionDocument":
+    """One document file, validated (`subsync preview --file`): DocumentError (exit 2) when it is not valid."""
+    # lazy: the document model imports pydantic
+    from worker.contract.documents import parse_document
+    from worker.contract.problems import DocumentError, Problem
+
+    limit = _max_bytes()
+    raw = bulk.read(path, limit)
+    if len(raw) > limit:
+        raise DocumentError([Problem("", f"the document is larger than {limit // 1024} KiB")])
+    return parse_document(raw)
+
+
+def _dry_run(runtime: Any, sources: list[bulk.Source], limit: int, fmt: Any, *, wide: bool) -> None:
+    """`apply --dry-run`: each document validated, applied and synced in a transaction that is rolled back."""
+    # lazy: the use case (SQLAlchemy), the document model (pydantic)
+    from worker.app.preview import dry_run_apply
+    from worker.cli.output import print_spec
+    from worker.cli.presenters import patches_table, sync_result_json
+    from worker.contract.documents import parse_document
+    from worker.contract.problems import DocumentError, Problem
+
+    if not sources:
+        raise InvalidInputError("no documents to apply (a folder is read for its *.json files)")
+    engine = runtime.engine()
+    report: list[dict[str, Any]] = []
+    results = []
+    for source in sources:
+        if source.raw is None:
+            raise InvalidInputError(f"{source.name}: {source.error or 'cannot read'}")
+        if len(source.raw) > limit:
+            raise DocumentError([Problem("", f"{source.name}: the document is larger than {limit // 1024} KiB")])
+        document = parse_document(source.raw)  # invalid: exit 2, nothing written
+        stored, result = dry_run_apply(engine, document, max_target_lines=runtime.settings.max_target_lines)
+        results.append(result)
+        report.append(
+            {
+                "source": source.name,
+                "result": "created" if stored.created else "replaced",
+                "sync": sync_result_json(result),
+            }
+        )
+
+    def table() -> None:
+        for result in results:
+            print_spec(patches_table(result), wide=wide)
+
+    emit(fmt, report if len(report) > 1 else report[0], table=table)
 
 
 @app.command("get")

@@ -1,0 +1,94 @@
+"""Reading one stored line, with its invoice and split line group, for `subsync explain line` (docs/sync.md
+§10.1). Read-only; no lock (an explanation is a snapshot, never a write)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, select
+
+from worker.domain.explain import GroupFacts, InvoiceFacts, StoredLine
+from worker.domain.timeutil import Period, trunc
+from worker.errors import NotFoundError
+from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
+
+
+def load_line(conn: Connection, namespace: str, line_id: str) -> tuple[StoredLine, Any]:
+    """The line (deleted ones too) as the explanation compares it, and its raw row (with `invoice_*` and
+    `group_*` columns, the shape of `worker.store.lines.list_lines`). NotFoundError when there is none."""
+    l, i, g = invoice_lines, invoices, split_line_groups  # noqa: E741
+    row = conn.execute(
+        select(
+            l,
+            i.c.type.label("invoice_type"),
+            i.c.status.label("invoice_status"),
+            i.c.immutable.label("invoice_immutable"),
+            i.c.customer_id.label("invoice_customer_id"),
+            i.c.deleted_at.label("invoice_deleted_at"),
+            g.c.unique_reference_id.label("group_unique_reference_id"),
+            g.c.service_period_start.label("group_service_period_start"),
+            g.c.service_period_end.label("group_service_period_end"),
+            g.c.deleted_at.label("group_deleted_at"),
+        )
+        .select_from(
+            l.join(i, and_(i.c.namespace == l.c.namespace, i.c.id == l.c.invoice_id)).outerjoin(
+                g, and_(g.c.namespace == l.c.namespace, g.c.id == l.c.split_line_group_id)
+            )
+        )
+        .where(l.c.namespace == namespace, l.c.id == line_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"line {line_id!r} not found in namespace {namespace!r}")
+    group = None
+    if row.split_line_group_id is not None:
+        siblings = conn.execute(
+            select(l.c.id)
+            .where(l.c.namespace == namespace, l.c.split_line_group_id == row.split_line_group_id, l.c.id != line_id)
+            .order_by(l.c.service_period_start, l.c.id)
+        ).scalars()
+        group = GroupFacts(
+            row.split_line_group_id,
+            row.group_unique_reference_id,
+            Period(trunc(row.group_service_period_start), trunc(row.group_service_period_end)),
+            tuple(siblings),
+        )
+    price = row.price or {}
+    amount = Decimal(str(price["amount"])) if price.get("type") == "flat" and "amount" in price else None
+    stored = StoredLine(
+        id=row.id,
+        identity=row.unique_reference_id if group is None else group.identity,
+        subscription_id=row.subscription_id,
+        managed_by=row.managed_by,
+        deleted=row.deleted_at is not None,
+        annotations=row.annotations or {},
+        service_period=Period(trunc(row.service_period_start), trunc(row.service_period_end)),
+        invoice_at=trunc(row.invoice_at),
+        amount=amount,
+        invoice=InvoiceFacts(
+            row.invoice_id,
+            row.invoice_type,
+            row.invoice_status,
+            row.invoice_immutable,
+            row.invoice_deleted_at is not None,
+        ),
+        group=group,
+        charge_id=row.charge_id,
+    )
+    return stored, row
+
+
+def line_issues(conn: Connection, namespace: str, invoice_id: str, line_id: str) -> list[dict[str, Any]]:
+    """The live validation issues sync recorded on the line's invoice for this line (docs/sync.md §6.4)."""
+    v = invoice_validation_issues.c
+    rows = conn.execute(
+        select(v.severity, v.code, v.message, v.created_at)
+        .where(
+            v.namespace == namespace,
+            v.invoice_id == invoice_id,
+            v.path == f"lines/{line_id}",
+            v.deleted_at.is_(None),
+        )
+        .order_by(v.created_at, v.id)
+    )
+    return [{"severity": r.severity, "code": r.code, "message": r.message} for r in rows]
