@@ -83,6 +83,16 @@ def test_status_and_dead_letters_on_an_empty_queue(env: dict[str, str], db: obje
     assert result.exit_code == 1 and "not in the dead-letter queue: nope" in result.stderr
 
 
+def test_status_table_uses_readable_labels_and_json_keeps_its_keys(env: dict[str, str], db: object) -> None:
+    keys = ok_json(env, "status")
+    result = runner.invoke(app, ["status", "--format", "table"], env={**env, "COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    fields = {line.split("  ")[0].strip() for line in result.stdout.splitlines()[3:] if line.strip()}
+    assert {"ready messages", "in progress", "dead letters", "subscriptions due", "stuck after (s)"} <= fields
+    assert not {k for k in keys if "_" in k} & fields  # no snake_case key is shown as a label
+    assert "in_progress" in keys and "stuck_after_seconds" in keys
+
+
 def test_worker_execs_dramatiq_with_the_resolved_urls(
     monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
