@@ -118,5 +118,20 @@ def test_worker_execs_dramatiq_with_the_resolved_urls(
     assert env["DATABASE_URL"] == cli_env["DATABASE_URL"] and env["REDIS_URL"] == cli_env["REDIS_URL"]
     assert env["SUBSYNC_WORKER_THREADS"] == "5" and "SUBSYNC_METRICS_DIR" not in env
     _, with_metrics = worker_command(runtime, 1, 1, 19191)
+    assert with_metrics["SUBSYNC_METRICS_HOST"] == "0.0.0.0"  # the documented default
+    _, on_loopback = worker_command(runtime, 1, 1, 19191, "127.0.0.1")
+    assert on_loopback["SUBSYNC_METRICS_HOST"] == on_loopback["dramatiq_prom_host"] == "127.0.0.1"
     assert with_metrics["dramatiq_prom_port"] == "19191"
     assert with_metrics["PROMETHEUS_MULTIPROC_DIR"] == with_metrics["SUBSYNC_METRICS_DIR"] == str(tmp_path / "metrics")
+
+
+@pytest.mark.parametrize("host", ["", "not a host", "-x", "a..b", "999.1.1.1.1", "x" * 300])
+def test_worker_refuses_a_bad_metrics_host_with_exit_code_2(
+    env: dict[str, str], host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_exec(*args: object) -> None:
+        raise AssertionError("the worker was started")
+
+    monkeypatch.setattr("os.execvpe", no_exec)
+    result = runner.invoke(app, ["worker", "--metrics-host", host], env=env)
+    assert result.exit_code == 2 and "--metrics-host" in result.stderr

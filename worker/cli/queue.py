@@ -6,6 +6,7 @@
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from datetime import datetime
@@ -18,6 +19,7 @@ from worker.cli import dead_letters
 from worker.cli.options import EventType, NamespaceOption, finite_seconds, identifier_callback, timestamp_option
 from worker.cli.output import Column, FormatOption, emit, print_record, print_table
 from worker.cli.runtime import Runtime, get_runtime
+from worker.errors import SubsyncError
 
 #: The queue of every message (`worker.contract.events.QUEUE_NAME`; a test keeps them equal).
 QUEUE_NAME = "subscription-sync"
@@ -50,7 +52,7 @@ def _metrics_dir(configured: Path | None, port: int) -> Path:
 
 
 def worker_command(
-    runtime: Runtime, processes: int, threads: int, metrics_port: int | None
+    runtime: Runtime, processes: int, threads: int, metrics_port: int | None, metrics_host: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The `dramatiq` command line and environment that `subsync worker` executes."""
 
@@ -62,7 +64,9 @@ def worker_command(
     env["SUBSYNC_LOG_LEVEL"] = logging.getLevelName(runtime.log_level)  # info unless -vv or SUBSYNC_LOG_LEVEL
     env["SUBSYNC_WORKER_THREADS"] = str(threads)
     port = settings.metrics_port if metrics_port is None else metrics_port
+    host = settings.metrics_host if metrics_host is None else metrics_host
     env["SUBSYNC_METRICS_PORT"] = str(port)
+    env["SUBSYNC_METRICS_HOST"] = host
     if port > 0:
         directory = str(_metrics_dir(settings.metrics_dir, port))
         env.update(
@@ -71,7 +75,7 @@ def worker_command(
                 "PROMETHEUS_MULTIPROC_DIR": directory,
                 "dramatiq_prom_db": directory,
                 "dramatiq_prom_port": str(port),
-                "dramatiq_prom_host": settings.metrics_host,
+                "dramatiq_prom_host": host,
             }
         )
     else:
@@ -95,6 +99,41 @@ def worker_command(
     return argv, env
 
 
+def _host_callback(value: str | None) -> str | None:
+    """An IP address or a host name to bind to (bad input: exit 2, naming the option)."""
+    if value is None:
+        return None
+    import ipaddress  # lazy: only when the option is given
+
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    plausible = value and len(value) <= 253 and not labels[-1].isdigit()  # `1.2.3.999` is a bad address
+    if plausible and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return value
+    raise typer.BadParameter(f"{value!r} is not an IP address or host name", param_hint="--metrics-host")
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _require_schema_at_head(runtime: Runtime) -> None:
+    """A worker on a schema behind (or ahead of) this release would take messages from the shared
+    queue and fail them: refuse to start (docs/operations.md §2)."""
+    # lazy: Alembic costs ~0.2 s of start-up, paid by the commands that check the schema
+    from worker.store.migrations import schema_state
+
+    problem = schema_state(runtime.database_url()).problem()
+    if problem is None:
+        return
+    if "run `subsync db upgrade`" not in problem:
+        problem += "; run `subsync db upgrade` of that release, or deploy it"
+    raise SubsyncError(f"the worker will not start: {problem}")
+
+
 def worker(
     ctx: typer.Context,
     processes: Annotated[int, typer.Option("--processes", min=1, max=256, help="Worker processes.")] = 1,
@@ -108,16 +147,28 @@ def worker(
             help="Prometheus port (default SUBSYNC_METRICS_PORT or 9191; 0 disables metrics).",
         ),
     ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            metavar="ADDRESS",
+            help="Address the metrics and health endpoints listen on (default SUBSYNC_METRICS_HOST or 0.0.0.0).",
+            callback=_host_callback,
+        ),
+    ] = None,
 ) -> None:
-    """Run the Dramatiq worker on queue subscription-sync (execs `dramatiq worker.process:main`)."""
+    """Run the Dramatiq worker on queue subscription-sync (execs `dramatiq worker.process:main`).
+    Refuses to start (exit 1) unless the database schema is at this release's head."""
     runtime = get_runtime(ctx, long_running=True)
-    argv, env = worker_command(runtime, processes, threads, metrics_port)
+    argv, env = worker_command(runtime, processes, threads, metrics_port, metrics_host)
+    _require_schema_at_head(runtime)
     _log().info(
         "starting worker",
         queue=QUEUE_NAME,
         processes=processes,
         threads=threads,
         metrics_port=int(env["SUBSYNC_METRICS_PORT"]) or None,
+        metrics_host=env["SUBSYNC_METRICS_HOST"] if int(env["SUBSYNC_METRICS_PORT"]) else None,
         **runtime.describe(),
     )
     runtime.close()
