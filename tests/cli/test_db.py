@@ -70,3 +70,21 @@ def test_history_lists_every_migration_newest_first_and_marks_the_current_one(
     assert all(r["description"] for r in rows)
     table = invoke(url, "history", "--format", "table")
     assert table.exit_code == 0 and rows[0]["description"][:20] in table.stdout
+
+
+def test_upgrade_prints_the_migrations_it_applied_without_verbose(empty_database: Callable[[], str]) -> None:
+    """Deploy logs show what `db upgrade` did (issue 21 item 12): one line per applied migration, oldest
+    first, whatever the log level; none when already at head."""
+    url = empty_database()
+    revisions = list(reversed(migrations.history()))  # oldest first
+    first = revisions[0].revision
+    assert invoke(url, "upgrade").exit_code == 0 and invoke(url, "downgrade", "--to", first).exit_code == 0
+
+    result = invoke(url, "upgrade")
+    assert result.exit_code == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if line.startswith("applied migration ")]
+    assert applied == [f"applied migration {r.revision}: {r.description}" for r in revisions[1:]]
+    assert f"database schema at {migrations.head_revision()} (head)" in result.stdout
+
+    again = invoke(url, "upgrade")
+    assert again.exit_code == 0 and "applied migration" not in again.stdout

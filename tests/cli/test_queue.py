@@ -103,7 +103,7 @@ def test_worker_execs_dramatiq_with_the_resolved_urls(
     argv, env = worker_command(runtime, 3, 5, 0)
     assert argv[1:] == [
         "-m",
-        "dramatiq",
+        "worker.process",
         "worker.process:main",
         "--processes",
         "3",

@@ -84,7 +84,7 @@ def worker_command(
     argv = [
         sys.executable,
         "-m",
-        "dramatiq",
+        "worker.process",  # Dramatiq's supervisor, logging like the rest (worker/process.py)
         "worker.process:main",
         "--processes",
         str(processes),
@@ -157,7 +157,7 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run the Dramatiq worker on queue subscription-sync (execs `dramatiq worker.process:main`).
+    """Run the Dramatiq worker on queue subscription-sync (execs Dramatiq's supervisor, `worker.process`).
     Refuses to start (exit 1) unless the database schema is at this release's head."""
     runtime = get_runtime(ctx, long_running=True)
     argv, env = worker_command(runtime, processes, threads, metrics_port, metrics_host)
