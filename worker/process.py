@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from worker.bootstrap import worker_process
 from worker.config import load_settings
@@ -34,7 +35,8 @@ def supervise() -> int:
     configure_logging(settings.effective_log_format, settings.log_level)
     # Dramatiq's reload (SIGHUP) re-executes `python -m dramatiq` when argv[0] is its own entry.
     sys.argv[0] = str(Path(dramatiq.__file__).parent / "__main__.py")
-    return int(dramatiq_main() or 0)
+    run: Any = dramatiq_main  # untyped in Dramatiq
+    return int(run() or 0)
 
 
 if __name__ == "__main__":

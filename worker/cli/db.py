@@ -27,7 +27,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     revision = migrations.upgrade(url)
     log.info("database schema is up to date", revision=revision)
     # what was applied, printed whatever the log level (deploy logs need it: docs/operations.md §9)
-    newest_first = [r for r in migrations.history()]
+    newest_first = migrations.history()
     ids = [r.revision for r in newest_first]
     start = ids.index(revision) if revision in ids else len(ids)
     end = ids.index(before) if before in ids else len(ids)

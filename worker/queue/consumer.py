@@ -291,7 +291,8 @@ class GuardedRedisBroker(RedisBroker):
         the worker's life), and leaves a body stored under two keys to be acknowledged under one of
         them. Here an id without a body is dropped, not marked in flight, and every body comes with
         its own key (docs/operations.md §5)."""
-        reply: Any = self._dispatch(FETCH_WITH_IDS)(queue_name, count)
+        dispatch: Any = self._dispatch  # untyped in Dramatiq
+        reply: Any = dispatch(FETCH_WITH_IDS)(queue_name, count)
         fetched: list[tuple[str, bytes]] = []
         for index in range(0, len(reply), 2):
             key = reply[index].decode() if isinstance(reply[index], bytes) else str(reply[index])

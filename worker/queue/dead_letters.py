@@ -100,9 +100,9 @@ class DeadLetter:
         message = self.message or {}
         options = message.get("options")
         reason = self.reason or {}
-        attempts = reason.get("attempts")
+        attempts: Any = reason.get("attempts")
         if not _is_count(attempts):
-            retries = options.get("retries") if isinstance(options, dict) else None
+            retries: Any = options.get("retries") if isinstance(options, dict) else None
             attempts = retries + 1 if _is_count(retries) else None
         return {
             "id": self.id,
@@ -197,7 +197,8 @@ def resolve_ids(broker: RedisBroker, given: Sequence[str], *, queue_name: str = 
     """The dead-letter ids meant by `given`: each an id, or a prefix of exactly one id (at least
     `MIN_ID_PREFIX` characters; the table prints such prefixes). Raises NotFoundError naming the
     ones that match nothing, InvalidInputError the ambiguous ones — before anything is changed."""
-    every = sorted(_text(member) for member in broker.client.zrange(queue_keys(broker, queue_name)["dead"], 0, -1))
+    members: Any = broker.client.zrange(queue_keys(broker, queue_name)["dead"], 0, -1)
+    every = sorted(_text(member) for member in members)
     known = set(every)
     resolved: list[str] = []
     missing: list[str] = []
@@ -310,7 +311,8 @@ def delete_dead_letters(broker: RedisBroker, ids: Sequence[str] | None, *, queue
     the ids removed. Unknown ids raise NotFoundError before anything is removed."""
     keys = queue_keys(broker, queue_name)
     if ids is None:
-        chosen = [_text(member) for member in broker.client.zrange(keys["dead"], 0, -1)]
+        members: Any = broker.client.zrange(keys["dead"], 0, -1)
+        chosen = [_text(member) for member in members]
     else:
         chosen = resolve_ids(broker, ids, queue_name=queue_name)
     for dead_id in chosen:
