@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psutil
 from dramatiq.brokers.redis import RedisBroker
@@ -183,3 +185,12 @@ def test_the_delayed_messages_gauge_is_never_negative_and_has_no_pid_label(
     assert "# TYPE dramatiq_delayed_messages_inprogress gauge" in metrics
     retried = [line for line in metrics.splitlines() if line.startswith("dramatiq_message_retries_total{")]
     assert retried and float(retried[0].rsplit(" ", 1)[1]) >= 3  # the retries went through the delay queue
+
+    # every metric and every label served is documented (docs/operations.md §4 "Metrics")
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## §4") : docs.index("## §5")]
+    names = {m.group(1) for m in re.finditer(r"^([a-z_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", metrics, re.M)}
+    labels = set(re.findall(r"[{,]([a-z_]+)=", metrics)) - {"le"}
+    assert names and labels >= {"queue_name", "actor_name", "state"}
+    assert [n for n in sorted(names) if f"`{n}`" not in section] == []
+    assert [label for label in sorted(labels) if f"`{label}`" not in section] == []
