@@ -80,15 +80,15 @@ def make_engine(
 
 _THREAD = "subsync_thread"  # in a pooled connection's record info: the thread that checked it out
 _checked_out_lock = threading.Lock()
-#: The DBAPI connections each thread has checked out of any engine of this process, by record.
-_checked_out: dict[int, dict[int, Any]] = {}
+#: The pool records (and their DBAPI connections) each thread has checked out of any engine of this process.
+_checked_out: dict[int, dict[int, tuple[Any, Any]]] = {}
 
 
 def _note_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     ident = threading.get_ident()
     record.info[_THREAD] = ident
     with _checked_out_lock:
-        _checked_out.setdefault(ident, {})[id(record)] = dbapi_connection
+        _checked_out.setdefault(ident, {})[id(record)] = (record, dbapi_connection)
 
 
 def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -114,7 +114,13 @@ def cancel_statements(thread_ids: Iterable[int]) -> int:
     times out. Returns how many cancel requests were sent; a connection with no statement running is
     left as it is by the server."""
     with _checked_out_lock:
-        connections = [c for ident in thread_ids for c in _checked_out.get(ident, {}).values()]
+        connections = [
+            connection
+            for ident in thread_ids
+            for record, connection in _checked_out.get(ident, {}).values()
+            # still that thread's, on the same DBAPI connection (an invalidated record may not check in)
+            if record.info.get(_THREAD) == ident and record.dbapi_connection is connection
+        ]
     sent = 0
     for connection in connections:
         try:

@@ -36,12 +36,15 @@ class GracefulShutdown(Middleware):
     def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
         self._lock = threading.Lock()
-        self._running: dict[int, tuple[str, str]] = {}  # thread id → (message_id, actor_name)
+        self._running: dict[int, tuple[str | None, str | None]] = {}  # thread id → (message_id, actor_name)
         self._timer: threading.Timer | None = None
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         with self._lock:
-            self._running[threading.get_ident()] = (message.message_id, message.actor_name)
+            self._running[threading.get_ident()] = (
+                getattr(message, "message_id", None),
+                getattr(message, "actor_name", None),
+            )
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
