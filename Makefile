@@ -5,7 +5,7 @@
 #
 #   make demo    sample subscription → event → worker → invoice lines (embedded Postgres/Redis
 #                unless DATABASE_URL / REDIS_URL are set)
-#   make test    ruff, mypy, pytest (needs DATABASE_URL / REDIS_URL or starts the embedded servers)
+#   make test    ruff, import layers, mypy --strict (worker, bench), pytest (needs DATABASE_URL / REDIS_URL or starts the embedded servers)
 #   make lock    re-resolve requirements/*.txt after editing dependencies (UPGRADE=1: newest allowed)
 #
 # VENV=/path   use another virtualenv (created there if missing); PY=/path/to/python: use that
@@ -47,7 +47,7 @@ imports: $(SETUP)  # lint-imports: the layers of [tool.importlinter] in pyprojec
 	$(PY) -c 'from importlinter.cli import lint_imports_command; lint_imports_command()' --no-cache --no-logo
 
 typecheck: $(SETUP)
-	$(PY) -m mypy worker
+	$(PY) -m mypy worker bench
 
 pytest: $(SETUP)
 	$(PY) -m pytest

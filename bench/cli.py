@@ -218,7 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         )
         if getattr(args, name) is not None
     }
-    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup)  # type: ignore[arg-type]
+    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup)
     if options.subscriptions < 2 or options.phases < 1 or options.items < 1 or options.months < 1:
         parser.error("need N >= 2 and P, I, M >= 1")
     if options.repeats < 1 or options.scale_repeats < 1 or options.workers < 0 or options.threads < 1:

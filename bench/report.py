@@ -273,7 +273,7 @@ def _render_credit_targets(sizes: Sequence[CreditSize]) -> list[str]:
         return []
     out = ["Targets of issue 15 (the project's own: the credit_only sync within reach of its floor):"]
     statements = {
-        c.name: {s.scenarios[i].real.counts.statements for s in sizes if s.scenarios[i].real.counts}
+        c.name: {got.statements for s in sizes if (got := s.scenarios[i].real.counts) is not None}
         for i, c in enumerate(sizes[0].scenarios)
     }
     constant = all(len(v) == 1 for v in statements.values())

@@ -17,10 +17,8 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, pool, text
 
 from worker.store.db import normalize_database_url
+from worker.store.migrations import MIGRATION_LOCK_KEY
 from worker.store.tables import metadata
-
-# Arbitrary constant shared by every subsync process: "subsync migrations".
-MIGRATION_LOCK_KEY = 0x5B5_0C1A
 
 config = context.config
 target_metadata = metadata

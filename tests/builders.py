@@ -265,8 +265,7 @@ def delete_redis_namespace(client: redis.Redis, namespace: str) -> None:
 
 
 def raw_message(args: Any, actor_name: str = "subscription_event", **changes: Any) -> dict[str, Any]:
-    """A Dramatiq message as a foreign producer writes it (README "Publishing events from another
-    language"), with `changes` to its envelope fields."""
+    """A Dramatiq message as a foreign producer writes it (docs/operations.md §8), with `changes` to its envelope fields."""
     message_id = str(uuid.uuid4())
     return {
         "queue_name": QUEUE_NAME,
@@ -281,7 +280,7 @@ def raw_message(args: Any, actor_name: str = "subscription_event", **changes: An
 
 
 def enqueue_raw(broker: RedisBroker, body: bytes, redis_id: str | None = None, queue_name: str = QUEUE_NAME) -> str:
-    """What a foreign producer does (README): HSET the body under its id, RPUSH the id, atomically.
+    """What a foreign producer does (docs/operations.md §8): HSET the body under its id, RPUSH the id, atomically.
     The id is the message's `options.redis_message_id` when the body has one, else a new one."""
     if redis_id is None:
         try:

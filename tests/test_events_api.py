@@ -1,4 +1,4 @@
-"""docs/contract.md §4 (docs/contract.md §4): Python producers call `worker.events.publish(event)`."""
+"""docs/contract.md §4: Python producers call `worker.events.publish(event)`."""
 
 from __future__ import annotations
 

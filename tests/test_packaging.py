@@ -1,5 +1,5 @@
 """Packaging: the locks agree with pyproject.toml, the wheel works on its own (migrations included),
-the production install has no embedded servers and says so clearly, and the README's production
+the production install has no embedded servers and says so clearly, and docs/operations.md's production
 section quotes the Dockerfile and docker-compose.yml as they are.
 
 The wheel test follows the Dockerfile's builder stage (with uv in place of pip, for speed): a fresh
@@ -254,7 +254,7 @@ def test_without_the_embedded_extra_a_missing_url_is_a_clear_error(
     assert not home.exists()  # nothing was created for the servers that could not start
 
 
-# --- Dockerfile, compose and README agree -------------------------------------------------------
+# --- Dockerfile, compose and docs agree ---------------------------------------------------------
 
 
 def _seconds(duration: str) -> float:
@@ -271,7 +271,7 @@ def test_compose_gives_the_worker_longer_than_its_shutdown_grace() -> None:
     grace = float(grace_setting.group(1))
     stop = re.search(r"stop_grace_period: (\S+)", worker)
     assert stop is not None
-    # Dramatiq's shutdown timeout is the grace + 15 s (worker/cli_worker.py); Docker must wait longer.
+    # Dramatiq's shutdown timeout is the grace + 15 s (worker/cli/queue.py); Docker must wait longer.
     assert _seconds(stop.group(1)) > grace + 15
     assert compose.count("build:") == 1 and "POSTGRES_PASSWORD:-" not in compose
     for service in ("worker", "scheduler"):
@@ -281,8 +281,9 @@ def test_compose_gives_the_worker_longer_than_its_shutdown_grace() -> None:
 
 
 def readme_blocks(section: str) -> list[tuple[str, str]]:
-    """(language, body) of the fenced code blocks under README heading `## <section>`."""
-    text = (ROOT / "README.md").read_text()
+    """(language, body) of the fenced code blocks under docs/operations.md heading `## <section>` (issue 24
+    moved the README's production section there)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
     body = text[start : end if end != -1 else len(text)]
@@ -292,14 +293,14 @@ def readme_blocks(section: str) -> list[tuple[str, str]]:
 def test_readme_production_section_quotes_the_dockerfile_and_compose_file() -> None:
     sources = {"dockerfile": ROOT / "Dockerfile", "yaml": ROOT / "docker-compose.yml", "ini": ROOT / ".env.example"}
     quoted = {language: 0 for language in sources}
-    for language, body in readme_blocks("Production deployment"):
+    for language, body in readme_blocks("§10 Production deployment"):
         if language not in sources:
             continue
         actual = sources[language].read_text()
         for line in body.splitlines():
             if line.strip() and line.strip() != "...":
                 assert line in actual.splitlines(), (
-                    f"README Production quotes {line!r}, not in {sources[language].name}"
+                    f"docs/operations.md §10 quotes {line!r}, not in {sources[language].name}"
                 )
         quoted[language] += 1
     assert quoted["dockerfile"] and quoted["yaml"]

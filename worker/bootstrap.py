@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    from worker.queue.actors import Actors
+    from worker.queue.actors import Actors, ActorSettings
 
 log = get_logger(__name__)
 
@@ -139,13 +139,26 @@ class Worker:
     engine: Callable[[], Engine]
 
 
+def actor_settings(settings: Settings) -> ActorSettings:
+    """The settings the actors of `worker.queue.actors` run with."""
+    from worker.queue.actors import ActorSettings  # lazy: see `broker`
+
+    return ActorSettings(
+        time_limit_ms=int(settings.time_limit_seconds * 1000),
+        reconcile_time_limit_ms=int(settings.reconcile_time_limit_seconds * 1000),
+        invoice_after_sync=settings.invoice_after_sync,
+        max_target_lines=settings.max_target_lines,
+        page_size=settings.reconcile_page_size,
+    )
+
+
 def worker(settings: Settings, broker: dramatiq.Broker, *, engine: Callable[[], Engine] | None = None) -> Worker:
-    """Declare the actors on `broker` (once per broker), running against `engine` (default: a
-    `LazyEngine` of the settings)."""
+    """Declare the actors on `broker` (once per broker), with the settings bound (`actor_settings`),
+    running against `engine` (default: a `LazyEngine` of the settings)."""
     from worker.queue.actors import declare_actors  # lazy: see `broker`
 
     engine = engine or LazyEngine(settings)
-    actors = declare_actors(broker, settings, engine=engine)
+    actors = declare_actors(broker, actor_settings(settings), engine=engine)
     return Worker(settings, broker, actors, engine)
 
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
     #: Folder of the embedded servers' data.
     home: Path = Path("./.subsync")
-    #: Most target lines one sync may generate (README "Period generation"); more fails the sync, not retried.
+    #: Most target lines one sync may generate (docs/sync.md §3.11); more fails the sync, not retried.
     max_target_lines: int = Field(default=DEFAULT_MAX_TARGET_LINES, ge=1)
 
     # --- logging -------------------------------------------------------------------------------------

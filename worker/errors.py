@@ -1,5 +1,5 @@
 """The project's errors. Each type carries its meaning as class attributes: the failure `reason` the
-worker classifies it as (README "Failures"; `worker.queue.failures`) and the `exit_code` the command
+worker classifies it as (docs/operations.md §6; `worker.queue.failures`) and the `exit_code` the command
 line exits with (docs/contract.md §5: 1 the operation failed, 2 bad input)."""
 
 from __future__ import annotations

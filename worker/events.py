@@ -1,4 +1,4 @@
-"""The Python producer API that docs/contract.md §4 promises (docs/contract.md §4): `worker.events.publish(event)`.
+"""The Python producer API that docs/contract.md §4 promises: `worker.events.publish(event)`.
 
 A producer builds an event (`make_event(...)` or a `SubscriptionEvent` / `InvoiceCreatedEvent`) and
 publishes it on the `subscription-sync` queue. This module only gathers what lives in its layers: the

@@ -23,6 +23,23 @@ depends_on: str | Sequence[str] | None = None
 
 TS = postgresql.TIMESTAMP(timezone=True)
 
+#: What downgrade() destroys — (what, table, SQL condition of the rows that hold it) — counted by
+#: `subsync db downgrade`, which refuses to drop rows without --allow-data-loss (docs/operations.md "Downgrades").
+DOWNGRADE_DROPS = tuple(
+    (table, table, "TRUE")
+    for table in (
+        "customers",
+        "subscriptions",
+        "subscription_phases",
+        "subscription_items",
+        "invoices",
+        "split_line_groups",
+        "invoice_lines",
+        "invoice_validation_issues",
+        "subscription_sync_states",
+    )
+)
+
 
 def _created_at() -> sa.Column[object]:
     return sa.Column("created_at", TS, nullable=False, server_default=sa.text("now()"))

@@ -23,6 +23,23 @@ depends_on: str | Sequence[str] | None = None
 
 TS = postgresql.TIMESTAMP(timezone=True)
 
+#: What downgrade() destroys — (what, table, SQL condition of the rows that hold it) — counted by
+#: `subsync db downgrade`, which refuses to drop rows without --allow-data-loss (docs/operations.md "Downgrades"):
+#: the credit tables, a settlement mode other than the default, and the charge columns of lines.
+DOWNGRADE_DROPS = (
+    ("charges", "charges", "TRUE"),
+    ("charge_runs", "charge_runs", "TRUE"),
+    ("credit_grants", "credit_grants", "TRUE"),
+    ("credit_allocations", "credit_allocations", "TRUE"),
+    ("subscriptions.settlement_mode", "subscriptions", "settlement_mode <> 'invoice_only'"),
+    (
+        "invoice_lines.charge_id/amount/discounts_total/credits_total/total",
+        "invoice_lines",
+        "charge_id IS NOT NULL OR amount IS NOT NULL OR discounts_total IS NOT NULL OR credits_total IS NOT NULL"
+        " OR total IS NOT NULL",
+    ),
+)
+
 ALLOCATION_SHAPES = (
     "(kind = 'allocation' AND amount > 0 AND reverses_id IS NULL AND backfills_id IS NULL)"
     " OR (kind = 'correction' AND amount < 0 AND reverses_id IS NOT NULL AND backfills_id IS NULL)"

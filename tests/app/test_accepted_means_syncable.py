@@ -1,6 +1,6 @@
 """Issue 17, "accepted means syncable": every document that `subscriptions apply` accepts can be synced at
 any `as_of` in the accepted range (1970–9998) without a domain error — it may plan nothing. The structural
-rules of docs/contract.md §3 (docs/contract.md §3, `worker.domain.structure`) are what makes it so.
+rules of docs/contract.md §3 (`worker.domain.structure`) are what makes it so.
 
 The documents are generated around the edges the rules are about: phase starts equal to, after and
 before the subscription start, ties, versions that start before, at or after their phase (and the next

@@ -72,6 +72,60 @@ def test_history_lists_every_migration_newest_first_and_marks_the_current_one(
     assert table.exit_code == 0 and rows[0]["description"][:20] in table.stdout
 
 
+def cli(url: str, *args: str) -> Any:
+    return runner.invoke(app, list(args), env={"DATABASE_URL": url, "SUBSYNC_LOG_FORMAT": "json"})
+
+
+def count(url: str, sql: str) -> int:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_that_would_drop_rows_is_refused_unless_allowed(empty_database: Callable[[], str]) -> None:
+    """docs/operations.md "Downgrades": credit data present, `--to 0001` exits 1 naming the tables and row
+    counts and changes nothing; `--allow-data-loss` drops them; `--to base` with customers is refused too."""
+    url = empty_database()
+    migrations.upgrade(url)
+    head = migrations.head_revision()
+    assert cli(url, "customers", "upsert", "--namespace", "acme", "--id", "cust_01").exit_code == 0
+    for gid in ("cgr_1", "cgr_2"):
+        grant = ("--namespace", "acme", "--customer", "cust_01", "--currency", "USD", "--amount", "5", "--id", gid)
+        assert cli(url, "credits", "grant", *grant).exit_code == 0
+
+    result = invoke(url, "downgrade", "--to", "0001")
+    assert result.exit_code == 1, result.stderr
+    assert "would drop credit_grants (2 rows)" in result.stderr and "--allow-data-loss" in result.stderr
+    assert "unexpected" not in result.stderr
+    assert migrations.current_revision(url) == head and count(url, "SELECT count(*) FROM credit_grants") == 2
+
+    result = invoke(url, "downgrade", "--to", "base")
+    assert result.exit_code == 1 and "customers (1 row)" in result.stderr and "credit_grants (2 rows)" in result.stderr
+    assert migrations.current_revision(url) == head
+
+    result = invoke(url, "downgrade", "--to", "0001", "--allow-data-loss")
+    assert result.exit_code == 0, result.stderr
+    assert migrations.current_revision(url) == "0001"
+    assert count(url, "SELECT count(*) FROM customers") == 1  # what 0001 keeps is kept
+    assert invoke(url, "downgrade", "--to", "base").exit_code == 1  # the customer row still guards
+
+
+def test_a_downgrade_target_that_is_empty_or_unknown_is_a_usage_error(empty_database: Callable[[], str]) -> None:
+    url = empty_database()
+    migrations.upgrade(url)
+    for target in ("", " ", "zzzz", migrations.head_revision() or "", "9999"):
+        result = invoke(url, "downgrade", "--to", target)
+        if target == migrations.head_revision():
+            assert result.exit_code == 0  # already there: nothing to do
+            continue
+        assert result.exit_code == 2, (target, result.stderr)
+        assert "--to" in result.stderr and "unexpected" not in result.stderr
+    assert migrations.current_revision(url) == migrations.head_revision()
+
+
 def test_upgrade_prints_the_migrations_it_applied_without_verbose(empty_database: Callable[[], str]) -> None:
     """Deploy logs show what `db upgrade` did (issue 21 item 12): one line per applied migration, oldest
     first, whatever the log level; none when already at head."""

@@ -28,7 +28,7 @@ from tests.builders import apply, comparable, document, fast_settings, fee, line
 from worker import bootstrap
 from worker.cli import app
 from worker.cli.options import EventType, InvoiceStatus
-from worker.cli.output import ELLIPSIS, Column, build_table, common_prefix, elide_middle
+from worker.cli.output import ELLIPSIS, Column, build_table, common_prefix, elide_middle, shown_width
 from worker.cli.queue import QUEUE_NAME as CLI_QUEUE_NAME
 from worker.contract.events import EVENT_TYPES, QUEUE_NAME, SUBSCRIPTION_EVENT_ACTOR
 from worker.queue.scheduler import run_tick, tick_of
@@ -152,15 +152,18 @@ def test_info_logs_only_when_asked(db: Engine, cli_env: dict[str, str]) -> None:
 # --- tables ----------------------------------------------------------------------------------------
 
 
-def _render(table: Any, width: int = 80) -> str:
+def _render(table: Any, width: int = 80, *, wide: bool = False) -> str:
+    """What `print_table` prints on a terminal of `width` columns."""
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, markup=False).print(table)
+    console = Console(file=out, width=width, color_system=None, markup=False)
+    console.width = shown_width(console, table, wide=wide)
+    console.print(table)
     return out.getvalue()
 
 
 def assert_fits_with_whole_ids(text: str, ids: list[str], width: int = 80) -> None:
     """Every line fits; every id is on one line: whole, after a prefix said once (`… starts with P`), or
-    with its middle elided (`head…tail`)."""
+    shortened (issue 24: `head…tail`, or common parts elided: `…/api-calls/…/period[0]`), its pieces in order."""
     lines = text.splitlines()
     assert all(len(line) <= width for line in lines), "\n".join(line for line in lines if len(line) > width)
     prefixes = ["", *re.findall(r"starts with (\S+)", text)]
@@ -168,14 +171,23 @@ def assert_fits_with_whole_ids(text: str, ids: list[str], width: int = 80) -> No
     for value in ids:
         shown = {value.removeprefix(p) for p in prefixes if value.startswith(p)}
         whole = bool(shown & tokens)
-        elided = any(
-            ELLIPSIS in token
-            and len(head := token.split(ELLIPSIS)[0]) >= 3
-            and len(tail := token.split(ELLIPSIS)[-1]) >= 3
-            and any(s.startswith(head) and s.endswith(tail) for s in shown)
-            for token in tokens
-        )
+        elided = any(ELLIPSIS in token and any(_pieces_in_order(token, s) for s in shown) for token in tokens)
         assert whole or elided, (value, text)
+
+
+def _pieces_in_order(token: str, value: str) -> bool:
+    """`token` is `value` with parts replaced by ellipses: its pieces are in `value`, in order, the first
+    at its start and the last at its end."""
+    pieces = token.split(ELLIPSIS)
+    if not value.startswith(pieces[0]) or not value.endswith(pieces[-1]):
+        return False
+    at = len(pieces[0])
+    for piece in pieces[1:-1]:
+        found = value.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return at <= len(value) - len(pieces[-1])
 
 
 LONG_IDS = [f"subscription-{n}-for-the-enterprise-customer-with-a-long-name:{'x' * n}-end" for n in range(1, 6)]
@@ -285,7 +297,7 @@ def test_dead_letters_table_summarises_hostile_events(
     assert [d["event"] for d in letters] == [payload]  # JSON stays complete
     # the id is printed as its shortest unique prefix, which `dead-letters retry` accepts (issue 24)
     assert all(len(line) <= 80 for line in table.stdout.splitlines())
-    assert letters[0]["id"][:8] in table.stdout.split()
+    assert f"{letters[0]['id'][:8]}…" in table.stdout.split()
     wide = invoke({**env, "COLUMNS": "300"}, "dead-letters", "list", "--format", "table", "--wide")
     assert "subscription.created [/x]/s" in wide.stdout and "namespace: must be" in wide.stdout
 

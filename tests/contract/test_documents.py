@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.builders import contract_example, printed_example, two_phase_document, version
-from worker.contract.documents import parse_document, to_document, validate_document
+from worker.contract.document_json import to_document
+from worker.contract.documents import parse_document, validate_document
 from worker.contract.problems import DocumentError
 from worker.contract.text import format_decimal, format_time, parse_time
 from worker.domain.timeutil import Duration

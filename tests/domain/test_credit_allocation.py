@@ -409,3 +409,62 @@ def test_allocate_refuses_a_negative_need_and_another_currency() -> None:
         book.allocate(charge("C", "2024-01-01"), "R", D(-1), exact=True)
     with pytest.raises(CreditError):
         book.allocate(CreditCharge("C", "EUR", None, t("2024-01-01"), t("2024-01-01")), "R", D(1), exact=True)
+
+
+# --- exact at the bounds (docs/contract.md §3 "arithmetic") ----------------------------------------------------
+
+
+def cents(value: Decimal) -> int:
+    """`value` in minor units as an int, read digit by digit (no decimal context involved)."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int) and exponent >= -2, value
+    n = int("".join(map(str, digits)) or "0") * 10 ** (exponent + 2)
+    return -n if sign else n
+
+
+def from_cents(n: int) -> Decimal:
+    """`n` cents as a Decimal, built from its digits (`Decimal(n).scaleb(-2)` would round past 28 digits)."""
+    return Decimal((0, tuple(map(int, str(n))), -2))
+
+
+# 38-digit amounts in cents (the contract's bound), and small ones so that grants run out mid-way.
+huge = st.one_of(st.integers(10**35, 10**38 - 1), st.integers(1, 10**4)).map(from_cents)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(huge, min_size=1, max_size=4),
+    st.lists(st.tuples(huge, st.booleans(), st.integers(0, 100)), min_size=1, max_size=40),
+)
+def test_allocation_is_exact_for_38_digit_amounts_and_many_charges(
+    grant_amounts: list[Decimal], needs: list[tuple[Decimal, bool, int]]
+) -> None:
+    """Per grant allocated ≤ amount, a run's credits_total = Σ its rows, an exact allocation covers the need
+    to the cent (credit + advance = net): all checked in integer cents, nothing rounded by a 28-digit context."""
+    grants = [Grant(f"G{n}", "USD", a, BASE, BASE + timedelta(seconds=n)) for n, a in enumerate(grant_amounts)]
+    book = ledger(*grants)
+    expected_totals: dict[str, int] = {}
+    for n, (need, exact, percent) in enumerate(needs):
+        c = CreditCharge(f"C{n}", "USD", None, BASE, BASE)
+        got = book.allocate(c, f"R{n}", need, exact=exact)
+        if exact:
+            assert cents(got) == cents(need)
+        back = cents(got) * percent // 100
+        if back > 0:
+            book.correct(c, f"R{n}", from_cents(back))
+        expected_totals[f"R{n}"] = cents(got) - back
+    rows = book.new_rows
+    for g in grants:
+        spent = sum(cents(r.amount) for r in rows if r.grant_id == g.id)
+        assert 0 <= spent <= cents(g.amount)
+        assert cents(book.remaining(g.id)) == cents(g.amount) - spent
+    for run, total in expected_totals.items():
+        assert cents(book.credits_total(run)) == total == sum(cents(r.amount) for r in rows if r.run_id == run)
+    advance = sum(cents(r.amount) for r in rows if r.grant_id is None)
+    assert cents(book.open_advance()) == advance
+    granted = sum(cents(g.amount) for g in grants)
+    available = sum(cents(book.remaining(g.id)) for g in grants)
+    assert cents(
+        balance("USD", grants, {g.id: book.remaining(g.id) for g in grants}, book.open_advance(), BASE).balance
+    ) == (available - advance)
+    assert sum(expected_totals.values()) == granted - available + advance  # credit + advance = what runs hold

@@ -1,7 +1,12 @@
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from worker.domain.charges import discount_total, rate_usage
 from worker.domain.money import currency_precision, format_decimal, proration_ratio, round_cur
 
 
@@ -45,3 +50,65 @@ def test_38_digit_amounts_are_exact() -> None:
     assert prorate(Decimal("99999999999999999999999999999999.99"), Decimal("0.5"), "USD") == Decimal(
         "50000000000000000000000000000000.00"
     )
+
+
+# --- rating is exact at the contract's bounds (docs/contract.md §3 "arithmetic") ---------------------------------
+
+
+def _plain(n: int, places: int) -> str:
+    """The integer `n` scaled by 10^-places, as a plain decimal string (no decimal context involved)."""
+    digits = str(n).rjust(places + 1, "0")
+    return f"{digits[:-places]}.{digits[-places:]}" if places else digits
+
+
+def _exact(text: str) -> Fraction:
+    return Fraction(text)
+
+
+def _cents(x: Fraction) -> Fraction:
+    """round_cur in USD: half away from zero to 2 places, on exact fractions."""
+    sign = -1 if x < 0 else 1
+    return sign * Fraction(math.floor(abs(x) * 100 + Fraction(1, 2)), 100)
+
+
+decimal38 = st.tuples(st.integers(0, 10**38 - 1), st.integers(0, 38)).map(lambda v: _plain(*v))
+
+
+@settings(max_examples=300, deadline=None)
+@given(q=decimal38, tiers=st.lists(st.tuples(decimal38, decimal38, decimal38), min_size=1, max_size=4), p=decimal38)
+def test_graduated_tiers_package_and_discount_are_exact_at_38_digits(
+    q: str, tiers: list[tuple[str, str, str]], p: str
+) -> None:
+    """Each component computed on exact fractions and rounded once equals what the domain computes: no
+    28-digit (or 100-digit) intermediate rounding anywhere (docs/credits.md §3.5)."""
+    ordered = sorted(tiers, key=lambda tier: _exact(tier[0]))
+    spec: list[dict[str, str | None]] = [
+        {"up_to_amount": up if n < len(ordered) - 1 else None, "flat_price": flat, "unit_price": unit}
+        for n, (up, flat, unit) in enumerate(ordered)
+    ]
+    price = {"type": "tiered", "mode": "graduated", "tiers": spec}
+    expected = Fraction(0)
+    lower = Fraction(0)
+    qf = _exact(q)
+    for i, tier in enumerate(spec):
+        if i > 0 and qf <= lower:
+            break
+        up = tier["up_to_amount"]
+        top = qf if up is None else min(qf, _exact(up))
+        flat, unit = _exact(str(tier["flat_price"])), _exact(str(tier["unit_price"]))
+        expected += _cents(flat) + _cents(max(Fraction(0), top - lower) * unit)
+        if up is None:
+            break
+        lower = _exact(up)
+    got = rate_usage(price, Decimal(q), None, "USD")
+    assert _exact(format_decimal(got)) == expected
+
+    per = tiers[0][0] if _exact(tiers[0][0]) > 0 else "1"
+    package = {"type": "package", "amount": tiers[0][1], "quantity_per_package": per}
+    packages = math.ceil(qf / _exact(per))
+    assert _exact(format_decimal(rate_usage(package, Decimal(q), None, "USD"))) == _cents(
+        packages * _exact(tiers[0][1])
+    )
+
+    discount = discount_total(got, {"percentage": {"percentage": p}}, "USD")
+    assert _exact(format_decimal(discount)) == min(expected, _cents(expected * _exact(p) / 100))

@@ -1,4 +1,4 @@
-"""Period generation always advances (README "Period generation", docs/contract.md §3 limits): no accepted cadence,
+"""Period generation always advances (docs/sync.md §3.11, docs/contract.md §3 limits): no accepted cadence,
 anchor, start or `as_of` yields a duplicate or zero-length period, even at the ends of the time range."""
 
 from __future__ import annotations

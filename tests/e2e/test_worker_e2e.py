@@ -234,7 +234,7 @@ def test_a_missing_subscription_is_retried_then_dead_lettered(engine: Engine, wo
 
 
 def test_a_foreign_producer_enqueues_with_raw_redis_commands(engine: Engine, worker: WorkerProcess) -> None:
-    """The README's recipe, command for command: HSET the message JSON, RPUSH its id (in MULTI/EXEC)."""
+    """The recipe of docs/operations.md §8, command for command: HSET the message JSON, RPUSH its id (in MULTI/EXEC)."""
     ns = unique("foreign")
     apply(engine, v1(ns))
     message_id = str(uuid.uuid4())

@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from tests.builders import apply, document, fast_settings, fee, lines_json, store_unchecked
 from worker.app.sync import sync_subscription
+from worker.bootstrap import actor_settings
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.infra.logging import configure_logging
 from worker.queue.actors import Actors, declare_actors
@@ -35,7 +36,7 @@ class Harness:
         self.settings = fast_settings("stub", **settings)
         self.broker = StubBroker(middleware=build_middleware(self.settings))
         self.broker.emit_after("process_boot")
-        self.actors: Actors = declare_actors(self.broker, self.settings, engine=engine)
+        self.actors: Actors = declare_actors(self.broker, actor_settings(self.settings), engine=engine)
         self.worker = dramatiq.Worker(self.broker, worker_timeout=20, worker_threads=2)
 
     def send(self, actor: dramatiq.Actor[..., Any], *args: Any) -> dramatiq.Message[Any]:

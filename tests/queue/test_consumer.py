@@ -76,7 +76,7 @@ ACCEPTED_OPTIONS = {"redis_message_id", "retries", "eta", "traceback", "requeue_
 
 def test_every_message_option_dramatiq_reads_is_checked_or_refused_by_the_consumer() -> None:
     """A message option Dramatiq (or its middleware) reads, and the consumer would let through
-    unchecked, could again kill a worker thread or lose the message (README "Guarantees")."""
+    unchecked, could again kill a worker thread or lose the message (docs/operations.md §8)."""
     source = "\n".join(path.read_text() for path in Path(dramatiq.__file__).parent.rglob("*.py"))
     read = set(re.findall(r'options(?:\.get|\.setdefault|\.pop)?[\[(]"(\w+)"', source))
     read |= set(re.findall(r'"(\w+)" in (?:message|self)\.options', source))

@@ -11,6 +11,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from tests.builders import apply, document, fast_settings, fee, lines_json
+from worker.bootstrap import actor_settings
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.errors import NotFoundError
 from worker.queue.actors import declare_actors
@@ -23,7 +24,7 @@ NS = "acme"
 
 @pytest.fixture
 def running(db: Engine, redis_broker: RedisBroker, broker_namespace: str) -> Iterator[RedisBroker]:
-    declare_actors(redis_broker, fast_settings(broker_namespace), engine=lambda: db)
+    declare_actors(redis_broker, actor_settings(fast_settings(broker_namespace)), engine=lambda: db)
     worker = dramatiq.Worker(redis_broker, queues={QUEUE_NAME}, worker_timeout=50, worker_threads=2)
     worker.start()
     yield redis_broker

@@ -15,6 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from tests.builders import apply, document, enqueue_raw, fast_settings, fee, lines_json, raw_message
+from worker.bootstrap import actor_settings
 from worker.contract.events import QUEUE_NAME, SubscriptionEvent
 from worker.queue.actors import declare_actors
 from worker.queue.keys import queue_keys
@@ -42,7 +43,7 @@ def in_flight(broker: RedisBroker) -> set[str]:
 
 @pytest.fixture
 def start_worker(db: Engine, redis_broker: RedisBroker, broker_namespace: str) -> Iterator[Callable[[], None]]:
-    declare_actors(redis_broker, fast_settings(broker_namespace), engine=lambda: db)
+    declare_actors(redis_broker, actor_settings(fast_settings(broker_namespace)), engine=lambda: db)
     workers: list[dramatiq.Worker] = []
 
     def start() -> None:

@@ -1,4 +1,4 @@
-"""Through the command line: the structural rules of docs/contract.md §3 (issue 17, docs/contract.md §3) and the
+"""Through the command line: the structural rules of docs/contract.md §3 (issue 17) and the
 text rules (issue 11 "Bad text"): each refused by `subscriptions apply` with exit 2, one line naming the
 field, nothing written; a subscription stored before a rule existed still prints, and its sync fails
 once, naming the rule."""

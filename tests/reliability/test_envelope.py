@@ -3,8 +3,8 @@
 (`worker.queue.consumer`): a message a worker cannot honour is dead-lettered at once, once, with the
 reason `invalid_envelope` and what is wrong, and the worker keeps every one of its threads.
 
-Each case is written with raw Redis commands, as a foreign producer would (README "Publishing events
-from another language"), and handled by a real `subsync worker`.
+Each case is written with raw Redis commands, as a foreign producer would (docs/operations.md
+§8), and handled by a real `subsync worker`.
 """
 
 from __future__ import annotations
@@ -219,9 +219,18 @@ def test_every_fuzzed_envelope_is_handled_or_dead_lettered_exactly_once_and_no_t
     def each_message_ends_once(batch: list[tuple[str, str, dict[str, Any], bool]]) -> None:
         for queue, redis_id, message, _ in batch:
             enqueue_raw(broker, json.dumps(message).encode(), redis_id=redis_id, queue_name=queue)
+
+        def ends_logged() -> bool:
+            # The worker process's log lines reach the file through the `dramatiq` parent's log pipe, so a
+            # message may leave the queue a moment before its line is written: wait for both.
+            events = worker.events()
+            done = [e.get("message_id") for e in events if e.get("event") == "message.done"]
+            lettered = [e.get("redis_message_id") for e in events if e.get("event") == "message.dead_lettered"]
+            return all(m["message_id"] in done or r in lettered for _, r, m, _ in batch)  # ids may be any JSON
+
         wait_until(
-            lambda: alive(worker) and pending(broker) == 0,
-            "the batch to leave the queue",
+            lambda: alive(worker) and pending(broker) == 0 and ends_logged(),
+            "the batch to leave the queue and its end lines to be logged",
             20,
             on_timeout=worker.tail,
         )

@@ -1,6 +1,6 @@
 """Issue 11 part A through the command line: period generation at the ends of time, the bound on one
 sync's work, a subscription's immutable customer and currency, and customer upserts that change only
-what they are given (docs/contract.md §3 limits, README "Guarantees")."""
+what they are given (docs/contract.md §3 limits, docs/sync.md §3.11)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_a_sync_that_would_plan_too_many_lines_fails_naming_the_subscription_and
     ok = sync(env, "2024-01-10T00:00:00Z", "--format", "json")
     assert ok.exit_code == 0, ok.stderr
     assert count(db, invoice_lines) == 200 * 10
-    assert Settings.model_fields["max_target_lines"].default == 100_000  # README "Period generation"
+    assert Settings.model_fields["max_target_lines"].default == 100_000  # docs/sync.md §3.11
     bad = sync(cli_env | {"SUBSYNC_MAX_TARGET_LINES": "0"}, "2024-01-10T00:00:00Z")
     assert bad.exit_code == 2 and "SUBSYNC_MAX_TARGET_LINES" in errors(bad)[0]
 

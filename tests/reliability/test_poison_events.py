@@ -31,6 +31,7 @@ from sqlalchemy import Engine, func, select
 
 from tests.builders import apply, document, enqueue_raw, fast_settings, fee, lines_json, raw_message, unique
 from tests.reliability.processes import Processes, drain, worker_env
+from worker.bootstrap import actor_settings
 from worker.contract.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -156,7 +157,7 @@ def stub_actors(db: Engine) -> Iterator[tuple[Actors, Any]]:
     apply(db, document(NS, {"platform-fee": [fee("it_fee", "100", "2024-01-01T00:00:00Z")]}))
     worker_settings = fast_settings("stub")
     broker = StubBroker(middleware=build_middleware(worker_settings))
-    yield declare_actors(broker, worker_settings, engine=lambda: db), worker_settings
+    yield declare_actors(broker, actor_settings(worker_settings), engine=lambda: db), worker_settings
     broker.close()
 
 

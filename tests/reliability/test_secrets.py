@@ -1,4 +1,4 @@
-"""Secrets never print (README "Guarantees"): the passwords of `DATABASE_URL` and `REDIS_URL` appear in no
+"""Secrets never print (docs/contract.md §1: host and database name only, never a password): the passwords of `DATABASE_URL` and `REDIS_URL` appear in no
 `repr` of the settings, no output of `subsync status`, no error message, and no line a worker logs —
 its start-up, its messages, Dramatiq's own lines and the connection errors of a Redis outage."""
 

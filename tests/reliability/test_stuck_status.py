@@ -1,4 +1,4 @@
-"""`subsync status` shows anything stuck (README "Dead letters and queue status"): messages in flight on a
+"""`subsync status` shows anything stuck (docs/operations.md §4): messages in flight on a
 worker whose heartbeat expired, in flight for longer than the threshold since they were queued, stored but
 neither queued nor in flight (nothing will ever run them), and delayed beyond any retry backoff.
 

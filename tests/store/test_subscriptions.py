@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from tests.builders import contract_example, printed_example, two_phase_document, version
-from worker.contract.documents import to_document, validate_document
+from worker.contract.document_json import to_document
+from worker.contract.documents import validate_document
 from worker.errors import ConflictError, NotFoundError
 from worker.store.customers import get_customer, upsert_customer
 from worker.store.subscriptions import apply_subscription, delete_subscription, get_subscription

@@ -105,8 +105,7 @@ def advance_in_transaction(
         return []
     books = {i.charge.currency for i in items if i.charge.credit_only and i.charge.is_flat}
     engine = _engine(customer_id, as_of, ledgers_for(conn, namespace, customer_id, {c: () for c in books}))
-    for item in items:
-        engine.advance(item)
+    engine.advance_all(items)  # served in booking-time order (docs/credits.md §3.10)
     _write(conn, namespace, customer_id, engine, now)
     return engine.changes.status_changes
 

@@ -11,10 +11,10 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from worker.app.charge_sync import new_allocation_id
-from worker.contract.fields import is_valid_id
+from worker.contract.fields import is_valid_id, parse_plain_decimal
 from worker.domain.credit_allocation import Balance, Grant
 from worker.domain.currencies import is_known_currency
-from worker.domain.money import currency_precision
+from worker.domain.money import currency_precision, format_decimal
 from worker.errors import ConflictError, InvalidInputError, NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
@@ -34,7 +34,6 @@ from worker.store.locks import lock_customer
 log = structlog.get_logger("worker.app.credits")
 
 MAX_PRIORITY = 2147483647
-MAX_DIGITS = 38
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +56,19 @@ class GrantResult:
 
 
 def parse_amount(text: str, currency: str) -> Decimal:
-    """docs/credits.md §2.3 `--amount`: a decimal string `> 0` with at most the currency's decimals (exit 2)."""
+    """docs/credits.md §2.3 `--amount`: a decimal string by the rule of every interface (docs/contract.md §3:
+    plain, ASCII digits, at most 38 digits), `> 0`, with at most the currency's decimals (exit 2)."""
     if not is_known_currency(currency):
         raise InvalidInputError(f"--currency: {currency!r} is not an ISO 4217 currency code")
     try:
-        amount = Decimal(text.strip())
-    except ArithmeticError:
-        raise InvalidInputError(f"--amount: {text!r} is not a decimal number") from None
-    if not amount.is_finite() or amount <= 0:
+        amount = parse_plain_decimal(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"--amount: {text!r} {exc}") from None
+    if amount <= 0:
         raise InvalidInputError(f"--amount: must be greater than 0 (got {text})")
-    exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int)
     places = currency_precision(currency)
-    if -exponent > places and amount != amount.quantize(Decimal(1).scaleb(-places)):
+    if len(format_decimal(amount).partition(".")[2]) > places:
         raise InvalidInputError(f"--amount: {currency} allows at most {places} decimal places")
-    if len(amount.normalize().as_tuple().digits) > MAX_DIGITS:
-        raise InvalidInputError(f"--amount: at most {MAX_DIGITS} digits")
     return amount
 
 

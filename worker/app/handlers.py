@@ -119,9 +119,9 @@ def advance_after(
 class InvoicesNotPublished(Exception):
     """Invoicing committed, but `invoice.created` could not be published for `events` (Redis down).
 
-    A retry of the message would create no new invoice, so it would never publish them: the actor
-    keeps them with the message (`options.subsync_unpublished`) and publishes them first on the
-    next attempt. Classified like `cause` (usually `broker_unavailable`, transient)."""
+    A retry of the message would create no new invoice, so it would never publish them: the queue
+    keeps them with the message (`worker.queue.middleware.owed_invoice_events`) and the retry's actor
+    publishes them first. Classified like `cause` (usually `broker_unavailable`, transient)."""
 
     def __init__(self, events: Sequence[InvoiceCreatedEvent], cause: BaseException) -> None:
         super().__init__(f"invoice.created not published for {', '.join(e.invoice_id for e in events)}: {cause}")

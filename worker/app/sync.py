@@ -72,7 +72,7 @@ def sync_subscription(
 ) -> SyncResult:
     """Sync one subscription in one transaction; any error rolls everything back.
 
-    `max_target_lines` bounds the work (README "Period generation"); callers pass `Settings.max_target_lines`.
+    `max_target_lines` bounds the work (docs/sync.md §3.11); callers pass `Settings.max_target_lines`.
     `due_at`: the instant the after-sync invoicing will use; the result's `maybe_due` then says whether it can
     bill anything (answered by the sync-state upsert, no extra round trip: docs/sync.md §8.3)."""
     now = now or utcnow()

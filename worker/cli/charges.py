@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 
 from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
-from worker.cli.output import Column, FormatOption, emit, print_table
+from worker.cli.output import Column, FormatOption, WideOption, emit, print_table
 from worker.cli.presenters import json_value, period_json
 from worker.cli.runtime import get_runtime
 from worker.contract.text import format_decimal, format_optional_time, format_time
@@ -108,16 +108,26 @@ def _day(text: str | None) -> str:
     return "-" if text is None else text.removesuffix("T00:00:00Z")  # as the lines table prints periods
 
 
-def charges_table(data: list[dict[str, Any]], title: str) -> None:
-    """Fits an 80-column terminal like the lines table: ids never wrap, a shared prefix is said once; the
-    type and every other field are in the JSON shape."""
-    rows = [
+def charges_table(data: list[dict[str, Any]], title: str, *, wide: bool = False) -> None:
+    """Three tables that each fit an 80-column terminal like the lines table (ids never wrap, rows stay told
+    apart): the charges (identity, status, service period, amount, id), their live runs (`credited`: the
+    run's `credits_total`, paid from credit grants; `to pay`: its `total`, left for an invoice), and the
+    runs' allocation rows (docs/credits.md §3.7: `allocation`, `correction`, `backfill`; grant `-` for an
+    advance). Every other field is in the JSON shape."""
+    subscriptions = {c["subscription"]["subscription_id"] for c in data}
+    prefix = f"{next(iter(subscriptions))}/" if len(subscriptions) == 1 and None not in subscriptions else ""
+    if prefix:  # one subscription: its id heads every identity, say it once in the title (as lines do)
+        title = f"{title} — identities below are under {prefix}"
+
+    def identity(c: dict[str, Any]) -> str:
+        return str(c["unique_reference_id"]).removeprefix(prefix)
+
+    charges = [
         [
-            c["unique_reference_id"],
-            c["status"],
+            identity(c),
+            c["status"] + (" (deleted)" if c["deleted"] else ""),
             f"{_day(c['service_period']['from'])} → {_day(c['service_period']['to'])}",
             c["amount_after_proration"] or c["rated_amount"] or "-",
-            ", ".join(f"{r['credits_total']}/{r['total']}" for r in c["runs"] if not r["deleted"]) or "-",
             c["id"],
         ]
         for c in data
@@ -127,10 +137,50 @@ def charges_table(data: list[dict[str, Any]], title: str) -> None:
         Column("status"),
         Column("service period", "text"),
         Column("amount", "number"),
-        Column("credit/total", "number"),
         Column("id", "id"),
     ]
-    print_table(title, columns, rows)
+    print_table(title, columns, charges, wide=wide)
+    runs = [(c, run) for c in data for run in c["runs"] if not run["deleted"]]
+    if not runs:
+        return
+    invoiced = any(run["invoice_id"] for _, run in runs)
+    run_rows = [
+        [
+            identity(c),
+            run["id"],
+            _day(run["booked_at"]),
+            run["amount"] or "-",
+            run["credits_total"] or "-",
+            run["total"] or "-",
+            *([run["invoice_id"] or "-"] if invoiced else []),
+        ]
+        for c, run in runs
+    ]
+    run_columns = [
+        Column("charge", "id"),
+        Column("run", "id"),
+        Column("booked", "time"),
+        Column("amount", "number"),
+        Column("credited", "number"),
+        Column("to pay", "number"),
+        *([Column("invoice", "id")] if invoiced else []),
+    ]
+    caption = "credited: the run's credits_total, paid from credit grants; to pay: its total, left for an invoice"
+    print_table(f"{len(runs)} run(s)", run_columns, run_rows, wide=wide, caption=caption)
+    allocations = [
+        [run["id"], a["id"], a["kind"], a["grant_id"] or "-", a["amount"]]
+        for _, run in runs
+        for a in run["allocations"]
+    ]
+    if allocations:
+        alloc_columns = [
+            Column("run", "id"),
+            Column("allocation", "id"),
+            Column("kind"),
+            Column("grant", "id"),
+            Column("amount", "number"),
+        ]
+        print_table(f"{len(allocations)} allocation row(s)", alloc_columns, allocations, wide=wide)
 
 
 @app.command("list")
@@ -147,6 +197,7 @@ def charges_list(
     ] = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted charges.")] = False,
     fmt: FormatOption = None,
+    wide: WideOption = False,
 ) -> None:
     """List charges with their runs and allocation rows."""
     if (customer_id is None) == (subscription_id is None):
@@ -161,7 +212,7 @@ def charges_list(
         include_deleted=include_deleted,
     )
     data = [charge_json(e) for e in entries]
-    emit(fmt, data, table=lambda: charges_table(data, f"{len(data)} charge(s) in {namespace}"))
+    emit(fmt, data, table=lambda: charges_table(data, f"{len(data)} charge(s) in {namespace}", wide=wide))
 
 
 @app.command("advance")
@@ -231,15 +282,16 @@ class _AdvanceFailed(SubsyncError):
 
 
 def parse_quantity(text: str) -> Decimal:
-    """`--quantity`: a non-negative decimal string of at most 38 digits (docs/credits.md §2.3, exit 2)."""
+    """`--quantity`: a non-negative decimal string by the rule of every interface (docs/contract.md §3: plain,
+    ASCII digits, at most 38 digits; docs/credits.md §2.3, exit 2)."""
+    from worker.contract.fields import parse_plain_decimal  # lazy: pydantic (start-up, issue 14)
+
     try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidInputError(f"--quantity: {text!r} is not a decimal number") from None
-    if not value.is_finite() or value < 0:
+        value = parse_plain_decimal(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"--quantity: {text!r} {exc}") from None
+    if value < 0:
         raise InvalidInputError(f"--quantity: must be a non-negative decimal (got {text})")
-    if len(value.as_tuple().digits) > 38:
-        raise InvalidInputError("--quantity: at most 38 digits")
     return value
 
 

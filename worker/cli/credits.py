@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from worker.cli.options import NamespaceOption, identifier_callback, timestamp_option
+from worker.cli.options import NamespaceOption, identifier_callback, text_callback, timestamp_option
 from worker.cli.output import FormatOption, emit, print_table
 from worker.cli.runtime import get_runtime
 from worker.contract.text import format_decimal, format_optional_time, format_time
@@ -79,7 +79,10 @@ def credits_grant(
         timestamp_option("--expires-at", help="When the grant stops counting (RFC 3339; default never)."),
     ] = None,
     features: Annotated[
-        list[str] | None, typer.Option("--feature", metavar="KEY", help="Only charges of this feature (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--feature", metavar="KEY", help="Only charges of this feature (repeatable).", callback=text_callback
+        ),
     ] = None,
     grant_id: Annotated[
         str | None,

@@ -40,8 +40,16 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_downgrade(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--to", metavar="REV", help="Target revision ('base' drops everything).")],
+    allow_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-loss",
+            help="Drop the rows the downgrade removes (without it, a downgrade that would drop rows is refused).",
+        ),
+    ] = False,
 ) -> None:
-    """Migrate down to a revision."""
+    """Migrate down to a revision; refused (exit 1, listing the rows) when it would drop data, unless
+    --allow-data-loss (docs/operations.md "Downgrades")."""
     # lazy: Alembic costs ~0.2 s of start-up, paid only by the db commands
     from alembic.util.exc import CommandError
 
@@ -50,9 +58,9 @@ def db_downgrade(
 
     url = get_runtime(ctx).database_url(migrate_embedded=False)
     try:
-        revision = migrations.downgrade(url, to)
-    except CommandError as exc:  # an unknown or unreachable revision: bad usage, nothing was changed
-        raise InvalidInputError(f"--to {to}: {exc}") from None
+        revision = migrations.downgrade(url, to, allow_data_loss=allow_data_loss)
+    except (CommandError, migrations.RevisionArgumentError) as exc:  # bad usage: nothing was changed
+        raise InvalidInputError(f"--to {to!r}: {exc}") from None
     log.info("database schema downgraded", revision=revision or "base")
 
 

@@ -227,7 +227,8 @@ def run_demo(
 
 
 def demo(ctx: typer.Context, fmt: FormatOption = None, wide: WideOption = False) -> None:
-    """Seed a sample subscription, publish its event, run a worker until it is handled, print the lines.
+    """Seed a customer with an invoiced and a credit-settled subscription and a credit grant, publish
+    their events, run a worker until they are handled, print the lines, charges and credit balance.
 
     Without DATABASE_URL / REDIS_URL it starts the embedded Postgres and Redis; they stay up for the
     next commands (`subsync embedded status`, `subsync embedded stop`)."""

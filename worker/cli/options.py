@@ -42,12 +42,30 @@ def identifier_callback(value: str | None) -> str | None:
     return value
 
 
+def text_callback(value: str | list[str] | None) -> str | list[str] | None:
+    """Typer callback for free-text options (`customers upsert --name`, `credits grant --feature`): docs/contract.md
+    §3 limits "text" and "names" — no NUL, no lone surrogate, at most 1,024 characters (exit 2, not a crash
+    when the database or the terminal cannot take it)."""
+    # lazy: the contract's field rules import pydantic; loaded when a text option is given
+    from worker.contract.fields import MAX_TEXT_LENGTH, printable, text_problem
+
+    for text in value if isinstance(value, list) else [value]:
+        if text is None:
+            continue
+        problem = text_problem(text)
+        if problem is None and len(text) > MAX_TEXT_LENGTH:
+            problem = f"must be at most {MAX_TEXT_LENGTH} characters"
+        if problem is not None:
+            raise typer.BadParameter(f"{printable(text[:40])} {problem}")
+    return value
+
+
 def finite_seconds(minimum: float, maximum: float) -> Any:
     """A callback for a float option of seconds: a finite number in [minimum, maximum] (not nan, not inf)."""
 
     def check(value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and minimum <= value <= maximum):
-            raise typer.BadParameter(f"{value!r} must be a number of seconds from {minimum:g} to {maximum:g}")
+            raise typer.BadParameter(f"{value!r} must be a number of seconds from {minimum:,.10g} to {maximum:,.10g}")
         return value
 
     return check

@@ -2,8 +2,10 @@
 
 Tables fit the terminal (80 columns included) without splitting an id across lines (docs/contract.md §5):
 an id column never wraps; a prefix every id of a column shares is said once under the table; when the
-row is still too wide, long ids lose their middle (`sub_01J9Z…Q4TZ`) and long text is summarised.
-`--wide` prints every id in full. Everything printed is text, never rich markup: a customer named
+row is still too wide, ids are shortened so that rows stay told apart (`shorten_ids`: the parts every id of
+the column shares go first — `…/api-calls/…` —, then the middles of the others: `sub_01J9Z…Q4TZ`;
+two distinct ids never print alike) and long text is summarised. Numbers are right-aligned. `--wide`
+prints everything in full at its natural width: the terminal wraps or scrolls, nothing is squeezed. Everything printed is text, never rich markup: a customer named
 `[/oops]` prints as it is. rich is imported only when a table is printed (start-up speed, issue 14).
 """
 
@@ -21,8 +23,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from worker.cli.shorten import ELLIPSIS, common_prefix, elide_middle, shorten_ids, summarise
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+
+__all__ = ["ELLIPSIS", "common_prefix", "elide_middle", "shorten_ids", "summarise"]  # re-exported: one import
 
 
 class OutputFormat(StrEnum):
@@ -44,10 +50,6 @@ ColumnKind = Literal["id", "value", "text", "long", "time", "number"]
 MIN_ID_WIDTH = 15
 #: A summarised text keeps at least this many characters.
 MIN_TEXT_WIDTH = 12
-#: A prefix shared by every id of a column is said once when it is at least this long.
-MIN_PREFIX = 8
-ELLIPSIS = "…"
-_SEPARATORS = "/:_.-"
 _FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.\d+")
 
 
@@ -130,7 +132,21 @@ def print_table(
 ) -> None:
     """Print rows as a table fitted to the terminal (see the module's docstring)."""
     out = console()
-    out.print(build_table(title, columns, rows, width=out.width, wide=wide, caption=caption))
+    table = build_table(title, columns, rows, width=out.width, wide=wide, caption=caption)
+    out.width = shown_width(out, table, wide=wide)  # wider than the terminal only when nothing else fits
+    out.print(table)
+
+
+def shown_width(out: Console, table: Any, *, wide: bool) -> int:
+    """The width to render `table` at: its natural width with `--wide` (the terminal wraps or scrolls,
+    nothing is squeezed), else the terminal's — or the table's minimum when even that is wider, so that
+    an id is never cut by the renderer (`build_table` has already shortened what may be shortened)."""
+    # lazy: rich, already loaded by build_table
+    from rich.measure import Measurement
+
+    if wide:
+        return max(Measurement.get(out, out.options.update_width(1_000_000), table).maximum, out.width)
+    return max(getattr(table, "required_width", 0), out.width)
 
 
 def print_record(title: str | None, data: dict[str, Any], *, times: Sequence[str] = (), wide: bool = False) -> None:
@@ -157,6 +173,7 @@ def build_table(
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
     cells = [[_cell(value, col.kind) for value, col in zip(row, cols, strict=True)] for row in rows]
     notes: list[str] = []
+    required = 0
     if not wide:
         for index, col in enumerate(cols):
             if col.kind != "id":
@@ -168,7 +185,8 @@ def build_table(
                     cell = row[index]
                     if isinstance(cell, Id):
                         row[index] = Id(cell.value.removeprefix(prefix), cell.before, cell.after, cell.bold)
-        _fit(cols, cells, width - 3 * (len(cols) - 1))  # three characters between columns, no edges
+        gaps = 3 * (len(cols) - 1)  # three characters between columns, no edges
+        required = _fit(cols, cells, width - gaps) + gaps
 
     caption_text = "\n".join(filter(None, [*notes, caption]))
     if not wide:
@@ -188,15 +206,15 @@ def build_table(
         pad_edge=False,
         show_edge=False,
     )
-    for col in cols:
-        if col.kind in ("id", "value", "time", "number"):
-            table.add_column(
-                col.header, no_wrap=True, overflow="ellipsis", justify="right" if col.kind == "number" else "left"
-            )
+    for index, col in enumerate(cols):
+        if col.kind in ("id", "value", "time", "number") or (col.kind == "text" and _numeric(cells, index)):
+            right = col.kind == "number" or col.kind == "text"  # a text column of numbers only is a number column
+            table.add_column(col.header, no_wrap=True, overflow="ellipsis", justify="right" if right else "left")
         elif col.kind == "long" and not wide:
             table.add_column(col.header, no_wrap=True, overflow="ellipsis")
         else:
             table.add_column(col.header, overflow="fold")
+    table.required_width = required  # type: ignore[attr-defined]  # read by shown_width
     for row in cells:
         texts = []
         for cell in row:
@@ -239,9 +257,12 @@ def _shown_width(cell: Id | str) -> int:
     return max((len(line) for line in cell.splitlines()), default=0)
 
 
-def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> None:
-    """Shorten the widest of the long-text and id columns, one character at a time down to their floors,
-    until the widest row fits in `room`; then shorten each cell once."""
+def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> int:
+    """Narrow columns until the widest row fits in `room`: first the long-text columns (summarised) and
+    the text columns (they wrap between words, down to their longest word), then — only when that is not
+    enough — the id columns (`shorten_ids`, never below `MIN_ID_WIDTH`). Returns the room the narrowed
+    columns need (more than `room` when even that does not fit: the table is then printed wider, never
+    squeezed by the renderer)."""
     widths = [max([len(c.header), *(_shown_width(row[i]) for row in cells)]) for i, c in enumerate(cols)]
     natural = list(widths)
     floors = {
@@ -249,20 +270,39 @@ def _fit(cols: Sequence[Column], cells: list[list[Id | str]], room: int) -> None
         for i, c in enumerate(cols)
         if c.kind in ("long", "id", "value")
     }
+    for i, c in enumerate(cols):
+        if c.kind == "text":
+            words = [len(w) for row in cells if isinstance(row[i], str) for w in str(row[i]).split()]
+            # wrapped in at most about two lines: a period `2026-10-01 → 2026-11-01` keeps its arrow line
+            floors[i] = max([*words, *(len(w) for w in c.header.split()), (widths[i] + 1) // 2, 1])
     excess = sum(widths) - room
-    while excess > 0:
-        candidates = [i for i, floor in floors.items() if widths[i] > floor]
-        if not candidates:
-            break
-        index = max(candidates, key=lambda i: widths[i] - floors[i])
-        second = max((widths[i] - floors[i] for i in candidates if i != index), default=0)
-        step = min(excess, widths[index] - floors[index] - second) or 1
-        widths[index] -= step
-        excess -= step
+    for phase in (("long", "text"), ("id", "value")):  # ids shrink last: they tell rows apart
+        while excess > 0:
+            candidates = [i for i, floor in floors.items() if widths[i] > floor and cols[i].kind in phase]
+            if not candidates:
+                break
+            index = max(candidates, key=lambda i: widths[i] - floors[i])
+            second = max((widths[i] - floors[i] for i in candidates if i != index), default=0)
+            step = min(excess, widths[index] - floors[index] - second) or 1
+            widths[index] -= step
+            excess -= step
     for index, width in enumerate(widths):
-        if width < natural[index]:
-            for row in cells:
-                row[index] = _shorten(row[index], width)
+        if width >= natural[index] or cols[index].kind == "text":  # text wraps in the renderer
+            continue
+        if cols[index].kind in ("id", "value"):
+            ids = [cell for row in cells if isinstance(cell := row[index], Id)]
+            extra = max((len(c.before) + len(c.after) for c in ids), default=0)
+            short = shorten_ids([c.value for c in ids], max(width - extra, MIN_ID_WIDTH))
+        for row in cells:
+            cell = row[index]
+            if isinstance(cell, Id) and cols[index].kind in ("id", "value"):
+                row[index] = Id(short[cell.value], cell.before, cell.after, cell.bold)
+            else:
+                row[index] = _shorten(cell, width)
+    return sum(
+        widths[i] if c.kind == "text" else max([len(c.header), *(_shown_width(row[i]) for row in cells)])
+        for i, c in enumerate(cols)
+    )
 
 
 def fit_title(text: str, width: int) -> str:
@@ -277,38 +317,14 @@ def _shorten(cell: Id | str, width: int) -> Id | str:
     return summarise(cell, width)
 
 
-def elide_middle(value: str, width: int) -> str:
-    """`value` in at most `width` characters: its start and end around an ellipsis."""
-    if len(value) <= width:
-        return value
-    keep = max(width - 1, 2)
-    head = (keep + 1) // 2
-    return value[:head] + ELLIPSIS + value[len(value) - (keep - head) :]
+_NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?\Z")
 
 
-def summarise(text: str, width: int) -> str:
-    """The first line of `text` in at most `width` characters (an ellipsis marks what was left out)."""
-    lines = text.splitlines() or [""]
-    first = lines[0]
-    if len(first) <= width and len(lines) == 1:
-        return first
-    return first[: max(width - 1, 1)] + ELLIPSIS
-
-
-def common_prefix(values: Sequence[str]) -> str:
-    """The prefix every value shares, cut after its last separator (`/ : _ . -`), when it is at least
-    `MIN_PREFIX` characters and leaves something of every value; else ''."""
-    present = [v for v in values if v]
-    if len(present) < 2:
-        return ""
-    prefix = min(present)  # the common prefix of the smallest and largest value is everyone's
-    last = max(present)
-    prefix = prefix[: next((i for i, (a, b) in enumerate(zip(prefix, last, strict=False)) if a != b), len(prefix))]
-    cut = max(prefix.rfind(s) for s in _SEPARATORS)
-    prefix = prefix[: cut + 1] if cut >= 0 else ""
-    if len(prefix) < MIN_PREFIX or any(v == prefix for v in present):
-        return ""
-    return prefix
+def _numeric(cells: Sequence[Sequence[Id | str]], index: int) -> bool:
+    """Whether a column holds numbers only (`-` and empty cells aside): it is then right-aligned."""
+    column = [row[index] for row in cells]
+    numbers = [c for c in column if c not in ("", "-")]
+    return bool(numbers) and all(isinstance(c, str) and _NUMBER.match(c) for c in numbers)
 
 
 def _isatty(stream: Any) -> bool:

@@ -25,6 +25,7 @@ from worker.errors import SubsyncError
 QUEUE_NAME = "subscription-sync"
 #: Longest scheduler interval: a week (a longer one is a typo, and `inf` never ticks).
 MAX_INTERVAL_SECONDS = 7 * 86400.0
+MAX_STUCK_AFTER_SECONDS = 365 * 86400.0
 
 
 def _log() -> Any:
@@ -290,7 +291,7 @@ def status_command(
         typer.Option(
             "--stuck-after",
             metavar="SECONDS",
-            min=0,
+            callback=finite_seconds(0, MAX_STUCK_AFTER_SECONDS),  # not inf, nan or 1e400 (exit 2)
             help="A message in flight for longer since it was queued is stuck "
             "(default: the time limit plus the max backoff).",
         ),

@@ -5,20 +5,15 @@ says; given several files, a folder, or JSON lines on stdin it applies them in b
 §5): each document is validated and each valid one applied in its own transaction, then a report says
 what became of each (exit 1 when any failed)."""
 
-import json
-import sys
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from worker.cli import bulk
 from worker.cli.options import IdOption, NamespaceOption, timestamp_option
 from worker.cli.output import Column, FormatOption, WideOption, emit, print_record, print_table
-from worker.cli.progress import progress
 from worker.cli.runtime import get_runtime
-from worker.errors import InvalidInputError, SubsyncError
 
 if TYPE_CHECKING:
     from worker.store.subscriptions import StoredSubscription
@@ -33,19 +28,9 @@ def _max_bytes() -> int:
     return MAX_DOCUMENT_BYTES
 
 
-def _read(path: Path | None, limit: int) -> bytes:
-    try:
-        if path is None:
-            return sys.stdin.buffer.read()
-        with path.open("rb") as handle:
-            return handle.read(limit + 1)  # one byte more: a larger document is refused
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path or 'stdin'}: {exc.strerror or exc}") from None
-
-
 def _print_document(fmt: Any, stored: "StoredSubscription", *, wide: bool = False) -> None:
     # lazy: the document model imports pydantic
-    from worker.contract.documents import to_document
+    from worker.contract.document_json import to_document
     from worker.contract.text import format_optional_time
 
     data = to_document(stored.document)
@@ -102,75 +87,22 @@ def _price_summary(price: dict[str, Any] | None) -> str:
 # --- apply -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One document to apply: where it came from (`docs/a.json`, `stdin:3`) and its bytes."""
-
-    name: str
-    raw: bytes | None  # None: it could not be read (`error` says why)
-    error: str | None = None
-
-
-def _sources(files: list[str], limit: int) -> tuple[list[Source], bool]:
-    """The documents named by FILE arguments, and whether this is a bulk apply (several files, a folder,
-    or several JSON lines on stdin) rather than one document."""
-    sources: list[Source] = []
-    bulk = len(files) > 1
-    for file in files:
-        if file == "-":
-            raw = _read(None, limit)
-            documents = _stdin_documents(raw)
-            bulk = bulk or len(documents) != 1
-            sources += documents
-            continue
-        path = Path(file)
-        if path.is_dir():
-            bulk = True
-            sources += [_file_source(p, limit) for p in sorted(path.glob("*.json")) if p.is_file()]
-            continue
-        if not bulk:  # one file: read errors are a usage error, as before
-            sources.append(Source(file, _read(path, limit)))
-        else:
-            sources.append(_file_source(path, limit))
-    return sources, bulk
-
-
-def _file_source(path: Path, limit: int) -> Source:
-    try:
-        return Source(str(path), _read(path, limit))
-    except InvalidInputError as exc:
-        return Source(str(path), None, str(exc))
-
-
-def _stdin_documents(raw: bytes) -> list[Source]:
-    """stdin holds one JSON document (possibly over several lines) or JSON lines (one per line)."""
-    try:
-        json.loads(raw)
-    except ValueError:
-        lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
-        if len(lines) > 1:
-            return [Source(f"stdin:{n}", line) for n, line in lines]
-    return [Source("stdin", raw)]
-
-
-def _apply_one(engine: Any, source: Source, limit: int) -> "tuple[StoredSubscription | None, list[str]]":
-    """Validate and apply one document in its own transaction: (stored, []) or (None, error lines)."""
+def _apply_one(engine: Any, source: "bulk.Source", limit: int) -> "bulk.Applied":
+    """Validate and apply one document in its own transaction (errors raise: `bulk.apply_all` reports them)."""
     # lazy: the document model (pydantic) and the use case (SQLAlchemy)
     from worker.app.subscriptions import apply_subscription
-    from worker.cli.errors import error_report
     from worker.contract.documents import parse_document
     from worker.contract.problems import DocumentError, Problem
 
-    if source.raw is None:
-        return None, [source.error or "cannot read"]
-    try:
-        if len(source.raw) > limit:
-            raise DocumentError([Problem("", f"the document is larger than {limit // 1024} KiB")])
-        return apply_subscription(engine, parse_document(source.raw)), []
-    except SubsyncError as exc:
-        return None, exc.report()
-    except Exception as exc:  # a database failure of this document: report it, go on with the next
-        return None, error_report(exc)[1]
+    raw = source.raw or b""
+    if len(raw) > limit:
+        raise DocumentError([Problem("", f"the document is larger than {limit // 1024} KiB")])
+    applied = apply_subscription(engine, parse_document(raw))
+    return {
+        "result": "created" if applied.created else "replaced",
+        "namespace": applied.document.namespace,
+        "id": applied.document.id,
+    }
 
 
 @app.command("apply")
@@ -196,9 +128,9 @@ def subscriptions_apply(
 
     log = get_logger("worker.cli")
     limit = _max_bytes()
-    sources, bulk = _sources(files, limit)
+    sources, many = bulk.sources(files, limit)
     runtime = get_runtime(ctx)
-    if not bulk:
+    if not many:
         # lazy: the document model (pydantic) and the use case (SQLAlchemy)
         from worker.app.subscriptions import apply_subscription
         from worker.contract.documents import parse_document
@@ -215,53 +147,16 @@ def subscriptions_apply(
         )
         _print_document(fmt, stored, wide=wide)
         return
-    if not sources:
-        raise InvalidInputError("no documents to apply (a folder is read for its *.json files)")
-
     engine = runtime.engine()
-    report: list[dict[str, Any]] = []
-    with progress("applying", len(sources)) as advance:
-        for source in sources:
-            applied, errors = _apply_one(engine, source, limit)
-            if applied is None:
-                entry: dict[str, Any] = {"source": source.name, "result": "failed", "errors": errors}
-            else:
-                entry = {
-                    "source": source.name,
-                    "result": "created" if applied.created else "replaced",
-                    "namespace": applied.document.namespace,
-                    "id": applied.document.id,
-                }
-            report.append(entry)
-            advance(1)
-    failed = [e["source"] for e in report if e["result"] == "failed"]
-    data = {"applied": len(report) - len(failed), "failed": len(failed), "documents": report}
-
-    def table() -> None:
-        rows = [
-            [
-                e["source"],
-                e["result"],
-                f"{e['namespace']}/{e['id']}" if "id" in e else "",
-                "\n".join(e.get("errors", [])),
-            ]
-            for e in report
-        ]
-        columns = [Column("document", "id"), Column("result"), Column("subscription", "id"), Column("errors")]
-        summary = f"{data['applied']} applied, {data['failed']} failed"
-        print_table(f"subscriptions apply: {summary}", columns, rows, wide=wide)
-
-    emit(fmt, data, table=table)
-    if failed:  # the report is on stdout; which ones failed is said on stderr too
-        raise _BulkFailed(failed)
-
-
-class _BulkFailed(SubsyncError):
-    """Some documents of a bulk apply failed (the report printed says why)."""
-
-    def __init__(self, sources: list[str]) -> None:
-        shown = ", ".join(sources[:10]) + (f" and {len(sources) - 10} more" if len(sources) > 10 else "")
-        super().__init__(f"{len(sources)} document(s) failed: {shown}")
+    bulk.apply_all(
+        sources,
+        lambda source: _apply_one(engine, source, limit),
+        command="subscriptions apply",
+        noun="document",
+        identity="subscription",
+        fmt=fmt,
+        wide=wide,
+    )
 
 
 @app.command("get")

@@ -14,8 +14,7 @@ Python producers::
 
     publish(SubscriptionEvent.new("subscription.updated", namespace="acme", subscription_id="sub_01"), broker=broker)
 
-Producers in other languages write the same JSON into a Dramatiq message (see the README,
-"Publishing events from another language").
+Producers in other languages write the same JSON into a Dramatiq message (docs/operations.md §8).
 """
 
 from __future__ import annotations

@@ -129,8 +129,27 @@ def _check_event_id(value: object) -> str:
     return value
 
 
+_DECIMAL_SYNTAX = 'must be a non-negative decimal string, like "12.50"'
+
+
+def parse_plain_decimal(text: str) -> Decimal:
+    """The one rule for a decimal written as text on every interface — documents, events and CLI options such as
+    `credits grant --amount` and `charges set-quantity --quantity` (docs/contract.md §3 limits, "decimals" and
+    "digits"): plain notation `-?digits[.digits]` (no exponent, no `_` separators, no surrounding spaces), ASCII
+    digits only, at most 38 digits. The sign is the caller's rule. Raises ValueError with the reason."""
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(_DECIMAL_SYNTAX)
+    timeutil.check_ascii_digits(text)
+    try:
+        parsed = parse_decimal(text)
+    except ValueError:
+        raise ValueError(_DECIMAL_SYNTAX) from None
+    if decimal_digits(parsed) > MAX_DECIMAL_DIGITS:
+        raise ValueError(f"must have at most {MAX_DECIMAL_DIGITS} digits")
+    return parsed
+
+
 def _parse_amount(value: object) -> Decimal:
-    message = 'must be a non-negative decimal string, like "12.50"'
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise _error('must be a decimal written as a string (in quotes), like "12.50"')
     if isinstance(value, Decimal):
@@ -138,20 +157,14 @@ def _parse_amount(value: object) -> Decimal:
             raise _error("must be a finite decimal")
         parsed = value
     elif isinstance(value, str):
-        if len(value) > MAX_TEXT_LENGTH:
-            raise _error(message)
         try:
-            timeutil.check_ascii_digits(value)
+            parsed = parse_plain_decimal(value)
         except ValueError as exc:
             raise _error(str(exc)) from None
-        try:
-            parsed = parse_decimal(value)
-        except ValueError:
-            raise _error(message) from None
     else:
-        raise _error(message)
+        raise _error(_DECIMAL_SYNTAX)
     if parsed < 0:
-        raise _error(message)
+        raise _error(_DECIMAL_SYNTAX)
     if decimal_digits(parsed) > MAX_DECIMAL_DIGITS:
         raise _error(f"must have at most {MAX_DECIMAL_DIGITS} digits")
     return parsed

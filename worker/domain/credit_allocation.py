@@ -2,7 +2,8 @@
 allocates, corrects, reconciles and backfills them, and the balance computed from them.
 
 Every amount here is already rounded to the currency's precision (grants are refused otherwise, charge
-amounts are rounded by docs/credits.md §3.5), so nothing here rounds. Rows are never updated or deleted: a
+amounts are rounded by docs/credits.md §3.5), so nothing here rounds: every method that adds or subtracts
+runs in `money.exact_context` (docs/contract.md §3 "arithmetic"), never in the 28-digit default context. Rows are never updated or deleted: a
 correction or a backfill is a new signed row that points at the row it reduces (docs/credits.md §2.2).
 
 A `Ledger` holds one customer's grants in one currency, each with its `remaining` credit, and the rows of
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import Literal
 
 from worker.domain.errors import DomainError
+from worker.domain.money import exact
 from worker.domain.timeutil import MAX_INSTANT
 
 AllocationKind = Literal["allocation", "correction", "backfill"]
@@ -125,6 +127,7 @@ def is_eligible(grant: Grant, charge: CreditCharge, remaining: Decimal) -> bool:
 class Ledger:
     """One customer's grants and allocation rows in one currency, and the rows it adds (docs/credits.md §3.8)."""
 
+    @exact
     def __init__(
         self,
         currency: str,
@@ -218,18 +221,22 @@ class Ledger:
     def rows_of_run(self, run_id: str) -> tuple[AllocationRow, ...]:
         return tuple(self._by_run.get(run_id, ()))
 
+    @exact
     def credits_total(self, run_id: str) -> Decimal:
         return sum((r.amount for r in self._by_run.get(run_id, ())), ZERO)
 
+    @exact
     def open_advance(self) -> Decimal:
         """Σ amount of the advance rows this ledger holds (all of the customer's, when loaded so)."""
         return sum((r.amount for r in self._rows.values() if r.grant_id is None), ZERO)
 
+    @exact
     def open_part(self, row: AllocationRow) -> Decimal:
         """What is still open of a positive row: its amount plus the rows that reduce it."""
         return row.amount + self._reduced.get(row.id, ZERO)
 
     # -- allocate / correct / reconcile ---------------------------------------------------------
+    @exact
     def allocate(self, charge: CreditCharge, run_id: str, need: Decimal, *, exact: bool) -> Decimal:
         """docs/credits.md §3.8 allocate(c, run, need, exact): take from eligible grants in consumption order; with
         `exact`, the shortfall becomes advance. Returns what the run got (`need` when exact)."""
@@ -252,6 +259,7 @@ class Ledger:
             left = ZERO
         return need - left
 
+    @exact
     def correct(self, charge: CreditCharge, run_id: str, amount: Decimal) -> None:
         """docs/credits.md §3.8 correct(run, x): reverse the newest slices first, returning credit where it came from
         (an advance slice: first its open debt, then, newest first, what later grants paid for it)."""
@@ -274,6 +282,7 @@ class Ledger:
                 return
         raise CreditError(f"run {run_id}: {left} of the correction found no slice to reverse")
 
+    @exact
     def reconcile(self, charge: CreditCharge, run_id: str, target: Decimal, *, exact: bool) -> Decimal:
         """docs/credits.md §3.8 reconcile(run, target, exact); returns the run's new `credits_total`."""
         current = self.credits_total(run_id)
@@ -283,6 +292,7 @@ class Ledger:
             self.correct(charge, run_id, current - target)
         return self.credits_total(run_id)
 
+    @exact
     def correct_all(self, charge: CreditCharge, run_id: str) -> None:
         """Return every credit of a run (a run undone, docs/credits.md §3.7)."""
         total = self.credits_total(run_id)
@@ -290,6 +300,7 @@ class Ledger:
             self.correct(charge, run_id, total)
 
     # -- backfill --------------------------------------------------------------------------------
+    @exact
     def backfill(self, grant: Grant, now: datetime, feature_key_of_charge: Mapping[str, str | None]) -> Decimal:
         """docs/credits.md §3.8 backfill: a grant created `now`, effective and not expired, pays the customer's open
         advance in its currency, oldest first, where its feature keys cover the charge. Returns the amount paid.
@@ -325,11 +336,13 @@ class Balance:
     open_advance: Decimal
 
     @property
+    @exact
     def balance(self) -> Decimal:
         """`available − open_advance`; negative when advance exceeds credit."""
         return self.available - self.open_advance
 
 
+@exact
 def balance(
     currency: str, grants: Iterable[Grant], remaining: Mapping[str, Decimal], open_advance: Decimal, at: datetime
 ) -> Balance:

@@ -18,7 +18,7 @@ class PlanningError(DomainError):
 
 
 class PeriodGenerationError(DomainError):
-    """A generated period would be empty or not after the previous one (README "Period generation"): a bug or a
+    """A generated period would be empty or not after the previous one (docs/sync.md §3.11): a bug or a
     cadence the validation should have refused; never billed as a duplicate line."""
 
 

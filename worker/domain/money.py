@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import functools
-from decimal import ROUND_HALF_UP, Context, Decimal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from decimal import (
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # Minor units per gobl's currency data, as used by the reference. Everything else has 2.
 _ZERO_DECIMALS = frozenset(
@@ -43,9 +58,37 @@ _SPECIAL = {"CLF": 4, "MGA": 5, "MRU": 5}
 
 RATIO_PLACES = 16
 _RATIO_SCALE = 10**RATIO_PLACES
-# Amounts have up to 38 digits (docs/contract.md §3) and a ratio has 16 places: compute exactly, well beyond
-# the default 28-digit context, so neither multiplication nor rounding loses a digit.
-_EXACT = Context(prec=100, rounding=ROUND_HALF_UP)
+
+#: Significant digits carried by every money operation (docs/contract.md §3 "arithmetic"). A contract decimal
+#: has at most 38 digits in its plain form, so it is a multiple of 10^-38 below 10^38; a product of two spans
+#: 10^-76 .. 10^76 (152 digits); a discount multiplies a rated amount (a sum of such products, rounded to at
+#: most 5 places) by a 38-digit percentage (under 170 digits); sums of many charges or rows add a few digits
+#: more. 400 leaves ample room, and `Inexact` is trapped: an operation that would still round raises instead.
+EXACT_PRECISION = 400
+_EXACT_ARITHMETIC = Context(
+    prec=EXACT_PRECISION,
+    rounding=ROUND_HALF_UP,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
+# The explicit rounding rules (round_cur) round on purpose: the same precision without the Inexact trap.
+_EXACT = Context(prec=EXACT_PRECISION, rounding=ROUND_HALF_UP)
+
+
+def exact_context() -> AbstractContextManager[Context]:
+    """`with exact_context():` — decimal arithmetic that never rounds (docs/contract.md §3 "arithmetic"),
+    instead of the thread's default 28-digit context; an operation that would round raises `Inexact`."""
+    return localcontext(_EXACT_ARITHMETIC)
+
+
+def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `function` in `exact_context()`: every money computation of the domain is decorated so."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with exact_context():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def currency_precision(currency: str) -> int:

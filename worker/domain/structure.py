@@ -1,4 +1,4 @@
-"""The structural rules of a subscription (docs/contract.md §3 "structure", docs/contract.md §3): what a
+"""The structural rules of a subscription (docs/contract.md §3 "Structure: accepted means syncable"): what a
 subscription must be so that its target (docs/sync.md §3) can always be built, at any `as_of`.
 
 Each rule names a way a sync would otherwise fail every time (docs/sync.md §2.5 checks, §3.5, §6.2) or bill

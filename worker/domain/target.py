@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.domain.errors import InvalidViewError, PeriodGenerationError, TargetTooLargeError
+from worker.domain.identity import line_identity, version_identity
 from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
@@ -38,9 +39,20 @@ class Candidate:
     """The version's price, held here (not looked up through the item: ~5 look-ups per candidate)."""
 
     @property
+    def period_number(self) -> int | None:
+        """Its `period[i]` in the identity; None for a one-time item (docs/sync.md §1.6)."""
+        return None if self.one_time else self.index
+
+    @property
     def identity(self) -> str:
-        base = f"{self.item.record.key}/v[{self.item.version}]"
-        return base if self.one_time else f"{base}/period[{self.index}]"
+        """The identity within its phase (docs/sync.md §1.6)."""
+        return version_identity(self.item.record.key, self.item.version, self.period_number)
+
+    def full_identity(self, subscription_id: str) -> str:
+        """Its `unique_reference_id` (docs/sync.md §1.6)."""
+        return line_identity(
+            subscription_id, self.phase.key, self.item.record.key, self.item.version, self.period_number
+        )
 
     def invoice_at(self) -> datetime:
         """docs/sync.md §1.5: in-advance flat fees at the billing start, everything else at the later end."""
@@ -146,7 +158,7 @@ def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> dateti
     else:
         try:
             billing = view.aligned_billing_period(as_of)
-        except BeyondRangeError:  # README "Period generation": no period ends after this one; nothing lies beyond
+        except BeyondRangeError:  # docs/sync.md §3.11: no period ends after this one; nothing lies beyond
             return INFINITY
         limit = as_of if as_of == billing.start else billing.end
     if phase.start > limit:
@@ -202,7 +214,7 @@ def _recurring(
             billing = view.aligned_billing_period(at)
             full = view.full_service_period(phase, item, at)
         except BeyondRangeError:
-            break  # README "Period generation": a period that would end past the year 9999 is not generated
+            break  # docs/sync.md §3.11: a period that would end past the year 9999 is not generated
         _check_advances(view, phase, item, out[-1] if out else None, full)
         if item.is_zero_length:
             service = Period(at, at)
@@ -227,17 +239,17 @@ def _recurring(
 def _check_advances(
     view: SubscriptionView, phase: PhaseView, item: ItemVersion, prev: Candidate | None, full: Period
 ) -> None:
-    """README "Period generation": every generated period is longer than zero and strictly after the previous one,
+    """docs/sync.md §3.11: every generated period is longer than zero and strictly after the previous one,
     once truncated to whole seconds (the validation makes it so; a violation is never billed twice)."""
     start, end = trunc(full.start), trunc(full.end)
     if end <= start or (prev is not None and (start <= trunc(prev.full.start) or full.start < prev.service.end)):
-        where = f"{view.id}/{phase.key}/{item.record.key}/v[{item.version}]"
+        where = line_identity(view.id, phase.key, item.record.key, item.version)
         after = "" if prev is None else f" after {prev.full}"
         raise PeriodGenerationError(f"{where}: period {full} is empty or does not advance{after}")
 
 
 def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Candidate | None:
-    """docs/sync.md §3.5; None when the billing period at its start ends past the year 9999 (README "Period generation")."""
+    """docs/sync.md §3.5; None when the billing period at its start ends past the year 9999 (docs/sync.md §3.11)."""
     try:
         billing = view.aligned_billing_period(item.start)
     except BeyondRangeError:
@@ -247,7 +259,7 @@ def _one_time(view: SubscriptionView, phase: PhaseView, item: ItemVersion) -> Ca
     if service is None:
         if not full.is_zero_length:
             raise InvalidViewError(
-                f"{view.id}/{phase.key}/{item.record.key}/v[{item.version}]: one-time item has an empty service period"
+                f"{line_identity(view.id, phase.key, item.record.key, item.version)}: one-time item has an empty service period"
             )
         service = full
     return Candidate(phase, item, 0, True, service, full, billing, _price(item))
@@ -287,13 +299,12 @@ def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: Pers
     """docs/sync.md §3.7: start a period where a manually extended previous line ended."""
     if c.one_time or c.index == 0:
         return c
-    own = persisted.get(_full_identity(view, c.phase, c.identity))
+    own = persisted.get(c.full_identity(view.id))
     if own is not None:
         source = own.continuity_source()
         if source is not None and source.is_subscription_managed and source.has_annotation(IGNORE):
             return c
-    prev_identity = f"{c.item.record.key}/v[{c.item.version}]/period[{c.index - 1}]"
-    previous = persisted.get(_full_identity(view, c.phase, prev_identity))
+    previous = persisted.get(line_identity(view.id, c.phase.key, c.item.record.key, c.item.version, c.index - 1))
     if previous is None:
         return c
     source = previous.continuity_source()
@@ -309,18 +320,13 @@ def _continuity_correction(view: SubscriptionView, c: Candidate, persisted: Pers
         return c
     if c.service.start != c.full.start:
         raise InvalidViewError(
-            f"{_full_identity(view, c.phase, c.identity)}: cannot continue the previous line at "
+            f"{c.full_identity(view.id)}: cannot continue the previous line at "
             f"{format_instant(start)}: the service period does not start at its full service period"
         )
     billing = c.billing
     if c.full.start == c.billing.start:
         billing = Period(start, billing.end)
     return replace(c, service=Period(start, c.service.end), full=Period(start, c.full.end), billing=billing)
-
-
-def _full_identity(view: SubscriptionView, phase: PhaseView, identity: str) -> str:
-    """docs/sync.md §1.6: `{subscription_id}/{phase_key}/{item_key}/v[n]` plus `/period[i]` when recurring."""
-    return f"{view.id}/{phase.key}/{identity}"
 
 
 def is_billable(c: Candidate) -> bool:
@@ -365,7 +371,7 @@ def expected_line(view: SubscriptionView, c: Candidate) -> TargetLine | None:
         price = price.with_amount(amount)
     card = c.item.rate_card
     return TargetLine(
-        identity=_full_identity(view, c.phase, c.identity),
+        identity=c.full_identity(view.id),
         subscription_id=view.id,
         phase_id=c.phase.id,
         item_id=c.item.record.id,

@@ -25,7 +25,7 @@ INFINITY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 class BeyondRangeError(ArithmeticError):
-    """A period would end after MAX_INSTANT (README "Period generation": such a period is never generated).
+    """A period would end after MAX_INSTANT (docs/sync.md §3.11: such a period is never generated).
 
     Not a DomainError: the target builder catches it and ends generation there; it never fails a sync."""
 
@@ -43,9 +43,10 @@ def trunc(t: datetime) -> datetime:
 
 
 def format_instant(t: datetime) -> str:
-    """RFC 3339 UTC with `Z`; the fractional part only when it is not zero."""
+    """RFC 3339 UTC with `Z`; the fractional part only when it is not zero. The year always has four digits
+    (`0001-01-01T00:00:00Z`; `strftime("%Y")` prints `1` on glibc)."""
     t = t.astimezone(UTC)
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if t.microsecond:
         text += f".{t.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -225,7 +226,7 @@ def _add_months(t: datetime, months: int) -> datetime:
 def shift(t: datetime, d: Duration) -> datetime:
     """Apply `d` to `t` in docs/sync.md §1.3 order: years, months (each clamped), weeks and days, then time.
 
-    Past the representable range: BeyondRangeError going forward (README "Period generation": periods that would
+    Past the representable range: BeyondRangeError going forward (docs/sync.md §3.11: periods that would
     end there are not generated); MIN_INSTANT going backward (only ever the start of a first period)."""
     try:
         if d.years:
@@ -264,7 +265,7 @@ def step(anchor: datetime, d: Duration, n: int) -> datetime:
 @functools.lru_cache(maxsize=1 << 16)
 def period_bounds_at(anchor: datetime, d: Duration, t: datetime) -> tuple[datetime, datetime | None]:
     """`(step(k), step(k+1))` for the largest k with `step(k) <= t` (docs/sync.md §1.4); the end is None when it
-    lies past MAX_INSTANT (README "Period generation"). Always `start <= t < end`.
+    lies past MAX_INSTANT (docs/sync.md §3.11). Always `start <= t < end`.
 
     Memoised like `step`: a sync asks for the period at the same instant once per item (the items of a
     subscription share the anchor, their periods start at the same boundaries), and for both the

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.domain.errors import InvalidViewError
+from worker.domain.identity import line_identity
 from worker.domain.prices import Price
 from worker.domain.timeutil import BeyondRangeError, Duration, Period, format_instant, period_at, period_bounds_at
 
@@ -147,7 +148,7 @@ class SubscriptionView:
 
     def aligned_billing_period(self, t: datetime) -> Period:
         """docs/sync.md §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
-        would end past the representable range (README "Period generation")."""
+        would end past the representable range (docs/sync.md §3.11)."""
         if t < self.active_from:
             raise InvalidViewError(f"{format_instant(t)} is before the subscription start")
         phase = self._phase_for_billing(t)
@@ -172,7 +173,7 @@ class SubscriptionView:
         return chosen
 
     def full_service_period(self, phase: PhaseView, item: ItemVersion, at: datetime) -> Period:
-        """docs/sync.md §2.5, with its consistency checks; BeyondRangeError past the range (README "Period generation")."""
+        """docs/sync.md §2.5, with its consistency checks; BeyondRangeError past the range (docs/sync.md §3.11)."""
         self._check_generation_point(phase, item, at)
         cadence = item.rate_card.billing_cadence
         if cadence is not None:
@@ -193,7 +194,7 @@ class SubscriptionView:
         elif not (item.is_active_at(at) or (item.is_zero_length and item.start == at)):
             problem = "the item is not active"
         if problem is not None:
-            where = f"{self.id}/{phase.key}/{item.record.key}/v[{item.version}] at {format_instant(at)}"
+            where = f"{line_identity(self.id, phase.key, item.record.key, item.version)} at {format_instant(at)}"
             raise InvalidViewError(f"{where}: {problem}")
 
 

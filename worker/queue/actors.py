@@ -1,22 +1,22 @@
 """The Dramatiq actors of queue `subscription-sync` (docs/contract.md §4), run by `subsync worker`.
 
-Actor bodies are thin (`actor_body`): parse the call into an event, call its handler in
-`worker.app.handlers` with the process's engine, hand the outcome to the middleware. Logging,
+The actors are one table (`ACTORS`): each row names an actor, how its call is parsed into an event
+and which handler of `worker.app.handlers` runs it. Actor bodies are thin (`actor_body`): parse the
+call, call the handler with the process's engine, hand the outcome to the middleware. Logging,
 classifying, counting and retrying are middleware (`worker.queue.middleware`); `worker.bootstrap`
-declares the actors on the process's broker (importing this module declares nothing).
+binds the settings (`ActorSettings`) and declares the actors on the process's broker (importing
+this module declares nothing).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import dramatiq
 import structlog
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage, Interrupt
+from dramatiq.middleware import Interrupt
 from sqlalchemy import Engine
 
 from worker.app.handlers import (
@@ -28,7 +28,6 @@ from worker.app.handlers import (
     handle_subscription_event,
     publish_all,
 )
-from worker.config import Settings
 from worker.contract.events import (
     ADVANCE_CHARGES_ACTOR,
     INVOICE_CREATED_ACTOR,
@@ -47,14 +46,12 @@ from worker.contract.events import (
     parse_subscription_event,
 )
 from worker.contract.fields import is_valid_id
-from worker.infra.logging import get_logger
 from worker.queue.failures import ActorFailed
 from worker.queue.keys import reconcile_lock_key
-from worker.queue.middleware.owed_invoice_events import UNPUBLISHED_OPTION
+from worker.queue.middleware.owed_invoice_events import take_owed_invoice_events
 from worker.queue.outcome import set_outcome
 from worker.queue.publish import event_message, publish
-
-log = get_logger(__name__)
+from worker.queue.run_lock import run_lock
 
 _E = TypeVar("_E")
 
@@ -133,19 +130,108 @@ def advance_charges_message(request: AdvanceChargesRequest | None = None) -> dra
     return dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ADVANCE_CHARGES_ACTOR, args=args, kwargs={}, options={})
 
 
-# --- reconcile_due run lock --------------------------------------------------------------------
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
+# --- the table ----------------------------------------------------------------------------------
 
 
-# --- actors ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ActorSettings:
+    """What the actors run with, bound from `Settings` by `worker.bootstrap.actor_settings`."""
+
+    time_limit_ms: int  # every actor but reconcile_due
+    reconcile_time_limit_ms: int  # reconcile_due, and how long its run lock lives
+    invoice_after_sync: bool
+    max_target_lines: int
+    page_size: int  # of the due-subscription and due-customer reads
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What a handler row runs against: the broker (to publish and enqueue), the engine, the settings."""
+
+    broker: dramatiq.Broker
+    engine: Callable[[], Engine]
+    settings: ActorSettings
+
+    def publish_invoice_created(self, event: InvoiceCreatedEvent) -> None:
+        publish(event, broker=self.broker)
+
+    def enqueue_reconciles(self, requests: Sequence[ReconcileRequest]) -> None:
+        for request in requests:
+            self.broker.enqueue(event_message(request))
+
+    def enqueue_advances(self, requests: Sequence[AdvanceChargesRequest]) -> None:
+        for request in requests:
+            self.broker.enqueue(advance_charges_message(request))
+
+
+def _subscription_event(run: Runtime, event: SubscriptionEvent) -> Handled:
+    # First the invoice.created events an earlier attempt of this message committed but could not publish.
+    publish_all(take_owed_invoice_events(), run.publish_invoice_created)
+    return handle_subscription_event(
+        run.engine(),
+        event,
+        invoice_after_sync=run.settings.invoice_after_sync,
+        publish=run.publish_invoice_created,
+        max_target_lines=run.settings.max_target_lines,
+    )
+
+
+def _invoice_created(run: Runtime, event: InvoiceCreatedEvent) -> Handled:
+    return handle_invoice_created(run.engine(), event, max_target_lines=run.settings.max_target_lines)
+
+
+def _reconcile_subscription(run: Runtime, request: ReconcileRequest) -> Handled:
+    return handle_reconcile_subscription(run.engine(), request, max_target_lines=run.settings.max_target_lines)
+
+
+def _reconcile_due(run: Runtime, namespace: str | None) -> Handled:
+    """docs/sync.md §8.4, one run at a time: a second `reconcile_due` arriving while one runs skips."""
+    with run_lock(run.broker, reconcile_lock_key, run.settings.reconcile_time_limit_ms) as held:
+        if not held:
+            return Handled(skipped="another reconcile_due is running")
+        return handle_reconcile_due(
+            run.engine(), run.enqueue_reconciles, page_size=run.settings.page_size, namespace=namespace
+        )
+
+
+def _advance_charges(run: Runtime, request: AdvanceChargesRequest | None) -> Handled:
+    return handle_advance_charges(run.engine(), request, run.enqueue_advances, page_size=run.settings.page_size)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorRow(Generic[_E]):
+    """One actor: its name on the queue, how a call is parsed into its event, the handler that runs it."""
+
+    name: str
+    parse: Callable[[ActorCall], _E]
+    handle: Callable[[Runtime, _E], Handled]
+    long_running: bool = False  # limited by `reconcile_time_limit_ms`, not `time_limit_ms`
+
+    def time_limit_ms(self, settings: ActorSettings) -> int:
+        return settings.reconcile_time_limit_ms if self.long_running else settings.time_limit_ms
+
+    def body(self, run: Runtime) -> Callable[..., None]:
+        handle = self.handle
+        return actor_body(self.parse, lambda event: handle(run, event))
+
+
+#: The actors of queue `subscription-sync` (docs/contract.md §4, docs/credits.md §2.5).
+ACTORS: tuple[ActorRow[Any], ...] = (
+    ActorRow(SUBSCRIPTION_EVENT_ACTOR, one_argument(parse_subscription_event), _subscription_event),
+    ActorRow(INVOICE_CREATED_ACTOR, one_argument(parse_invoice_created_event), _invoice_created),
+    ActorRow(RECONCILE_DUE_ACTOR, parse_reconcile_due, _reconcile_due, long_running=True),
+    ActorRow(RECONCILE_SUBSCRIPTION_ACTOR, one_argument(parse_reconcile_request), _reconcile_subscription),
+    ActorRow(ADVANCE_CHARGES_ACTOR, parse_advance_charges_call, _advance_charges),
+)
+
+
+# --- declaring them ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Actors:
+    """The declared actors, by name (`ACTORS`)."""
+
     subscription_event: dramatiq.Actor[..., Any]
     invoice_created: dramatiq.Actor[..., Any]
     reconcile_due: dramatiq.Actor[..., Any]
@@ -153,94 +239,18 @@ class Actors:
     advance_charges: dramatiq.Actor[..., Any]
 
 
-def declare_actors(
-    broker: dramatiq.Broker,
-    settings: Settings,
-    *,
-    engine: Callable[[], Engine],
-) -> Actors:
-    """Declare the actors on `broker`, running against `engine()` (`worker.bootstrap` wires them;
-    tests pass a StubBroker and their own engine)."""
-    time_limit = int(settings.time_limit_seconds * 1000)
-    common: dict[str, Any] = {"broker": broker, "queue_name": QUEUE_NAME, "throws": (InvalidEvent,)}
-
-    def publish_invoice_created(event: InvoiceCreatedEvent) -> None:
-        publish(event, broker=broker)
-
-    def publish_unpublished() -> None:
-        """Publish the `invoice.created` events an earlier attempt of this message could not."""
-        message = CurrentMessage.get_current_message()
-        kept = message.options.pop(UNPUBLISHED_OPTION, None) if message is not None else None
-        if not isinstance(kept, list) or not kept:
-            return
-        owed: list[InvoiceCreatedEvent] = []
-        for payload in kept:
-            try:
-                owed.append(parse_invoice_created_event(payload))
-            except InvalidEvent as exc:  # the option was edited by hand: not this event's fault
-                log.warning("dropping an invalid owed invoice.created", error=str(exc))
-        publish_all(owed, publish_invoice_created)
-
-    def enqueue_reconciles(requests: Sequence[ReconcileRequest]) -> None:
-        for request in requests:
-            broker.enqueue(event_message(request))
-
-    def handle_subscription(event: SubscriptionEvent) -> Handled:
-        publish_unpublished()
-        return handle_subscription_event(
-            engine(),
-            event,
-            invoice_after_sync=settings.invoice_after_sync,
-            publish=publish_invoice_created,
-            max_target_lines=settings.max_target_lines,
+def declare_actors(broker: dramatiq.Broker, settings: ActorSettings, *, engine: Callable[[], Engine]) -> Actors:
+    """Declare the actors of `ACTORS` on `broker`, running against `engine()` (`worker.bootstrap` wires
+    them; tests pass a StubBroker and their own engine)."""
+    run = Runtime(broker, engine, settings)
+    declared: dict[str, dramatiq.Actor[..., Any]] = {}
+    for row in ACTORS:
+        decorator: Any = dramatiq.actor(
+            actor_name=row.name,
+            queue_name=QUEUE_NAME,
+            broker=broker,
+            time_limit=row.time_limit_ms(settings),
+            throws=(InvalidEvent,),
         )
-
-    subscription_event = actor_body(one_argument(parse_subscription_event), handle_subscription)
-    invoice_created = actor_body(
-        one_argument(parse_invoice_created_event),
-        lambda e: handle_invoice_created(engine(), e, max_target_lines=settings.max_target_lines),
-    )
-    reconcile_subscription = actor_body(
-        one_argument(parse_reconcile_request),
-        lambda r: handle_reconcile_subscription(engine(), r, max_target_lines=settings.max_target_lines),
-    )
-
-    def run_reconcile_due(namespace: str | None) -> Handled:
-        """docs/sync.md §8.4, one run at a time: a second `reconcile_due` arriving while one runs skips."""
-        token = uuid.uuid4().hex
-        lock_key = None
-        if isinstance(broker, RedisBroker):
-            lock_key = reconcile_lock_key(broker.namespace)
-            if not broker.client.set(lock_key, token, nx=True, px=int(settings.reconcile_time_limit_seconds * 1000)):
-                return Handled(skipped="another reconcile_due is running")
-        try:
-            return handle_reconcile_due(
-                engine(), enqueue_reconciles, page_size=settings.reconcile_page_size, namespace=namespace
-            )
-        finally:
-            if lock_key is not None and isinstance(broker, RedisBroker):
-                broker.client.eval(_RELEASE, 1, lock_key, token)
-
-    reconcile_due = actor_body(parse_reconcile_due, run_reconcile_due)
-
-    def enqueue_advances(requests: Sequence[AdvanceChargesRequest]) -> None:
-        for request in requests:
-            broker.enqueue(advance_charges_message(request))
-
-    advance_charges = actor_body(
-        parse_advance_charges_call,
-        lambda r: handle_advance_charges(engine(), r, enqueue_advances, page_size=settings.reconcile_page_size),
-    )
-
-    def declare(fn: Callable[..., None], name: str, limit: int) -> dramatiq.Actor[..., Any]:
-        decorator: Any = dramatiq.actor(actor_name=name, time_limit=limit, **common)
-        actor: dramatiq.Actor[..., Any] = decorator(fn)
-        return actor
-
-    return Actors(
-        subscription_event=declare(subscription_event, SUBSCRIPTION_EVENT_ACTOR, time_limit),
-        invoice_created=declare(invoice_created, INVOICE_CREATED_ACTOR, time_limit),
-        reconcile_due=declare(reconcile_due, RECONCILE_DUE_ACTOR, int(settings.reconcile_time_limit_seconds * 1000)),
-        reconcile_subscription=declare(reconcile_subscription, RECONCILE_SUBSCRIPTION_ACTOR, time_limit),
-        advance_charges=declare(advance_charges, ADVANCE_CHARGES_ACTOR, time_limit),
-    )
+        declared[row.name] = decorator(row.body(run))
+    return Actors(**declared)

@@ -57,8 +57,8 @@ _MAX_EPOCH_MS = 253_402_300_800_000
 _CLOCK_SLACK_MS = 60_000
 
 #: Options Dramatiq or its middleware read from a message to override how it is handled (retry
-#: policy, limits, callbacks, pipelines, priority). This worker's policy is its own (README
-#: "Failures"): a message carrying one is refused rather than half-honoured.
+#: policy, limits, callbacks, pipelines, priority). This worker's policy is its own
+#: (docs/operations.md §6): a message carrying one is refused rather than half-honoured.
 POLICY_OPTIONS = frozenset(
     {
         "max_retries", "min_backoff", "max_backoff", "retry_when", "throws", "on_retry_exhausted",
@@ -114,7 +114,7 @@ def _option_problem(name: str, value: object, *, now_ms: int, max_delay_ms: int)
 def _envelope_problem(fields: object, queue_name: str, *, now_ms: int, max_delay_ms: int) -> str | None:
     """What is wrong with a decoded message body fetched from `queue_name`, if anything: Dramatiq
     checks none of it, and some of it (another `queue_name`, odd options) kills a worker thread or
-    loses the message (README "Publishing events from another language" lists the rules)."""
+    loses the message (docs/operations.md §8 lists the rules)."""
     if not isinstance(fields, dict):
         return "the message must be a JSON object"
     for name, kinds in _ENVELOPE.items():

@@ -203,7 +203,8 @@ def resolve_ids(broker: RedisBroker, given: Sequence[str], *, queue_name: str = 
     resolved: list[str] = []
     missing: list[str] = []
     ambiguous: list[str] = []
-    for wanted in dict.fromkeys(given):
+    for given_id in dict.fromkeys(given):
+        wanted = given_id.removesuffix(SHORTENED).removesuffix("...") if given_id not in known else given_id
         if wanted in known:
             resolved.append(wanted)
             continue
@@ -211,9 +212,9 @@ def resolve_ids(broker: RedisBroker, given: Sequence[str], *, queue_name: str = 
         if len(matches) == 1:
             resolved.append(matches[0])
         elif matches:
-            ambiguous.append(f"{wanted} ({len(matches)} ids start with it)")
+            ambiguous.append(f"{given_id} ({len(matches)} ids start with it)")
         else:
-            missing.append(wanted)
+            missing.append(given_id)
     if ambiguous:
         raise InvalidInputError(f"ambiguous dead-letter id: {', '.join(ambiguous)}; give more of it")
     if missing:
@@ -221,14 +222,20 @@ def resolve_ids(broker: RedisBroker, given: Sequence[str], *, queue_name: str = 
     return list(dict.fromkeys(resolved))
 
 
+#: After a shortened id (`2fc61815…`); `resolve_ids` accepts a prefix with or without it.
+SHORTENED = "…"
+
+
 def short_ids(ids: Sequence[str]) -> dict[str, str]:
-    """Each id's shortest prefix (at least `MIN_ID_PREFIX` characters) that no other id of `ids` starts with."""
+    """Each id's shortest prefix (at least `MIN_ID_PREFIX` characters) that no other id of `ids` starts
+    with, followed by `SHORTENED` when it is not the whole id."""
     ordered = sorted(set(ids))
     shortest: dict[str, str] = {}
     for index, dead_id in enumerate(ordered):
         neighbours = ordered[max(index - 1, 0) : index] + ordered[index + 1 : index + 2]
         common = max((_common_prefix(dead_id, other) for other in neighbours), default=0)
-        shortest[dead_id] = dead_id[: max(MIN_ID_PREFIX, common + 1)]
+        prefix = dead_id[: max(MIN_ID_PREFIX, common + 1)]
+        shortest[dead_id] = prefix if prefix == dead_id else prefix + SHORTENED
     return shortest
 
 

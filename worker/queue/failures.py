@@ -1,6 +1,6 @@
 """Failure policy of the worker: what went wrong (a short `reason`) and whether to try again.
 
-Reasons are of three kinds (README "Failures"): `invalid` ones are never retried, `transient` ones
+Reasons are of three kinds (docs/operations.md §6): `invalid` ones are never retried, `transient` ones
 are retried with backoff up to `transient_max_retries` times, `domain` ones `domain_max_retries` times
 (the data may be fixed meanwhile). The project's errors carry their reason (`worker.errors`).
 

@@ -1,5 +1,5 @@
 """Names of the Redis keys the worker reads and writes (Dramatiq's Redis broker layout, plus this
-project's own keys; `NS` is the broker namespace). The README's "Redis keys" table describes them."""
+project's own keys; `NS` is the broker namespace). docs/operations.md §3, §5 and §8 describe them."""
 
 from __future__ import annotations
 

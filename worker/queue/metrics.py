@@ -2,7 +2,7 @@
 
 Conventions (docs/operations.md §4): counters end in `_total`, durations are `_seconds` histograms,
 the actor label is `actor_name` as in Dramatiq's metrics. The gauges read at scrape time (queue
-depth, dead letters, overdue seconds) are `worker.queue.exposition`'s; the README lists every metric.
+depth, dead letters, overdue seconds) are `worker.queue.exposition`'s; docs/operations.md §4 lists every metric.
 
 `prometheus_client` decides at import whether it runs in multiprocess mode, so it is imported only
 after Dramatiq's Prometheus middleware has set `PROMETHEUS_MULTIPROC_DIR` (at process boot). Until

@@ -35,7 +35,7 @@ def queue_depth(broker: RedisBroker, queue_name: str = QUEUE_NAME) -> dict[str, 
 #: How many stuck messages `subsync status` lists (all are counted).
 STUCK_LIST_LIMIT = 20
 
-#: Why a message is stuck (README "Dead letters and queue status"):
+#: Why a message is stuck (docs/operations.md §4, `subsync status`):
 DEAD_WORKER = "in_progress_dead_worker"  # in flight on a worker whose heartbeat expired
 TOO_LONG = "in_progress_too_long"  # in flight on a live worker, queued longer ago than the threshold
 UNOWNED = "unowned"  # stored, but neither queued nor in flight on any worker: nothing will ever run it

@@ -56,7 +56,7 @@ def make_engine(
 ) -> Engine:
     """A pooled engine. Every connection uses `TimeZone=UTC`, so timestamps come back in UTC.
 
-    No `pool_pre_ping` (a round trip on every checkout: README "Performance"):
+    No `pool_pre_ping` (a round trip on every checkout: docs/operations.md §2):
     `run_transaction` replaces a stale pooled connection instead, when its first statement finds it dead."""
     created = create_engine(
         normalize_database_url(url),

@@ -15,13 +15,19 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, pool
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
+from psycopg import sql
+from sqlalchemy import Connection, create_engine, func, pool, select, table, text
 
+from worker.errors import SubsyncError
 from worker.infra.logging import get_logger
 from worker.store.db import normalize_database_url
 
 log = get_logger(__name__)
+
+#: Postgres advisory lock held by every migration run (migrations/env.py): "subsync migrations".
+MIGRATION_LOCK_KEY = 0x5B5_0C1A
 
 
 def migrations_dir() -> Path:
@@ -70,13 +76,86 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     return after
 
 
-def downgrade(url: str, revision: str) -> str | None:
-    """Migrate down to `revision` (`base` removes every table). Returns the new revision."""
-    before = current_revision(url)
-    command.downgrade(alembic_config(url), revision)
-    after = current_revision(url)
+class RevisionArgumentError(ValueError):
+    """A downgrade target that is empty, unknown, or not below the current revision (bad usage, exit 2)."""
+
+
+@dataclass(frozen=True)
+class DroppedData:
+    """Rows a downgrade would destroy: `what` (a table, or columns of one) and how many rows hold it."""
+
+    what: str
+    rows: int
+
+
+class DataLossError(SubsyncError):
+    """A downgrade refused because it would drop rows (docs/operations.md "Downgrades"); nothing was changed."""
+
+    def __init__(self, target: str, dropped: list[DroppedData]) -> None:
+        listed = ", ".join(f"{d.what} ({d.rows} row{'s' if d.rows != 1 else ''})" for d in dropped)
+        super().__init__(
+            f"downgrading to {target} would drop {listed}; nothing was changed. Export what you need first, "
+            "then run it again with --allow-data-loss"
+        )
+        self.dropped = dropped
+
+
+def _downgraded(conn: Connection, revision: str) -> list[Script]:
+    """The migrations whose downgrade() going from the current revision to `revision` runs, newest first."""
+    if not revision.strip():
+        raise RevisionArgumentError("must name a revision (see `subsync db history`) or 'base'")
+    scripts = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
+    current = MigrationContext.configure(conn).get_current_revision()
+    try:
+        return list(scripts.iterate_revisions(current, revision, select_for_downgrade=True))
+    except RevisionError as exc:
+        raise RevisionArgumentError(str(exc)) from None
+
+
+def _dropped_data(conn: Connection, scripts: list[Script]) -> list[DroppedData]:
+    """What the downgrade() of `scripts` destroys, from each script's `DOWNGRADE_DROPS`: `(what, table, SQL
+    condition of the rows that hold it)`. The tables are locked against writes until the transaction ends, so
+    no row written after the count is dropped unseen."""
+    dropped = []
+    for script in scripts:
+        for what, name, condition in getattr(script.module, "DOWNGRADE_DROPS", ()):
+            # Names and conditions are constants of the migration scripts, never input.
+            lock = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(name))
+            conn.exec_driver_sql(lock.as_string(conn.connection.driver_connection))
+            rows = conn.execute(select(func.count()).select_from(table(name)).where(text(condition))).scalar_one()
+            if rows:
+                dropped.append(DroppedData(what, int(rows)))
+    return dropped
+
+
+def downgrade(url: str, revision: str, *, allow_data_loss: bool = False) -> str | None:
+    """Migrate down to `revision` (`base` removes every table). Returns the new revision.
+
+    Refuses with DataLossError (nothing changed) when the downgrade would drop rows, unless `allow_data_loss`;
+    RevisionArgumentError for an empty, unknown or unreachable target. The check and the downgrade run in
+    one transaction under the migration lock (docs/operations.md "Downgrades")."""
+    engine = create_engine(normalize_database_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            before = MigrationContext.configure(conn).get_current_revision()
+            dropped = _dropped_data(conn, _downgraded(conn, revision))
+            if dropped and not allow_data_loss:
+                raise DataLossError(revision, dropped)
+            config = alembic_config(url)
+            config.attributes["connection"] = conn  # migrations/env.py runs in this transaction
+            command.downgrade(config, revision)
+            after = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
     if after != before:
         log.info("database migrated", from_revision=before, to_revision=after)
+    if dropped:
+        log.warning(
+            "downgrade dropped data (--allow-data-loss)",
+            to_revision=after,
+            dropped={d.what: d.rows for d in dropped},
+        )
     return after
 
 

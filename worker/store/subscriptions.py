@@ -2,7 +2,8 @@
 
 `apply_subscription` replaces the stored subscription with the document in the caller's
 transaction. Ids are stable: a document without ids reuses the ids of the stored phase with
-the same key and of the stored item version at the same position of the same key; rows of
+the same key and of the stored item version at the same position of the same key
+(`worker.store.subscription_ids`); rows of
 that subscription that the document no longer has are physically deleted (these tables are
 owned by the subscription service, which keeps its own history).
 """
@@ -16,14 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ARRAY, Connection, Text, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.contract.documents import STORED, ItemVersion, Phase, SubscriptionDocument, rate_card_to_json
+from worker.contract.document_json import rate_card_to_json
+from worker.contract.documents import STORED, SubscriptionDocument
 from worker.contract.problems import DocumentError, Problem, format_validation_error
 from worker.errors import ConflictError, NotFoundError, SubsyncError
 from worker.infra.ids import new_id
 from worker.store.customers import get_customer
+from worker.store.subscription_ids import check_ownership, existing_ids, ids_param, with_ids
 from worker.store.tables import subscription_items, subscription_phases, subscriptions
 
 _CHUNK = 1000
@@ -36,10 +39,6 @@ class StoredSubscription:
     deleted_at: datetime | None
     created_at: datetime
     updated_at: datetime
-
-
-def _ids_param(name: str, ids: Sequence[str]) -> Any:
-    return any_(bindparam(name, list(ids), type_=ARRAY(Text)))
 
 
 def _chunks(rows: Sequence[dict[str, Any]], size: int = _CHUNK) -> Iterator[Sequence[dict[str, Any]]]:
@@ -73,9 +72,9 @@ def apply_subscription(conn: Connection, document: SubscriptionDocument) -> Stor
         raise AssertionError("the upsert refused a row whose customer and currency match")
     created, created_at, updated_at = upserted
 
-    existing_phase_ids, existing_item_ids = _existing_ids(conn, namespace, subscription_id)
-    resolved = _with_ids(document, subscription_id, existing_phase_ids, existing_item_ids)
-    _check_ownership(conn, resolved, subscription_id)
+    existing_phase_ids, existing_item_ids = existing_ids(conn, namespace, subscription_id)
+    resolved = with_ids(document, subscription_id, existing_phase_ids, existing_item_ids)
+    check_ownership(conn, resolved, subscription_id)
 
     phase_rows, item_rows = _rows(resolved, subscription_id)
     _upsert_phases(conn, namespace, subscription_id, phase_rows)
@@ -150,134 +149,6 @@ def _upsert_subscription_row(
     # The upsert also locks the row, so concurrent applies of one subscription run one after another.
     row = conn.execute(statement).one_or_none()
     return None if row is None else (bool(row.created), row.created_at, row.updated_at)
-
-
-def _existing_ids(
-    conn: Connection, namespace: str, subscription_id: str
-) -> tuple[dict[str, str], dict[tuple[str, str, int], str]]:
-    """Stored phase ids by key, and item ids by (phase key, item key, version position)."""
-    phases_by_key: dict[str, str] = {}
-    phase_rows = conn.execute(
-        select(subscription_phases.c.id, subscription_phases.c.key)
-        .where(
-            subscription_phases.c.namespace == namespace,
-            subscription_phases.c.subscription_id == subscription_id,
-        )
-        .order_by(subscription_phases.c.active_from, subscription_phases.c.id)
-        .with_for_update()
-    )
-    for phase_id, key in phase_rows:
-        phases_by_key.setdefault(key, phase_id)
-
-    items: dict[tuple[str, str, int], str] = {}
-    positions: dict[tuple[str, str], int] = defaultdict(int)
-    item_rows = conn.execute(
-        select(subscription_items.c.id, subscription_phases.c.key, subscription_items.c.key)
-        .join(
-            subscription_phases,
-            and_(
-                subscription_phases.c.namespace == subscription_items.c.namespace,
-                subscription_phases.c.id == subscription_items.c.phase_id,
-            ),
-        )
-        .where(
-            subscription_items.c.namespace == namespace,
-            subscription_phases.c.subscription_id == subscription_id,
-        )
-        .order_by(
-            subscription_phases.c.key,
-            subscription_items.c.key,
-            subscription_items.c.active_from,
-            subscription_items.c.active_to.asc().nulls_last(),
-            subscription_items.c.id,
-        )
-    )
-    for item_id, phase_key, item_key in item_rows:
-        position = positions[(phase_key, item_key)]
-        positions[(phase_key, item_key)] += 1
-        items[(phase_key, item_key, position)] = item_id
-    return phases_by_key, items
-
-
-def _with_ids(
-    document: SubscriptionDocument,
-    subscription_id: str,
-    existing_phase_ids: dict[str, str],
-    existing_item_ids: dict[tuple[str, str, int], str],
-) -> SubscriptionDocument:
-    explicit_phase_ids = {phase.id for phase in document.phases if phase.id is not None}
-    explicit_item_ids = {
-        version.id
-        for phase in document.phases
-        for versions in phase.items.values()
-        for version in versions
-        if version.id is not None
-    }
-    phases: list[Phase] = []
-    for phase in document.phases:
-        phase_id = phase.id
-        if phase_id is None:
-            reused = existing_phase_ids.get(phase.key)
-            phase_id = reused if reused is not None and reused not in explicit_phase_ids else new_id("ph")
-        items: dict[str, list[ItemVersion]] = {}
-        for key, versions in phase.items.items():
-            resolved_versions = []
-            for position, version in enumerate(versions):
-                item_id = version.id
-                if item_id is None:
-                    reused = existing_item_ids.get((phase.key, key, position))
-                    item_id = reused if reused is not None and reused not in explicit_item_ids else new_id("it")
-                resolved_versions.append(version.model_copy(update={"id": item_id}))
-            items[key] = resolved_versions
-        phases.append(phase.model_copy(update={"id": phase_id, "items": items}))
-    return document.model_copy(
-        update={
-            "id": subscription_id,
-            "name": document.name if document.name is not None else subscription_id,
-            "billing_anchor": document.billing_anchor,
-            "phases": phases,
-        }
-    )
-
-
-def _check_ownership(conn: Connection, document: SubscriptionDocument, subscription_id: str) -> None:
-    namespace = document.namespace
-    phase_ids = [phase.id for phase in document.phases if phase.id is not None]
-    if phase_ids:
-        taken = conn.execute(
-            select(subscription_phases.c.id, subscription_phases.c.subscription_id).where(
-                subscription_phases.c.namespace == namespace,
-                subscription_phases.c.id == _ids_param("phase_ids", phase_ids),
-                subscription_phases.c.subscription_id != subscription_id,
-            )
-        ).first()
-        if taken is not None:
-            raise ConflictError(f"phase id {taken.id!r} belongs to subscription {taken.subscription_id!r}")
-    item_ids = [
-        version.id
-        for phase in document.phases
-        for versions in phase.items.values()
-        for version in versions
-        if version.id is not None
-    ]
-    if item_ids:
-        taken = conn.execute(
-            select(subscription_items.c.id, subscription_phases.c.subscription_id)
-            .join(
-                subscription_phases,
-                and_(
-                    subscription_phases.c.namespace == subscription_items.c.namespace,
-                    subscription_phases.c.id == subscription_items.c.phase_id,
-                ),
-            )
-            .where(
-                subscription_items.c.namespace == namespace,
-                subscription_items.c.id == _ids_param("item_ids", item_ids),
-                subscription_phases.c.subscription_id != subscription_id,
-            )
-        ).first()
-        if taken is not None:
-            raise ConflictError(f"item id {taken.id!r} belongs to subscription {taken.subscription_id!r}")
 
 
 def _rows(document: SubscriptionDocument, subscription_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -377,14 +248,14 @@ def _delete_missing(
         subscription_items.delete().where(
             subscription_items.c.namespace == namespace,
             subscription_items.c.phase_id.in_(own_phase_ids.scalar_subquery()),
-            ~(subscription_items.c.id == _ids_param("keep_item_ids", item_ids)),
+            ~(subscription_items.c.id == ids_param("keep_item_ids", item_ids)),
         )
     )
     conn.execute(
         subscription_phases.delete().where(
             subscription_phases.c.namespace == namespace,
             subscription_phases.c.subscription_id == subscription_id,
-            ~(subscription_phases.c.id == _ids_param("keep_phase_ids", phase_ids)),
+            ~(subscription_phases.c.id == ids_param("keep_phase_ids", phase_ids)),
         )
     )
 
@@ -424,7 +295,7 @@ def get_subscription(conn: Connection, namespace: str, subscription_id: str) -> 
             select(subscription_items)
             .where(
                 subscription_items.c.namespace == namespace,
-                subscription_items.c.phase_id == _ids_param("phase_ids", phase_ids),
+                subscription_items.c.phase_id == ids_param("phase_ids", phase_ids),
                 _live(subscription_items.c.deleted_at),
             )
             .order_by(

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 from worker.domain.errors import DomainError
-from worker.domain.money import parse_decimal, prorate, proration_ratio, round_cur
+from worker.domain.money import exact, parse_decimal, prorate, proration_ratio, round_cur
 from worker.domain.timeutil import Period
 
 ZERO = Decimal(0)
-_EXACT = Context(prec=100)  # products of 38-digit amounts: exact, rounded once by round_cur
 
 
 # --- amounts (docs/credits.md §3.5) -----------------------------------------------------------------------
 
 
+@exact
 def flat_charge_amount(
     amount_before_proration: Decimal,
     service: Period,
@@ -39,7 +38,7 @@ def _dec(value: Any) -> Decimal:
 
 
 def _mul(a: Decimal, b: Decimal, currency: str) -> Decimal:
-    return round_cur(_EXACT.multiply(a, b), currency)
+    return round_cur(a * b, currency)  # exact: the callers run in money.exact_context
 
 
 def _tiers(price: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -48,6 +47,7 @@ def _tiers(price: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return sorted(tiers, key=lambda t: (t.get("up_to_amount") is None, _dec(t.get("up_to_amount"))))
 
 
+@exact
 def rate_usage(
     price: Mapping[str, Any], quantity: Decimal, discounts: Mapping[str, Any] | None, currency: str
 ) -> Decimal:
@@ -62,7 +62,8 @@ def rate_usage(
         per_package = _dec(price.get("quantity_per_package"))
         if per_package <= 0:
             raise DomainError("price.quantity_per_package: must be positive to rate a package price")
-        packages = Decimal(math.ceil(_EXACT.divide(q, per_package)))
+        whole, rest = divmod(q, per_package)  # ceil(q / per_package), without a rounded quotient
+        packages = whole + 1 if rest > 0 else whole
         base = _mul(packages, _dec(price.get("amount")), currency)
     elif kind == "dynamic":
         base = _mul(q, _dec(price.get("multiplier")), currency)
@@ -97,10 +98,11 @@ def rate_usage(
     return base
 
 
+@exact
 def discount_total(amount: Decimal, discounts: Mapping[str, Any] | None, currency: str) -> Decimal:
     """`D = min(A, round_cur(A × p / 100))` with `p` the percentage discount, else 0 (docs/credits.md §3.5)."""
     percentage = (discounts or {}).get("percentage") or {}
     p = percentage.get("percentage")
     if p is None:
         return ZERO
-    return min(amount, round_cur(_EXACT.multiply(amount, _dec(p)).scaleb(-2), currency))
+    return min(amount, round_cur((amount * _dec(p)).scaleb(-2), currency))

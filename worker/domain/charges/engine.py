@@ -4,7 +4,8 @@ booking (§3.10), invoicing (§3.11), `set-quantity` (§3.12) and immutable invo
 Pure: the engine reads no clock (`now` is given), generates ids through the `new_id` it is given, and takes
 credit through the `Ledger`s it is given (worker.domain.credit_allocation). What it decides is collected in
 a `ChargeChanges` for the store to write, one statement per kind of write; the ledgers hold the new
-allocation rows.
+allocation rows. Every entry point computes in `money.exact_context` (docs/contract.md §3 "arithmetic"):
+`N = A − D` and `total` never round.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from worker.domain.charges.items import Charge, ChargeItem, ChargeLine, ChargeRu
 from worker.domain.charges.targets import ChargeTarget
 from worker.domain.credit_allocation import Ledger
 from worker.domain.errors import DomainError, PlanningError
-from worker.domain.money import format_decimal
+from worker.domain.money import exact, format_decimal
 from worker.domain.persisted import IssueKey
 from worker.domain.prices import UsagePrice
 from worker.domain.timeutil import Period, format_instant, trunc
@@ -150,6 +151,7 @@ class ChargeEngine:
             )
 
     # -- sync: apply the plan (docs/credits.md §3.7 steps 2-3) --------------------------------------------
+    @exact
     def apply_plan(self, patches: Iterable[ChargePatch]) -> ChargeChanges:
         for patch in patches:
             if isinstance(patch, ChargeCreate):
@@ -160,6 +162,7 @@ class ChargeEngine:
                 self.delete(patch)
         return self.changes
 
+    @exact
     def create(self, target: ChargeTarget) -> Charge:
         """docs/credits.md §3.2 creation checks, then the charge row (`created`) and, for credit_then_invoice, its
         gathering line unless flat with `A = 0`."""
@@ -208,6 +211,7 @@ class ChargeEngine:
         )
         return charge
 
+    @exact
     def update(self, patch: ChargeUpdate) -> None:
         """Shrink / extend: write the four fields, re-rate, then act by the charge's realization (§3.7 table)."""
         item, target = patch.item, patch.target
@@ -336,6 +340,7 @@ class ChargeEngine:
         ledger.correct_all(c.credit_view(), run.id)
         self._write_run(replace(run, credits_total=ZERO, deleted_at=self.now))
 
+    @exact
     def delete(self, patch: ChargeDelete) -> None:
         item = patch.item
         before = item.charge
@@ -395,6 +400,12 @@ class ChargeEngine:
         )
 
     # -- advance (docs/credits.md §3.6 time-driven transitions, §3.10) ------------------------------------
+    def advance_all(self, items: Iterable[ChargeItem]) -> list[Charge]:
+        """One advance step at `now`: the due charges served in booking-time order (`Charge.advance_order_key`), so
+        that one step at `t` writes what stepping through every earlier due time and then `t` writes."""
+        return [self.advance(item) for item in sorted(items, key=lambda i: i.charge.advance_order_key())]
+
+    @exact
     def advance(self, item: ChargeItem) -> Charge:
         """Apply the due time-driven transitions of one charge at `now`; a false condition leaves it as it is."""
         before = c = item.charge
@@ -438,6 +449,7 @@ class ChargeEngine:
         return replace(c, status="final", advance_after=None), run.id
 
     # -- set-quantity (docs/credits.md §3.12) ------------------------------------------------------------
+    @exact
     def set_quantity(self, item: ChargeItem, quantity: Decimal) -> Charge:
         """Rate and realize a usage charge whose service period has ended; the same quantity is a no-op."""
         before = c = item.charge
@@ -471,6 +483,7 @@ class ChargeEngine:
         return c
 
     # -- invoicing (docs/credits.md §3.11) ---------------------------------------------------------------
+    @exact
     def invoice(self, item: ChargeItem, invoice_id: str) -> ChargeRun:
         """After the charge's line moved onto draft `invoice_id`: the run, credits allocated (not exact),
         `credits_total` and `total` on run and line; the charge becomes `active`."""
@@ -510,6 +523,7 @@ class ChargeEngine:
         self._record(before, c, run.id)
         return run
 
+    @exact
     def invoice_status_changed(self, item: ChargeItem, immutable: bool) -> Charge:
         """`invoices set-status` on the run's invoice: `final` when it becomes immutable, `active` on draft."""
         before = c = item.charge

@@ -74,6 +74,18 @@ class Charge:
             return self.service_period.start
         return self.service_period.end
 
+    def advance_order_key(self) -> tuple[datetime, str, str]:
+        """docs/credits.md §3.10: the order one advance step serves due charges in — the time the transition books or
+        allocates credit (a credit_only flat charge: its booking time, the later of `invoice_at` and `booked_at`;
+        any other: its `advance_after`), then `unique_reference_id`, then `id`. Serving by `advance_after` alone
+        would let a charge invoiced before its service start (a cadence shorter than the billing cadence) take
+        credit ahead of charges booked before it when several booking times are caught up at once."""
+        if self.credit_only and isinstance(self.price, FlatPrice):
+            at = max(self.invoice_at, self.booked_at)
+        else:
+            at = self.advance_after if self.advance_after is not None else self.start_at
+        return (at, self.identity, self.id)
+
     @property
     def start_at(self) -> datetime:
         """docs/credits.md §3.6: `invoice_at` for a flat charge, the service start for a usage charge."""

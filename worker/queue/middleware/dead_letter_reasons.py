@@ -26,7 +26,7 @@ class DeadLetterReasons(Middleware):
     reason is kept under `NS:subsync.dead-letter-reason:<redis message id>` with the same TTL.
 
     Parameters: none. The reason is the failure the attempt recorded in the message option
-    `subsync_failure` (`worker.queue.middleware.failures`), else the classified exception.
+    `subsync_failure` (written by `worker.queue.middleware.message_log`), else the classified exception.
     """
 
     def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:

@@ -9,7 +9,7 @@ from dramatiq.middleware import Middleware
 
 
 class ForeignMessageIds(Middleware):
-    """Messages written by hand (README) may omit `options.redis_message_id`; Dramatiq needs it to
+    """Messages written by hand (docs/operations.md §8) may omit `options.redis_message_id`; Dramatiq needs it to
     acknowledge them. It then defaults to the `message_id`, which must equal the hash field used.
 
     Parameters: none.

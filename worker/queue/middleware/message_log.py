@@ -25,7 +25,7 @@ _STARTED: ContextVar[float] = ContextVar("subsync_message_started", default=0.0)
 class MessageLog(Middleware):
     """Binds the log context of each message (`actor`, `message_id`, `attempt`; the actor body adds
     the event's fields), then logs its end once: `message.done` with what it did, or `message.failed`
-    with the classified `reason` (README "Failures"), which it also keeps in the message option
+    with the classified `reason` (docs/operations.md §6), which it also keeps in the message option
     `subsync_failure` for the dead-letter record; an `unexpected` failure's line is at error level and
     carries the traceback. Worker threads run one message at a time, so the
     context is that message's only; it is cleared when the message ends.
