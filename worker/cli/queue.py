@@ -320,7 +320,10 @@ def status_command(
                 Column("actor"), Column("queued at", "time"), Column("eta", "time"),
             ]  # fmt: skip
             rows = [
-                [_STUCK_WHY.get(m["why"], m["why"]) if c == "why" else m[c] or "-" for c in keys]
+                [
+                    f"{_STUCK_WHY[m['why']]} ({m['why']})" if c == "why" and m["why"] in _STUCK_WHY else m[c] or "-"
+                    for c in keys
+                ]
                 for m in data["stuck_messages"]
             ]
             print_table("stuck messages", columns, rows)
