@@ -44,11 +44,11 @@ COPY --from=builder /opt/subsync /opt/subsync
 WORKDIR /var/lib/subsync
 USER subsync
 EXPOSE 9191
-# Worker health on its metrics port (SUBSYNC_METRICS_PORT): /livez (its threads are alive and
-# heart-beating) and /readyz (Postgres and Redis answer); a 503 raises, so the check exits 1.
-# Containers that run another command (scheduler, db upgrade) get their own check or none from
-# docker-compose.yml.
+# Worker liveness on its metrics port (SUBSYNC_METRICS_PORT): /livez (its threads are alive and
+# heart-beating); a 503 raises, so the check exits 1. Liveness only: a database or Redis outage makes
+# /readyz fail, and restarting every worker would not help (docs/operations.md §4). Containers that
+# run another command (scheduler, db upgrade) get their own check or none from docker-compose.yml.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('SUBSYNC_METRICS_PORT', '9191'); sys.exit(0 if all(urllib.request.urlopen(f'http://127.0.0.1:{port}/{path}', timeout=4).status == 200 for path in ('livez', 'readyz')) else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('SUBSYNC_METRICS_PORT', '9191'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/livez', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["subsync"]
 CMD ["--help"]

@@ -304,3 +304,16 @@ def test_readme_production_section_quotes_the_dockerfile_and_compose_file() -> N
                 )
         quoted[language] += 1
     assert quoted["dockerfile"] and quoted["yaml"]
+
+
+def test_the_image_and_compose_health_checks_ask_liveness_only() -> None:
+    """A database or Redis outage fails /readyz; a health check on it would have orchestrators restart
+    every worker, which does not help (docs/operations.md §4)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    check = dockerfile[dockerfile.index("\nHEALTHCHECK") :]
+    check = check[: check.index("\nENTRYPOINT")]
+    assert "/livez" in check and "readyz" not in check
+    compose = (ROOT / "docker-compose.yml").read_text()
+    worker = compose[compose.index("\n  worker:") : compose.index("\n  scheduler:")]
+    test_line = next(line for line in worker.splitlines() if line.strip().startswith("test:"))
+    assert "/livez" in test_line and "readyz" not in test_line

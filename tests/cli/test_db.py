@@ -124,3 +124,21 @@ def test_a_downgrade_target_that_is_empty_or_unknown_is_a_usage_error(empty_data
         assert result.exit_code == 2, (target, result.stderr)
         assert "--to" in result.stderr and "unexpected" not in result.stderr
     assert migrations.current_revision(url) == migrations.head_revision()
+
+
+def test_upgrade_prints_the_migrations_it_applied_without_verbose(empty_database: Callable[[], str]) -> None:
+    """Deploy logs show what `db upgrade` did (issue 21 item 12): one line per applied migration, oldest
+    first, whatever the log level; none when already at head."""
+    url = empty_database()
+    revisions = list(reversed(migrations.history()))  # oldest first
+    first = revisions[0].revision
+    assert invoke(url, "upgrade").exit_code == 0 and invoke(url, "downgrade", "--to", first).exit_code == 0
+
+    result = invoke(url, "upgrade")
+    assert result.exit_code == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if line.startswith("applied migration ")]
+    assert applied == [f"applied migration {r.revision}: {r.description}" for r in revisions[1:]]
+    assert f"database schema at {migrations.head_revision()} (head)" in result.stdout
+
+    again = invoke(url, "upgrade")
+    assert again.exit_code == 0 and "applied migration" not in again.stdout

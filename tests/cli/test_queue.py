@@ -83,6 +83,16 @@ def test_status_and_dead_letters_on_an_empty_queue(env: dict[str, str], db: obje
     assert result.exit_code == 1 and "not in the dead-letter queue: nope" in result.stderr
 
 
+def test_status_table_uses_readable_labels_and_json_keeps_its_keys(env: dict[str, str], db: object) -> None:
+    keys = ok_json(env, "status")
+    result = runner.invoke(app, ["status", "--format", "table"], env={**env, "COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    fields = {line.split("  ")[0].strip() for line in result.stdout.splitlines()[3:] if line.strip()}
+    assert {"ready messages", "in progress", "dead letters", "subscriptions due", "stuck after (s)"} <= fields
+    assert not {k for k in keys if "_" in k} & fields  # no snake_case key is shown as a label
+    assert "in_progress" in keys and "stuck_after_seconds" in keys
+
+
 def test_worker_execs_dramatiq_with_the_resolved_urls(
     monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -93,7 +103,7 @@ def test_worker_execs_dramatiq_with_the_resolved_urls(
     argv, env = worker_command(runtime, 3, 5, 0)
     assert argv[1:] == [
         "-m",
-        "dramatiq",
+        "worker.process",
         "worker.process:main",
         "--processes",
         "3",
@@ -108,5 +118,20 @@ def test_worker_execs_dramatiq_with_the_resolved_urls(
     assert env["DATABASE_URL"] == cli_env["DATABASE_URL"] and env["REDIS_URL"] == cli_env["REDIS_URL"]
     assert env["SUBSYNC_WORKER_THREADS"] == "5" and "SUBSYNC_METRICS_DIR" not in env
     _, with_metrics = worker_command(runtime, 1, 1, 19191)
+    assert with_metrics["SUBSYNC_METRICS_HOST"] == "0.0.0.0"  # the documented default
+    _, on_loopback = worker_command(runtime, 1, 1, 19191, "127.0.0.1")
+    assert on_loopback["SUBSYNC_METRICS_HOST"] == on_loopback["dramatiq_prom_host"] == "127.0.0.1"
     assert with_metrics["dramatiq_prom_port"] == "19191"
     assert with_metrics["PROMETHEUS_MULTIPROC_DIR"] == with_metrics["SUBSYNC_METRICS_DIR"] == str(tmp_path / "metrics")
+
+
+@pytest.mark.parametrize("host", ["", "not a host", "-x", "a..b", "999.1.1.1.1", "x" * 300])
+def test_worker_refuses_a_bad_metrics_host_with_exit_code_2(
+    env: dict[str, str], host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_exec(*args: object) -> None:
+        raise AssertionError("the worker was started")
+
+    monkeypatch.setattr("os.execvpe", no_exec)
+    result = runner.invoke(app, ["worker", "--metrics-host", host], env=env)
+    assert result.exit_code == 2 and "--metrics-host" in result.stderr

@@ -62,6 +62,12 @@ def test_the_dispatch_script_has_the_commands_and_in_flight_layout_relied_on() -
     for command in ("fetch", "nack", "requeue"):
         assert f'command == "{command}"' in dispatch, command
     assert 'namespace .. ":__acks__." .. worker_id' in dispatch
+    # `fetch_with_ids` is appended to the script: the locals it uses, and a chain that returns only
+    # from the branch of a known command
+    for local in ("queue_full_name", "queue_messages", "queue_acks", "max_unpack_size", "ARGS"):
+        assert f"local {local} =" in dispatch, local
+    assert dispatch.rstrip().endswith("end") and 'command == "subsync_fetch"' not in dispatch
+    assert 'dispatch = self.scripts["dispatch"]' in inspect.getsource(RedisBroker._dispatch)
     assert in_flight_key("ns", "w1", "q") == "ns:__acks__.w1.q"
 
 

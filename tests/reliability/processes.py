@@ -185,6 +185,7 @@ class Processes:
         threads: int = 4,
         name: str = "worker",
         metrics_port: int = 0,
+        args: tuple[str, ...] = (),
     ) -> WorkerProcess:
         """A `subsync worker`; with a `metrics_port`, serving metrics and health on 127.0.0.1 there."""
         log_path = self.tmp_path / f"{name}-{len(self.workers)}.log"
@@ -204,6 +205,7 @@ class Processes:
                     str(threads),
                     "--metrics-port",
                     str(metrics_port),
+                    *args,
                 ],
                 env=full_env,
                 stdin=subprocess.DEVNULL,

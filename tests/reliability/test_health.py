@@ -110,7 +110,7 @@ def test_redis_down_fails_readiness_not_liveness(
     port = free_port()
     worker = processes.worker(env, threads=1, metrics_port=port)
     ready = wait_for_answer(worker, port, "/readyz", 200)
-    assert ready == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+    assert ready == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok", "schema": "ok"}}
     for path in ("/healthz", "/", "/metrics/extra", "/livez/x"):  # Dramatiq's server answered any path
         assert http_get(port, path)[0] == 404, path
 

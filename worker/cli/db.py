@@ -23,8 +23,17 @@ def db_upgrade(ctx: typer.Context) -> None:
     from worker.store import migrations
 
     url = get_runtime(ctx).database_url(migrate_embedded=False)
+    before = migrations.current_revision(url)
     revision = migrations.upgrade(url)
     log.info("database schema is up to date", revision=revision)
+    # what was applied, printed whatever the log level (deploy logs need it: docs/operations.md §9)
+    newest_first = migrations.history()
+    ids = [r.revision for r in newest_first]
+    start = ids.index(revision) if revision in ids else len(ids)
+    end = ids.index(before) if before in ids else len(ids)
+    for applied in reversed(newest_first[start:end]):
+        typer.echo(f"applied migration {applied.revision}: {applied.description}")
+    typer.echo(f"database schema at {revision} (head)")
 
 
 @app.command("downgrade")

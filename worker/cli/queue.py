@@ -6,6 +6,7 @@
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from datetime import datetime
@@ -14,10 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
+from worker.cli import dead_letters
 from worker.cli.options import EventType, NamespaceOption, finite_seconds, identifier_callback, timestamp_option
-from worker.cli.output import Column, FormatOption, WideOption, emit, print_record, print_table
+from worker.cli.output import Column, FormatOption, emit, print_record, print_table
 from worker.cli.runtime import Runtime, get_runtime
-from worker.errors import InvalidInputError
+from worker.errors import SubsyncError
 
 #: The queue of every message (`worker.contract.events.QUEUE_NAME`; a test keeps them equal).
 QUEUE_NAME = "subscription-sync"
@@ -30,9 +32,6 @@ def _log() -> Any:
     from worker.infra.logging import get_logger  # lazy: structlog, loaded when a command runs
 
     return get_logger("worker.cli")
-
-
-dead_letters_app = typer.Typer(help="The dead-letter queue of subscription-sync.", no_args_is_help=True)
 
 
 # --- worker ------------------------------------------------------------------------------------
@@ -54,7 +53,7 @@ def _metrics_dir(configured: Path | None, port: int) -> Path:
 
 
 def worker_command(
-    runtime: Runtime, processes: int, threads: int, metrics_port: int | None
+    runtime: Runtime, processes: int, threads: int, metrics_port: int | None, metrics_host: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The `dramatiq` command line and environment that `subsync worker` executes."""
 
@@ -66,7 +65,9 @@ def worker_command(
     env["SUBSYNC_LOG_LEVEL"] = logging.getLevelName(runtime.log_level)  # info unless -vv or SUBSYNC_LOG_LEVEL
     env["SUBSYNC_WORKER_THREADS"] = str(threads)
     port = settings.metrics_port if metrics_port is None else metrics_port
+    host = settings.metrics_host if metrics_host is None else metrics_host
     env["SUBSYNC_METRICS_PORT"] = str(port)
+    env["SUBSYNC_METRICS_HOST"] = host
     if port > 0:
         directory = str(_metrics_dir(settings.metrics_dir, port))
         env.update(
@@ -75,7 +76,7 @@ def worker_command(
                 "PROMETHEUS_MULTIPROC_DIR": directory,
                 "dramatiq_prom_db": directory,
                 "dramatiq_prom_port": str(port),
-                "dramatiq_prom_host": settings.metrics_host,
+                "dramatiq_prom_host": host,
             }
         )
     else:
@@ -84,7 +85,7 @@ def worker_command(
     argv = [
         sys.executable,
         "-m",
-        "dramatiq",
+        "worker.process",  # Dramatiq's supervisor, logging like the rest (worker/process.py)
         "worker.process:main",
         "--processes",
         str(processes),
@@ -97,6 +98,41 @@ def worker_command(
         str(shutdown_ms),
     ]
     return argv, env
+
+
+def _host_callback(value: str | None) -> str | None:
+    """An IP address or a host name to bind to (bad input: exit 2, naming the option)."""
+    if value is None:
+        return None
+    import ipaddress  # lazy: only when the option is given
+
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    plausible = value and len(value) <= 253 and not labels[-1].isdigit()  # `1.2.3.999` is a bad address
+    if plausible and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return value
+    raise typer.BadParameter(f"{value!r} is not an IP address or host name", param_hint="--metrics-host")
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _require_schema_at_head(runtime: Runtime) -> None:
+    """A worker on a schema behind (or ahead of) this release would take messages from the shared
+    queue and fail them: refuse to start (docs/operations.md §2)."""
+    # lazy: Alembic costs ~0.2 s of start-up, paid by the commands that check the schema
+    from worker.store.migrations import schema_state
+
+    problem = schema_state(runtime.database_url()).problem()
+    if problem is None:
+        return
+    if "run `subsync db upgrade`" not in problem:
+        problem += "; run `subsync db upgrade` of that release, or deploy it"
+    raise SubsyncError(f"the worker will not start: {problem}")
 
 
 def worker(
@@ -112,16 +148,28 @@ def worker(
             help="Prometheus port (default SUBSYNC_METRICS_PORT or 9191; 0 disables metrics).",
         ),
     ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            metavar="ADDRESS",
+            help="Address the metrics and health endpoints listen on (default SUBSYNC_METRICS_HOST or 0.0.0.0).",
+            callback=_host_callback,
+        ),
+    ] = None,
 ) -> None:
-    """Run the Dramatiq worker on queue subscription-sync (execs `dramatiq worker.process:main`)."""
+    """Run the Dramatiq worker on queue subscription-sync (execs Dramatiq's supervisor, `worker.process`).
+    Refuses to start (exit 1) unless the database schema is at this release's head."""
     runtime = get_runtime(ctx, long_running=True)
-    argv, env = worker_command(runtime, processes, threads, metrics_port)
+    argv, env = worker_command(runtime, processes, threads, metrics_port, metrics_host)
+    _require_schema_at_head(runtime)
     _log().info(
         "starting worker",
         queue=QUEUE_NAME,
         processes=processes,
         threads=threads,
         metrics_port=int(env["SUBSYNC_METRICS_PORT"]) or None,
+        metrics_host=env["SUBSYNC_METRICS_HOST"] if int(env["SUBSYNC_METRICS_PORT"]) else None,
         **runtime.describe(),
     )
     runtime.close()
@@ -259,81 +307,56 @@ def status_command(
     data = status(runtime.engine(), runtime.broker(), namespace=namespace, limits=limits)
 
     def table() -> None:
-        summary = {k: "-" if v is None else v for k, v in data.items() if k != "stuck_messages"}
+        summary = {
+            _STATUS_LABELS.get(k, k.replace("_", " ")): "-" if v is None else v
+            for k, v in data.items()
+            if k != "stuck_messages"
+        }
         print_record("subsync status", summary)
         if data["stuck_messages"]:
-            columns = ["id", "queue", "why", "worker", "message_id", "actor_name", "queued_at", "eta"]
-            print_table("stuck messages", columns, [[m[c] or "-" for c in columns] for m in data["stuck_messages"]])
+            keys = ["id", "queue", "why", "worker", "message_id", "actor_name", "queued_at", "eta"]
+            columns = [
+                Column("id", "id"), Column("queue"), Column("why"), Column("worker", "id"), Column("message id", "id"),
+                Column("actor"), Column("queued at", "time"), Column("eta", "time"),
+            ]  # fmt: skip
+            rows = [
+                [
+                    f"{_STUCK_WHY[m['why']]} ({m['why']})" if c == "why" and m["why"] in _STUCK_WHY else m[c] or "-"
+                    for c in keys
+                ]
+                for m in data["stuck_messages"]
+            ]
+            print_table("stuck messages", columns, rows)
 
     emit(fmt, data, table=table)
 
 
-# --- dead letters ------------------------------------------------------------------------------
-
-
-def dead_letters_list(
-    ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 100,
-    fmt: FormatOption = None,
-    wide: WideOption = False,
-) -> None:
-    """List dead-lettered messages with their reason, newest first (the table summarises each event;
-    --format json prints it whole)."""
-    # lazy: the dead-letter queue is read through Dramatiq's Redis broker
-    from worker.queue.dead_letters import list_dead_letters
-
-    letters = [letter.to_json() for letter in list_dead_letters(get_runtime(ctx).broker(), limit=limit)]
-    columns = [Column("id", "id"), Column("dead-lettered at", "time"), Column("reason"), Column("event", "long")]
-    if wide:  # the error in full only with --wide (the reason says which kind of failure it was)
-        columns.append(Column("error", "long"))
-    rows = [
-        [
-            d["id"],
-            d["dead_lettered_at"],
-            f"{d['reason']} ({d['attempts']} {'try' if d['attempts'] == 1 else 'tries'})",
-            event_summary(d["event"]),
-            *([d["error"] or ""] if wide else []),
-        ]
-        for d in letters
-    ]
-    emit(fmt, letters, table=lambda: print_table(f"dead letters of {QUEUE_NAME}", columns, rows, wide=wide))
-
-
-def event_summary(event: Any) -> str:
-    """One line for a dead letter's event: its type and what it is about (`subscription.created
-    acme/sub_01`), else its compact JSON."""
-    if isinstance(event, dict) and isinstance(event.get("type"), str):
-        subject = event.get("subscription_id") or event.get("invoice_id") or ""
-        namespace = event.get("namespace")
-        about = f"{namespace}/{subject}" if namespace and subject else str(subject or namespace or "")
-        as_of = f" as of {event['as_of']}" if event.get("as_of") else ""
-        return f"{event['type']} {about}{as_of}".strip()
-    if isinstance(event, dict) and set(event) == {"namespace"}:
-        return f"reconcile_due {event['namespace']}"
-    return _compact(event) if not isinstance(event, str) else event
-
-
-def dead_letters_retry(
-    ctx: typer.Context,
-    ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids (see list); or --all.")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter (instead of ids).")] = False,
-    fmt: FormatOption = None,
-    wide: WideOption = False,
-) -> None:
-    """Re-enqueue dead letters (by id, or --all) and remove them from the dead-letter queue."""
-    if bool(ids) == all_:
-        raise InvalidInputError("give dead-letter ids or --all (not both)")
-    # lazy: the dead-letter queue is read through Dramatiq's Redis broker
-    from worker.queue.dead_letters import retry_dead_letters
-
-    replayed = retry_dead_letters(get_runtime(ctx).broker(), None if all_ else ids)
-    data = {"retried": [{"id": r.id, "message_id": r.message_id, "actor_name": r.actor_name} for r in replayed]}
-    _log().info("dead letters replayed", count=len(replayed))
-    columns = [Column("id", "id"), Column("message id", "id"), Column("actor")]
-    rows = [[r.id, r.message_id, r.actor_name] for r in replayed]
-    emit(fmt, data, table=lambda: print_table("replayed", columns, rows, wide=wide))
+#: How `status` labels its fields in the table (`--format json` keeps the keys: docs/operations.md §5).
+_STATUS_LABELS = {
+    "queue": "queue",
+    "broker_namespace": "broker namespace",
+    "ready": "ready messages",
+    "in_progress": "in progress",
+    "delayed": "delayed (retry backoff)",
+    "dead_letters": "dead letters",
+    "namespace": "tenant namespace",
+    "due_subscriptions": "subscriptions due",
+    "never_synced_subscriptions": "never synced",
+    "oldest_overdue_next_sync_after": "oldest overdue sync",
+    "overdue_seconds": "overdue (s)",
+    "stuck": "stuck messages",
+    "in_progress_dead_worker": "stuck: worker gone",
+    "in_progress_too_long": "stuck: running too long",
+    "unowned": "stuck: unowned",
+    "delayed_beyond_max_backoff": "stuck: delayed too far",
+    "stuck_after_seconds": "stuck after (s)",
+}
+_STUCK_WHY = {
+    "in_progress_dead_worker": "worker gone",
+    "in_progress_too_long": "running too long",
+    "unowned": "unowned",
+    "delayed_beyond_max_backoff": "delayed too far",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -342,6 +365,4 @@ def register(app: typer.Typer) -> None:
     app.command("scheduler")(scheduler)
     app.command("publish")(publish_command)
     app.command("status")(status_command)
-    dead_letters_app.command("list")(dead_letters_list)
-    dead_letters_app.command("retry")(dead_letters_retry)
-    app.add_typer(dead_letters_app, name="dead-letters")
+    app.add_typer(dead_letters.app, name="dead-letters")

@@ -248,7 +248,12 @@ class AdvanceChargesRequest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
     def log_context(self) -> dict[str, Any]:
-        return {"event_type": "advance_charges", "namespace": self.namespace, "customer_id": self.customer_id}
+        return {
+            "event_id": self.event_id,
+            "event_type": "advance_charges",
+            "namespace": self.namespace,
+            "customer_id": self.customer_id,
+        }
 
 
 def parse_advance_charges(payload: object) -> AdvanceChargesRequest | None:

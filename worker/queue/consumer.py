@@ -7,7 +7,9 @@ copied here is pinned to one Dramatiq minor version (`pyproject.toml`), and
 - `GuardedRedisConsumer` subclasses `dramatiq.brokers.redis._RedisConsumer` and re-implements its
   `__next__` loop, adding the checks of messages Dramatiq cannot decode.
 - `GuardedRedisBroker` relies on the layout of Dramatiq's in-flight sets (`worker.queue.keys.in_flight_key`),
-  and its `enqueue_many` on the layout of a queue (`worker.queue.keys.queue_keys`).
+  its `enqueue_many` on the layout of a queue (`worker.queue.keys.queue_keys`), and it runs Dramatiq's
+  `dispatch.lua` with one command appended (`fetch_with_ids`), through the broker's private `_dispatch` and
+  `scripts`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import dramatiq
+import dramatiq.brokers.redis as dramatiq_redis
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
@@ -82,7 +86,7 @@ def _option_problem(name: str, value: object, *, now_ms: int, max_delay_ms: int)
     Retries write (`redis_message_id`, `retries`, `eta`, `traceback`, `requeue_timestamp`) and the
     worker's own (`subsync_failure`, `subsync_unpublished`), each of its type."""
     if name == "redis_message_id":
-        return None  # checked against the key it was stored under (`_check_redis_id`)
+        return None  # replaced by the key the body was fetched under (`GuardedRedisConsumer._decode`)
     if name == "retries":
         if not _is_int(value) or value < 0:  # type: ignore[operator]
             return f"options.retries must be an integer >= 0, not {_shown(value)}"
@@ -160,6 +164,9 @@ class GuardedRedisConsumer(_RedisConsumer):
     the wrong queue (stranding it in flight), lose it (odd `retries` and policy options break the
     Retries middleware, and the message is acknowledged), or hold it in memory "in progress" until
     an `eta` centuries away.
+
+    Messages are fetched with the key each was stored under (`GuardedRedisBroker.fetch_with_ids`) and
+    acknowledged under that key, whatever their `options.redis_message_id` says.
     """
 
     def __next__(self) -> MessageProxy | None:  # the loop of `_RedisConsumer.__next__`, plus the checks
@@ -167,22 +174,19 @@ class GuardedRedisConsumer(_RedisConsumer):
         try:
             while True:
                 if not self.message_cache:
-                    messages: list[bytes | None] = []
+                    fetched: list[tuple[str, bytes]] = []
                     if self.outstanding_message_count < self.prefetch:
-                        self.message_cache = messages = self.broker.do_fetch(
+                        self.message_cache = fetched = self.broker.fetch_with_ids(
                             self.queue_name, self.prefetch - self.outstanding_message_count
                         )
-                    if not messages:
+                    if not fetched:
                         self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                         time.sleep(backoff_ms / 1000)
                         return None
                     continue
-                data = self.message_cache.pop(0)
-                if data is None:  # an id pushed without its body: nothing to run
-                    self.logger.warning("Found an id without a message body in queue %r.", self.queue_name)
-                    continue
+                redis_id, data = self.message_cache.pop(0)
                 self.misses = 0
-                message = self._decode(data)
+                message = self._decode(redis_id, data)
                 if message is None:
                     continue
                 self.queued_message_ids.add(message.message_id)
@@ -191,66 +195,74 @@ class GuardedRedisConsumer(_RedisConsumer):
             closed: Any = ConnectionClosed  # what the worker's consumer thread expects (untyped in Dramatiq)
             raise closed(e) from None
 
-    def _decode(self, data: bytes) -> Message[Any] | None:
+    def _decode(self, redis_id: str, data: bytes) -> Message[Any] | None:
         if len(data) > MAX_MESSAGE_BYTES:
-            self._reject(data, f"the message is {len(data)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
+            self._reject(redis_id, f"the message is {len(data)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
             return None
         try:
             fields = dramatiq.get_encoder().decode(data)
         except Exception as exc:  # not UTF-8, not JSON, or nested too deeply for the decoder
             cause = exc.error if isinstance(exc, DecodeError) and isinstance(exc.error, BaseException) else exc
-            self._reject(data, f"not a Dramatiq message: {describe(cause, limit=300)}")
+            self._reject(redis_id, f"not a Dramatiq message: {describe(cause, limit=300)}")
             return None
         now_ms = int(time.time() * 1000)
         max_delay_ms = getattr(self.broker, "max_delay_ms", DEFAULT_MAX_DELAY_MS)
         problem = _envelope_problem(fields, self.queue_name, now_ms=now_ms, max_delay_ms=max_delay_ms)
         if problem is not None:
-            self._reject(data, problem, INVALID_ENVELOPE, fields)
+            self._reject(redis_id, problem, INVALID_ENVELOPE, fields)
             return None
-        self._check_redis_id(fields["options"], data)
+        claimed = fields["options"].get("redis_message_id")
+        if claimed is not None and claimed != redis_id:
+            log.warning("message's redis_message_id is not its key; using the key", claimed=str(claimed)[:100])
+        # A message is acknowledged by `options.redis_message_id`; Dramatiq's own messages carry their
+        # key, a foreign producer's may carry another one (the same body stored under two keys), or
+        # none: each delivery is acknowledged under the key it was fetched under (docs/operations.md §5).
+        fields["options"]["redis_message_id"] = redis_id
         return Message(**{**fields, "args": tuple(fields["args"])})
 
-    @property
-    def _in_flight_key(self) -> str:
-        return in_flight_key(self.broker.namespace, self.broker.broker_id, self.queue_name)
-
-    def _in_flight_ids_with_body(self, data: bytes) -> list[str]:
-        """This worker's in-flight ids on this queue whose stored body is `data` (the fetch script
-        returns bodies only)."""
-        client = self.broker.client
-        ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in client.smembers(self._in_flight_key))
-        bodies = client.hmget(queue_keys(self.broker, self.queue_name)["messages"], ids) if ids else []
-        return [redis_id for redis_id, body in zip(ids, bodies, strict=True) if body == data]
-
-    def _check_redis_id(self, options: dict[str, Any], data: bytes) -> None:
-        """A message is acknowledged by `options.redis_message_id` (Dramatiq's own messages always
-        carry the right one). A foreign producer may get it wrong or leave it out; the message could
-        then never be acknowledged, and would run again at every worker restart. Use the id its body
-        was actually fetched under instead."""
-        claimed = options.get("redis_message_id")
-        if isinstance(claimed, str) and self.broker.client.sismember(self._in_flight_key, claimed):
-            return
-        found = self._in_flight_ids_with_body(data)
-        if found:
-            if claimed is not None:
-                log.warning("message's redis_message_id is not its key; using the key", claimed=str(claimed)[:100])
-            options["redis_message_id"] = found[0]
-
-    def _reject(self, data: bytes, error: str, reason: str = INVALID_PAYLOAD, fields: object = None) -> None:
-        """Dead-letter the in-flight message(s) of this worker whose body is `data`."""
+    def _reject(self, redis_id: str, error: str, reason: str = INVALID_PAYLOAD, fields: object = None) -> None:
+        """Dead-letter the in-flight message fetched under `redis_id`."""
         fields = fields if isinstance(fields, dict) else {}
         message_id, actor_name = (_text_field(fields, name) for name in ("message_id", "actor_name"))
-        for redis_id in self._in_flight_ids_with_body(data):
-            record = dead_letter_record(reason, error, 1, message_id, actor_name)
-            log_dead_letter(record, message_id=message_id or redis_id, redis_message_id=redis_id, queue=self.queue_name)
-            store_dead_letter_reason(self.broker, redis_id, record)
-            self.broker.do_nack(self.queue_name, redis_id)
+        record = dead_letter_record(reason, error, 1, message_id, actor_name)
+        log_dead_letter(record, message_id=message_id or redis_id, redis_message_id=redis_id, queue=self.queue_name)
+        store_dead_letter_reason(self.broker, redis_id, record)
+        self.broker.do_nack(self.queue_name, redis_id)
 
 
 def _text_field(fields: dict[str, Any], name: str) -> str | None:
     value = fields.get(name)
     return value[:MAX_NAME_CHARS] if isinstance(value, str) and value else None
 
+
+#: The dispatch command `GuardedRedisBroker.fetch_with_ids` runs.
+FETCH_WITH_IDS = "subsync_fetch"
+
+#: Appended to Dramatiq's `dispatch.lua` (which returns only from the branch of the command it ran, and
+#: has none for this one): Dramatiq's `fetch`, except that an id whose body is gone is not marked in
+#: flight, and each body is returned after its id (`id1, body1, id2, body2, …`; `false` for no body).
+_FETCH_WITH_IDS_LUA = """
+if command == "subsync_fetch" then
+    local prefetch = math.min(ARGS[1], max_unpack_size)
+    local fetched = {}
+    for i=1,prefetch do
+        local message_id = redis.call("lpop", queue_full_name)
+        if not message_id then
+            break
+        end
+        local message_data = redis.call("hget", queue_messages, message_id)
+        if message_data then
+            redis.call("sadd", queue_acks, message_id)
+        end
+        table.insert(fetched, message_id)
+        table.insert(fetched, message_data)
+    end
+    return fetched
+end
+"""
+_DISPATCH_WITH_FETCH_IDS = (
+    Path(dramatiq_redis.__file__).parent / "redis" / "dispatch.lua"
+).read_text() + _FETCH_WITH_IDS_LUA
 
 #: How far ahead an `options.eta` may be unless the broker is told otherwise (`SUBSYNC_MAX_DELAY_SECONDS`).
 DEFAULT_MAX_DELAY_MS = 7 * 86_400_000
@@ -270,8 +282,29 @@ class GuardedRedisBroker(RedisBroker):
     def __init__(self, *args: Any, max_delay_ms: int = DEFAULT_MAX_DELAY_MS, **kwargs: Any) -> None:
         init: Any = super().__init__  # untyped in Dramatiq
         init(*args, **kwargs)
+        # Dramatiq's dispatch script with one more command (`fetch_with_ids`); every other command is unchanged.
+        self.scripts["dispatch"] = self.client.register_script(_DISPATCH_WITH_FETCH_IDS)
         #: Latest `options.eta` a consumer accepts, from now (`GuardedRedisConsumer`).
         self.max_delay_ms = max_delay_ms
+
+    def fetch_with_ids(self, queue_name: str, count: int) -> list[tuple[str, bytes]]:
+        """Up to `count` messages of `queue_name`, each with the key it was fetched under, marked in
+        flight on this worker. Dramatiq's `fetch` returns bodies only, marks an id in flight even when
+        its body is gone (an id pushed again after its message was handled: it stayed in flight for
+        the worker's life), and leaves a body stored under two keys to be acknowledged under one of
+        them. Here an id without a body is dropped, not marked in flight, and every body comes with
+        its own key (docs/operations.md §5)."""
+        dispatch: Any = self._dispatch  # untyped in Dramatiq
+        reply: Any = dispatch(FETCH_WITH_IDS)(queue_name, count)
+        fetched: list[tuple[str, bytes]] = []
+        for index in range(0, len(reply), 2):
+            key = reply[index].decode() if isinstance(reply[index], bytes) else str(reply[index])
+            body = reply[index + 1]
+            if body is False or body is None:
+                log.warning("an id without a message body was dropped from the queue", queue=queue_name, key=key[:100])
+                continue
+            fetched.append((key, body))
+        return fetched
 
     @property
     def consumer_class(self) -> type[GuardedRedisConsumer]:

@@ -10,9 +10,11 @@
   reconciler's overdue seconds. No round trip per message.
 - `GET /livez`: 200 when every worker process's consumer and worker threads are alive and
   heart-beating (`worker.queue.liveness`), else 503 with what is wrong — restart the worker.
-- `GET /readyz`: 200 when Postgres answers `SELECT 1` and Redis `PING`, each with a short timeout,
-  checked at most every `READY_CACHE_SECONDS`; else 503 naming the failed dependency.
-- anything else: 404.
+- `GET /readyz`: 200 when Postgres answers `SELECT 1`, its schema is at this release's head, and
+  Redis answers `PING`, each with a short timeout, checked at most every `READY_CACHE_SECONDS`; else
+  503 naming the failed check.
+- anything else: 404. `HEAD` answers as `GET` does, without the body. A connection must send its
+  request within `READ_TIMEOUT_SECONDS`, and at most `MAX_CONNECTIONS` are served at once.
 
 Bodies of the health endpoints are JSON: `{"status": "ok" | "fail", ...}`.
 """
@@ -35,9 +37,10 @@ from sqlalchemy.engine import make_url
 
 from worker.config import Settings, load_settings, secret
 from worker.contract.events import QUEUE_NAME
+from worker.infra.clock import utcnow
 from worker.infra.logging import configure_logging, get_logger
 from worker.queue.liveness import assess, health_dir, read_reports
-from worker.queue.status import status
+from worker.queue.status import delayed_in_memory, status
 from worker.store.db import make_engine
 
 log = get_logger(__name__)
@@ -50,6 +53,10 @@ STATUS_CACHE_SECONDS = 5.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
 _SET_STATEMENT_TIMEOUT = "SET statement_timeout = '5s'"  # of the gauges' query and the readiness check
 REDIS_TIMEOUT_SECONDS = 1.0
+#: How long the server waits for a request on a connection (docs/operations.md §4).
+READ_TIMEOUT_SECONDS = 5.0
+#: Connections served at once; more are closed at once (a probe retries).
+MAX_CONNECTIONS = 32
 
 Response = tuple[int, str, bytes]
 
@@ -64,6 +71,12 @@ class Exposition(Prometheus):
     @property
     def forks(self) -> list[Callable[[], int]]:
         return [serve]
+
+    def before_delay_message(self, broker: Any, message: Any) -> None:
+        """Dramatiq's `dramatiq_delayed_messages_inprogress` is left unrecorded: it counts a retry up
+        under the delay queue's name and down under the main queue's (in whichever process runs it), so
+        it went negative, one series per pid. `serve()` reports the gauge at scrape time instead, from
+        Redis (`worker.queue.status.delayed_in_memory`; docs/operations.md §4 "Metrics")."""
 
 
 class _Cached:
@@ -109,7 +122,12 @@ class Health:
             )
             # Only for `worker.queue.status` (its keys and client): no middleware, no queue declared.
             make: Any = RedisBroker  # untyped in Dramatiq
-            self.broker = make(client=self.redis, namespace=settings.broker_namespace, middleware=[])
+            self.broker = make(
+                client=self.redis,
+                namespace=settings.broker_namespace,
+                middleware=[],
+                heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+            )
         self._ready = _Cached(READY_CACHE_SECONDS, self._check_ready)
         self._status = _Cached(STATUS_CACHE_SECONDS, self._read_status)
         self._last: dict[str, bool] = {}
@@ -135,13 +153,28 @@ class Health:
         return _json(200 if ok else 503, {"status": "ok" if ok else "fail", "checks": checks})
 
     def _check_ready(self) -> dict[str, str]:
-        return {"postgres": self._check(self._ping_postgres), "redis": self._check(self._ping_redis)}
+        checks = {"postgres": self._check(self._ping_postgres), "redis": self._check(self._ping_redis)}
+        if checks["postgres"] == "ok":
+            checks["schema"] = self._check(self._check_schema)
+        return checks
 
     def _ping_postgres(self) -> None:
         if self.engine is None:
             raise RuntimeError("DATABASE_URL is not set")
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def _check_schema(self) -> None:
+        """The schema is at this release's head: a worker on an unmigrated (or newer) database would
+        take messages from the shared queue and fail them (docs/operations.md §4)."""
+        # lazy: Alembic is loaded by the first readiness check, not by every worker process
+        from worker.store.migrations import schema_problem
+
+        assert self.engine is not None  # checked after `_ping_postgres` succeeded
+        with self.engine.connect() as conn:
+            problem = schema_problem(conn)
+        if problem is not None:
+            raise SchemaNotAtHead(problem)
 
     def _ping_redis(self) -> None:
         if self.redis is None:
@@ -162,7 +195,9 @@ class Health:
         if self.engine is None or self.broker is None:
             return None
         try:
-            data = status(self.engine, self.broker)
+            now = utcnow()
+            data = status(self.engine, self.broker, now=now)
+            data["delayed_in_memory"] = delayed_in_memory(self.broker, now_ms=int(now.timestamp() * 1000))
         except Exception as exc:  # the gauges are left out; subsync_status_up says they are missing
             self._note("able to read the status gauges", False, [_describe(exc)])
             return None
@@ -190,6 +225,14 @@ class Health:
         for state in ("ready", "in_progress", "delayed"):
             depth.add_metric([QUEUE_NAME, state], float(data[state]))
         yield depth
+        delayed = GaugeMetricFamily(
+            "dramatiq_delayed_messages_inprogress",
+            "Retries held in memory by live workers until their eta (read from Redis at scrape time).",
+            labels=["queue_name", "actor_name"],
+        )
+        for actor_name, count in sorted(data["delayed_in_memory"].items()):
+            delayed.add_metric([QUEUE_NAME, actor_name], float(count))
+        yield delayed
         dead = GaugeMetricFamily(
             "subsync_dead_letter_messages", "Messages in the dead-letter queue.", labels=["queue_name"]
         )
@@ -226,6 +269,10 @@ class Health:
         self._last[what] = ok
 
 
+class SchemaNotAtHead(Exception):
+    """The database schema is not this release's head (the message says what to run)."""
+
+
 class _Collector:
     def __init__(self, collect: Callable[[], Iterator[Any]]) -> None:
         self.collect = collect
@@ -258,26 +305,37 @@ def handler_class(health: Health) -> type[BaseHTTPRequestHandler]:
     routes: dict[str, Callable[[], Response]] = {"/metrics": metrics, "/livez": health.livez, "/readyz": health.readyz}
 
     class Handler(BaseHTTPRequestHandler):
+        #: A request must arrive within this many seconds of the connection (and of each other on a
+        #: kept-alive one): an idle or half-sent connection is closed instead of holding a thread.
+        timeout = READ_TIMEOUT_SECONDS
+
         def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:  # what a GET answers, without the body (docs/operations.md §4)
+            self._answer(body=False)
+
+        def _answer(self, *, body: bool) -> None:
             route = routes.get(urlsplit(self.path).path)
             if route is None:
-                code, content_type, body = (
+                code, content_type, content = (
                     404,
                     "text/plain; charset=utf-8",
                     b"not found: try /metrics, /livez, /readyz\n",
                 )
             else:
                 try:
-                    code, content_type, body = route()
+                    code, content_type, content = route()
                 except Exception as exc:  # an endpoint's own failure must not look healthy
                     log.exception("health endpoint failed", path=self.path)
-                    code, content_type, body = _json(500, {"status": "fail", "error": _describe(exc)})
+                    code, content_type, content = _json(500, {"status": "fail", "error": _describe(exc)})
             self.send_response(code)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(content)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            if body:
+                self.wfile.write(content)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # one line per probe would drown the worker's log
@@ -285,12 +343,38 @@ def handler_class(health: Health) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `MAX_CONNECTIONS` at once: a connection beyond them is closed
+    at once (each one's reads time out after `READ_TIMEOUT_SECONDS`, so the slots come back)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve() -> int:
     """The exposition server's process (forked by the `dramatiq` supervisor): serve until SIGTERM."""
     settings = load_settings()
     configure_logging(settings.effective_log_format, settings.log_level)
-    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), handler_class(Health(settings)))
-    server.daemon_threads = True
+    server = BoundedHTTPServer((settings.metrics_host, settings.metrics_port), handler_class(Health(settings)))
     log.info("health and metrics served", host=settings.metrics_host, port=settings.metrics_port)
     try:
         server.serve_forever()

@@ -107,6 +107,28 @@ def _in_flight(broker: RedisBroker, queue_name: str) -> tuple[dict[str, tuple[st
     return in_flight, {_ids([worker_id])[0]: int(score) for worker_id, score in heartbeats}
 
 
+def delayed_in_memory(broker: RedisBroker, *, now_ms: int, queue_name: str = QUEUE_NAME) -> dict[str, int]:
+    """Retries held in memory by live workers until their eta, by actor: the ids of the delay queue in
+    flight on a worker whose heartbeat is fresh (what Dramatiq's own `dramatiq_delayed_messages_inprogress`
+    miscounts; docs/operations.md §4 "Metrics")."""
+    in_flight, heartbeats = _in_flight(broker, queue_name)
+    delay_queue = f"{queue_name}.DQ"
+    ids = [
+        redis_id
+        for redis_id, (queue, worker_id) in sorted(in_flight.items())
+        if queue == delay_queue and now_ms - heartbeats.get(worker_id, 0) <= broker.heartbeat_timeout
+    ]
+    counts: dict[str, int] = {}
+    if ids:
+        for body in broker.client.hmget(queue_keys(broker, queue_name)["delayed_messages"], ids):
+            if body is None:
+                continue  # acknowledged meanwhile
+            actor = _fields(body).get("actor_name")
+            name = actor if isinstance(actor, str) else "unknown"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def stuck_messages(
     broker: RedisBroker, limits: StuckLimits, *, now_ms: int, queue_name: str = QUEUE_NAME
 ) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -70,7 +71,64 @@ def make_engine(
     )
     event.listen(created, "after_cursor_execute", _mark_used)
     event.listen(created, "handle_error", _mark_stale)
+    event.listen(created, "checkout", _note_checkout)
+    event.listen(created, "checkin", _note_checkin)
     return created
+
+
+# --- cancelling a thread's statement (docs/operations.md §2 "Shutdown") ------------------------------
+
+_THREAD = "subsync_thread"  # in a pooled connection's record info: the thread that checked it out
+_checked_out_lock = threading.Lock()
+#: The pool records (and their DBAPI connections) each thread has checked out of any engine of this process.
+_checked_out: dict[int, dict[int, tuple[Any, Any]]] = {}
+
+
+def _note_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    ident = threading.get_ident()
+    record.info[_THREAD] = ident
+    with _checked_out_lock:
+        _checked_out.setdefault(ident, {})[id(record)] = (record, dbapi_connection)
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    ident = record.info.pop(_THREAD, None)
+    if ident is None:
+        return
+    with _checked_out_lock:
+        held = _checked_out.get(ident)
+        if held is not None:
+            held.pop(id(record), None)
+            if not held:
+                del _checked_out[ident]
+
+
+#: How long one cancel request may take (it opens a connection to the server).
+CANCEL_TIMEOUT_SECONDS = 3.0
+
+
+def cancel_statements(thread_ids: Iterable[int]) -> int:
+    """Ask the server to cancel the statement running on each connection these threads have checked
+    out (psycopg's `cancel_safe`): a thread blocked in a lock wait or a long query then gets an error
+    (SQLSTATE 57014) and its transaction rolls back, instead of ignoring an interrupt until the lock
+    times out. Returns how many cancel requests were sent; a connection with no statement running is
+    left as it is by the server."""
+    with _checked_out_lock:
+        connections = [
+            connection
+            for ident in thread_ids
+            for record, connection in _checked_out.get(ident, {}).values()
+            # still that thread's, on the same DBAPI connection (an invalidated record may not check in)
+            if record.info.get(_THREAD) == ident and record.dbapi_connection is connection
+        ]
+    sent = 0
+    for connection in connections:
+        try:
+            connection.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)  # psycopg >= 3.2
+        except Exception:  # a closed connection has nothing to cancel; the interrupt goes on
+            continue
+        sent += 1
+    return sent
 
 
 def _mark_used(conn: Connection, *_: Any) -> None:

@@ -7,6 +7,7 @@ reads the repository's folder.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused")).get_current_head()
 
@@ -205,7 +207,16 @@ class SchemaState:
         return f"the database schema is at {self.current}, head is {self.head}: run `subsync db upgrade`"
 
 
-def schema_state(url: str) -> SchemaState:
-    current = current_revision(url)
+def _state_of(current: str | None) -> SchemaState:
     known = current is None or any(r.revision == current for r in history())
     return SchemaState(current=current, head=head_revision(), known=known)
+
+
+def schema_state(url: str) -> SchemaState:
+    return _state_of(current_revision(url))
+
+
+def schema_problem(conn: Connection) -> str | None:
+    """Why the database on `conn` is not at this release's head (None: it is): what readiness and
+    `subsync worker` check (docs/operations.md §4, §9)."""
+    return _state_of(MigrationContext.configure(conn).get_current_revision()).problem()

@@ -17,7 +17,7 @@ log = get_logger("worker.queue.actors")
 
 
 class WorkerBoot(Middleware):
-    """Logs `worker process ready` once the `dramatiq` worker process has booted.
+    """Logs `worker process ready` once the `dramatiq` worker process has booted and its worker started.
 
     Parameters:
       log_format(str): `console` or `json`, configured at boot (Dramatiq configures its own logging
@@ -38,6 +38,15 @@ class WorkerBoot(Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         configure_logging(self.log_format)
+        if self.on_boot is not None:
+            try:
+                self.on_boot()
+            except Exception as exc:  # the messages will meet (and classify) the same problem
+                log.warning("worker process warm-up failed", error=f"{type(exc).__name__}: {exc}")
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: object) -> None:
+        # After every middleware's process boot (SyncMetrics enables the metrics there) and once the
+        # worker's threads run: the process is ready, and says whether it serves metrics.
         log.info(
             "worker process ready",
             pid=os.getpid(),
@@ -46,8 +55,3 @@ class WorkerBoot(Middleware):
             metrics=metrics.enabled(),
             **self.where,
         )
-        if self.on_boot is not None:
-            try:
-                self.on_boot()
-            except Exception as exc:  # the messages will meet (and classify) the same problem
-                log.warning("worker process warm-up failed", error=f"{type(exc).__name__}: {exc}")
