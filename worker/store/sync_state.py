@@ -24,7 +24,7 @@ _UPSERT = _new.on_conflict_do_update(
 
 
 # The same upsert, also answering "can the after-sync invoicing (docs/sync.md §8.3) find anything to bill?" in the
-# same round trip, after the sync's own writes and under the customer lock (docs/sync.md §8.3). docs/sync.md §9
+# same round trip, after the sync's own writes and under the customer lock. docs/sync.md §9
 # step 2, not progressive: a line is billable only if trunc(invoice_at) <= X, i.e. invoice_at < X + 1 s
 # (usage lines also need their end <= X). §9 invoices the whole *customer* (every subscription and manual
 # line of its live gathering invoices), so the subscription's own state is not enough. A live group child

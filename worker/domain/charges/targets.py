@@ -62,7 +62,7 @@ def charge_target(view: SubscriptionView, c: Candidate, mode: CreditMode) -> Cha
             before, c.service, c.full, record.pro_rating_enabled, record.pro_rating_mode, record.currency
         )
     return ChargeTarget(
-        identity=f"{view.id}/{c.phase.key}/{c.identity}",
+        identity=c.full_identity(view.id),
         subscription_id=view.id,
         phase_id=c.phase.id,
         item_id=c.item.record.id,
@@ -107,7 +107,7 @@ def route_targets(
     lines: list[TargetLine] = []
     charge_targets: list[ChargeTarget] = []
     for c in candidates:
-        identity = f"{view.id}/{c.phase.key}/{c.identity}"
+        identity = c.full_identity(view.id)
         held = charges.get(identity)
         if route(identity, mode, persisted.items.get(identity), held.charge.id if held else None) == "line":
             if (line := expected_line(view, c)) is not None:
