@@ -23,6 +23,7 @@ from worker.app.invoicing import invoice_in_transaction
 from worker.app.sync import SyncResult, decide_sync, result_of
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import StatusChange
+from worker.store.db import run_transaction
 from worker.store.snapshot import load_snapshot
 from worker.store.tables import charges
 from worker.store.write import write_plan
@@ -32,12 +33,7 @@ _T = TypeVar("_T")
 
 def rolled_back(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     """Run `work` in one transaction that is rolled back whatever happens: nothing it writes is kept."""
-    with engine.connect() as conn:
-        conn.begin()
-        try:
-            return work(conn)
-        finally:
-            conn.rollback()
+    return run_transaction(engine, work, rolled_back=True)
 
 
 def sync_at(

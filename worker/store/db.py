@@ -146,16 +146,25 @@ def is_stale(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated and getattr(exc, "subsync_stale", False)
 
 
-def run_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
+def run_transaction(engine: Engine, work: Callable[[Connection], _T], *, rolled_back: bool = False) -> _T:
     """`work(conn)` in one transaction. A pooled connection can be stale (server restarted, idle connection
     killed): it then fails on the transaction's first statement, before anything was read or written, and
     that attempt is replaced once by one on a new connection. Any other failure, a connection lost in the
     middle of the transaction included, propagates (the queue classifies it `database_unavailable` and
-    retries the message: docs/sync.md §8.5 makes the re-run safe)."""
+    retries the message: docs/sync.md §8.5 makes the re-run safe).
+
+    `rolled_back`: the transaction is rolled back whatever happens, so nothing `work` writes is kept and its
+    transaction-scoped locks are released (previews: docs/sync.md §10.2)."""
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:
                 conn.info.pop(_USED, None)
+                if rolled_back:
+                    transaction = conn.begin()
+                    try:
+                        return work(conn)
+                    finally:
+                        transaction.rollback()
                 with conn.begin():
                     return work(conn)
         except DBAPIError as exc:
