@@ -28,7 +28,7 @@ from sqlalchemy import text
 from bench import credits, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
-from bench.measure import Comparison, run_pass, warm_up
+from bench.measure import Comparison, run_pass, settle, warm_up
 from bench.queue_report import machine_load
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
@@ -128,6 +128,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             points.append(point)
 
         # issue 15: a credit_only subscription per size, at least one counted and one timed copy each
+        settle()  # bench/credits.py times its own passes: start them without the scaling syncs' garbage
         credit_sizes = credits.measure(
             engine, counting, options.credit_months, max(2, options.subscriptions // 5), options.repeats
         )

@@ -1,17 +1,19 @@
 """`python -m bench --compare REV`: the current tree against a git revision, interleaved in one run.
 
-The revision is checked out into a temporary git worktree, and the *current* `bench/` package is copied
-over its own, so both sides are measured by the same benchmark code. Then, for each of `--rounds`
+The revision's files are extracted into a temporary directory (`git archive`), and the *current* `bench/`
+package is copied over its own, so both sides are measured by the same benchmark code. Then, for each of `--rounds`
 rounds, `python -m bench … --json FILE` runs once in each tree (the current tree first in even rounds,
 the revision first in odd ones), against the same database server and Redis, one after the other, so a
 change of the machine's load hits both sides alike. Every figure is printed with both sides' medians and
-the ratio current / revision: the median of the per-round ratios, with their spread (min–max). A ratio
-whose whole spread lies on one side of 1 is marked `*` (with at least 3 rounds: stronger than the noise).
+the ratio current / revision: the median of the per-round ratios, with their spread (min–max), and a
+two-sided sign test of the rounds against 1; `*` marks p < 0.05 (6 or more rounds all on one side), the
+only thing to call stronger than the noise.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -28,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """A detached worktree of `rev` at `into`, with the current `bench/` copied over its own."""
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), rev], check=True, capture_output=True
-    )
+    """The files of `rev` at `into` (`git archive`: nothing is registered in the repository, so an interrupted
+    run leaves no worktree behind), with the current `bench/` copied over its own."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     shutil.rmtree(into / "bench", ignore_errors=True)
     shutil.copytree(ROOT / "bench", into / "bench", ignore=shutil.ignore_patterns("__pycache__"))
     return into
@@ -69,15 +72,16 @@ def compare(rev: str, argv: Sequence[str], rounds: int, *, log: object = sys.std
     with tempfile.TemporaryDirectory(prefix="subsync-compare-") as tmp:
         other = Path(tmp) / "tree"
         checkout(rev, other)
-        try:
-            trees = {"current": ROOT, rev: other}
-            for n in range(rounds):
-                order = ["current", rev] if n % 2 == 0 else [rev, "current"]
-                for side in order:
-                    print(f"round {n + 1}/{rounds}: {side} ({machine_load()})", file=log, flush=True)  # type: ignore[call-overload]
-                    sides[side].append(run_side(trees[side], argv, Path(tmp) / f"{n}-{order.index(side)}.json"))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
+        trees = {"current": ROOT, rev: other}
+        for n in range(rounds):
+            order = ["current", rev] if n % 2 == 0 else [rev, "current"]
+            for side in order:
+                print(f"round {n + 1}/{rounds}: {side} ({machine_load()})", file=log, flush=True)  # type: ignore[call-overload]
+                sides[side].append(run_side(trees[side], argv, Path(tmp) / f"{n}-{order.index(side)}.json"))
+            if n + 1 < rounds:  # what is known so far, in case the run is cut short
+                print(
+                    render(rev, sides["current"], sides[rev], loads, time.perf_counter() - began), file=log, flush=True
+                )  # type: ignore[call-overload]
     loads.append(machine_load())
     return render(rev, sides["current"], sides[rev], loads, time.perf_counter() - began)
 
@@ -85,6 +89,19 @@ def compare(rev: str, argv: Sequence[str], rounds: int, *, log: object = sys.std
 def ratios(current: Sequence[dict[str, float]], other: Sequence[dict[str, float]], name: str) -> list[float]:
     """Per-round ratios current / other of one figure (rounds where both sides have it)."""
     return [a[name] / b[name] for a, b in zip(current, other, strict=True) if name in a and b.get(name)]
+
+
+def sign_test(ratios: Sequence[float]) -> float:
+    """Two-sided sign test of the ratios against 1 (ties dropped): the chance of a split at least this
+    lopsided if the change made no difference; 1.0 when every ratio is exactly 1."""
+    above = sum(1 for r in ratios if r > 1)
+    below = sum(1 for r in ratios if r < 1)
+    n = above + below
+    if n == 0:
+        return 1.0
+    k = min(above, below)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def render(
@@ -105,18 +122,22 @@ def render(
         if not r:
             continue
         low, high = min(r), max(r)
-        clear = len(r) >= 3 and (high < 1 or low > 1)
+        p = sign_test(r)
         rows.append(
-            [name, f"{b:.3g}", f"{a:.3g}", f"{statistics.median(r):.3f}", f"{low:.3f}–{high:.3f}", "*" if clear else ""]
+            [
+                *(name, f"{b:.3g}", f"{a:.3g}", f"{statistics.median(r):.3f}", f"{low:.3f}–{high:.3f}"),
+                f"{p:.3f}" if p < 1 else "-",
+                "*" if p < 0.05 else "",
+            ]
         )
     out = [
         f"subsync benchmark A/B: current tree against {rev}, {len(current)} interleaved round(s) per side",
         f"machine: {loads[0]} at the start, {loads[-1]} at the end",
         "",
-        *table(["figure", rev, "current", "current/rev (median)", "spread (min–max)", ""], rows),
+        *table(["figure", rev, "current", "current/rev (median)", "spread (min–max)", "sign test p", ""], rows),
         "",
-        "(* = every round's ratio on the same side of 1, with 3 or more rounds; statements and round trips are",
-        " counts: a ratio of 1.000 means equal)",
+        "(sign test p: two-sided, of the per-round ratios against 1; * = p < 0.05, which takes 6 or more rounds",
+        " all on one side: fewer rounds are a hint, not evidence. Statements and round trips are counts.)",
         "",
         f"A/B ran in {elapsed:.0f} s",
     ]

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 def _scenario(out: dict[str, float], prefix: str, c: Comparison) -> None:
     out[f"{prefix} ms"] = c.real.median * 1000
+    if c.real.cpu:  # the client's CPU time: robust on a busy machine (the Python work of the sync)
+        out[f"{prefix} CPU ms"] = c.real.cpu_median * 1000
     if c.floor.seconds:
         out[f"{prefix} x floor"] = c.real.median / c.floor.median
     if c.real.counts is not None:
