@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from bench import credits, seeding, startup
+from bench import credits, decide, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
 from bench.measure import Comparison, run_pass, settle, warm_up
@@ -127,6 +127,9 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             run_pass(engine, counting, copies, point.steady)
             points.append(point)
 
+        # issue 23: the decide step of the largest scaling subscription alone (its Python CPU, no database)
+        decide_cpu = decide.measure(engine, scale[-1][0]) if scale else None
+
         # issue 15: a credit_only subscription per size, at least one counted and one timed copy each
         settle()  # bench/credits.py times its own passes: start them without the scaling syncs' garbage
         credit_sizes = credits.measure(
@@ -143,6 +146,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"machine: {load} at the start (8 sessions share it: compare ratios, counts and CPU times, not wall times)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
+    results.decide = decide_cpu
     if options.startup_repeats > 0:
         startup.seed(url)
         results.startup = startup.measure(url, repeats=options.startup_repeats)

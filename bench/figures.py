@@ -45,6 +45,9 @@ def collect(results: Results) -> dict[str, float]:
     for p in results.scaling:
         _scenario(out, f"{p.first.lines} lines first", p.first)
         _scenario(out, f"{p.steady.lines} lines steady", p.steady)
+    if results.decide is not None:
+        out[f"{results.decide.lines} lines decide CPU min ms"] = results.decide.cpu_min * 1000
+        out[f"{results.decide.lines} lines decide CPU median ms"] = results.decide.cpu_median * 1000
     for size in results.credits:
         for c in size.scenarios:
             _scenario(out, f"credit {size.first.lines} charges {c.name}", c)

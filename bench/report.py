@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.credits import CreditSize
 from bench.database import Counts
+from bench.decide import Decide
 from bench.e2e import EndToEnd
 from bench.measure import Comparison, percentile
 from bench.queue_report import render_queue_floor
@@ -55,6 +56,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     startup: StartUp | None = None  # the command's start-up (bench.startup)
     credits: list[CreditSize] = field(default_factory=list)  # the credit_only scenario (bench.credits)
+    decide: Decide | None = None  # the decide step of the largest scaling subscription alone (bench.decide)
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float:
@@ -136,7 +138,7 @@ def render(results: Results) -> str:
     out.append("")
     out += _render_end_to_end(results)
     out.append("")
-    out += _render_scaling(results.scaling)
+    out += _render_scaling(results.scaling, results.decide)
     out.append("")
     out += _render_credits(results.credits)
     out.append("")
@@ -204,7 +206,7 @@ def _render_end_to_end(results: Results) -> list[str]:
     return lines
 
 
-def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
+def _render_scaling(points: Sequence[ScalePoint], decide: Decide | None = None) -> list[str]:
     if not points:
         return ["Scaling: not measured"]
     head = ["lines in one subscription", "first sync ms", "x floor", "steady ms", "x floor", "statements first/steady"]
@@ -223,6 +225,11 @@ def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
             ]
         )
     out = ["Scaling (median of runs, one subscription of 10 daily items):", *table(head, rows)]
+    if decide is not None:
+        out.append(
+            f"decide step alone ({decide.lines} lines: target and plan, no database): CPU min "
+            f"{decide.cpu_min * 1000:.1f} ms, median {decide.cpu_median * 1000:.1f} ms (bench/decide.py)"
+        )
     if len(points) >= 3:
         first = [(float(p.first.lines), p.first.real.median) for p in points]
         steady = [(float(p.steady.lines), p.steady.real.median) for p in points]

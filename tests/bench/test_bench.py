@@ -69,7 +69,13 @@ def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None
     for n in range(3):  # first, steady, edit: statements do not depend on the number of charges
         assert small.scenarios[n].real.counts.statements == large.scenarios[n].real.counts.statements  # type: ignore[union-attr]
 
+    # Issue 23: the decide step of the largest scaling subscription, alone (its CPU time, no database).
+    assert results.decide is not None and results.decide.lines == results.scaling[-1].steady.lines
+    assert 0 < results.decide.cpu_min <= results.decide.cpu_median
+    assert f"{results.decide.lines} lines decide CPU min ms" in collect(results)
+
     report = render(results)
+    assert "decide step alone" in report
     assert "ratio to floor" in report and "fitted exponent" in report and "Targets:" in report
     assert "Targets of issue 16" in report and "[PASS]" in report
     assert "Targets of issue 15" in report and f"({large.first.lines} charges)" in report
