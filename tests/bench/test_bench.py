@@ -141,8 +141,9 @@ def test_queue_floor_runs_beside_the_workers(db: Engine, database_url: str, redi
     assert "the queue floor's throughput" in report and "worker CPU per message" in report
     assert "round trips per sync <= floor + 2" in report
     figures = collect(results)
-    for name in ("e2e syncs/s", "queue floor syncs/s", "e2e CPU ms/message", "e2e CPU/message x queue floor"):
-        assert figures[name] > 0 or name == "e2e CPU ms/message", name
+    assert figures["e2e syncs/s"] > 0 and figures["queue floor syncs/s"] > 0 and figures["e2e CPU ms/message"] >= 0
+    # A CPU ratio only when the queue floor used at least one clock tick (a tiny run may not).
+    assert ("e2e CPU/message x queue floor" in figures) == (figures["queue floor CPU ms/message"] > 0)
     assert figures["steady state statements"] == steady_statements(results)
 
 
