@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from bench import credits, seeding, startup
+from bench import credits, decide, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
-from bench.measure import Comparison, run_pass, warm_up
+from bench.measure import Comparison, run_pass, settle, warm_up
+from bench.queue_report import machine_load
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
 from worker.infra.logging import configure_logging
@@ -49,6 +50,9 @@ class Options:
     startup_repeats: int = 7  # runs of each command of the start-up section (0: skip it)
     startup_only: bool = False
     credit_months: tuple[int, ...] = (12, 24)  # credits scenario: ~3 x (M + 1) charges per size (empty: skip)
+    json_path: str | None = None  # also write the figures (bench.figures) to this file
+    compare: str | None = None  # A/B against this git revision (bench.compare)
+    rounds: int = 6  # interleaved rounds per side of --compare (6 all on one side: sign test p = 0.031)
 
 
 QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1, startup_repeats=3)
@@ -80,6 +84,7 @@ def run(options: Options, database_url: str | None = None, *, scratch: bool = Tr
 
 def _run_on(url: str, options: Options, where: str) -> Results:
     began = time.perf_counter()
+    load = machine_load()
     engine = timing_engine(url)
     counting = CountingEngine(url)
     try:
@@ -122,7 +127,11 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             run_pass(engine, counting, copies, point.steady)
             points.append(point)
 
+        # issue 23: the decide step of the largest scaling subscription alone (its Python CPU, no database)
+        decide_cpu = decide.measure(engine, scale[-1][0]) if scale else None
+
         # issue 15: a credit_only subscription per size, at least one counted and one timed copy each
+        settle()  # bench/credits.py times its own passes: start them without the scaling syncs' garbage
         credit_sizes = credits.measure(
             engine, counting, options.credit_months, max(2, options.subscriptions // 5), options.repeats
         )
@@ -134,8 +143,10 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"N={options.subscriptions} subscriptions of P={options.phases} phases x I={options.items} items x "
         f"M={options.months} months per phase ({first.lines} lines each); {options.repeats} steady/edit pass(es); "
         f"K={options.workers} worker process(es) x {options.threads} thread(s)",
+        f"machine: {load} at the start (8 sessions share it: compare ratios, counts and CPU times, not wall times)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
+    results.decide = decide_cpu
     if options.startup_repeats > 0:
         startup.seed(url)
         results.startup = startup.measure(url, repeats=options.startup_repeats)
@@ -204,6 +215,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="only the scale section (issue 25), with options of its own: python -m bench --scale --help",
     )
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON (name: number)")
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="A/B: run this tree and git revision REV interleaved (same options, same servers) and print each "
+        "figure's ratio current/REV with its spread over the rounds",
+    )
+    parser.add_argument("--rounds", type=int, help=f"interleaved rounds per side of --compare (default {d.rounds})")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else d
     values = {
@@ -220,16 +239,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             "scale_repeats",
             "startup_repeats",
             "credit_months",
+            "rounds",
+            "compare",
         )
         if getattr(args, name) is not None
     }
-    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup)
+    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup, json_path=args.json)
     if options.subscriptions < 2 or options.phases < 1 or options.items < 1 or options.months < 1:
         parser.error("need N >= 2 and P, I, M >= 1")
     if options.repeats < 1 or options.scale_repeats < 1 or options.workers < 0 or options.threads < 1:
         parser.error("repeats and threads must be >= 1, workers >= 0")
     if options.startup_repeats < 0 or (options.startup_only and options.startup_repeats < 1):
         parser.error("--startup-repeats must be >= 0 (>= 1 with --startup)")
+    if options.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if options.compare is not None and (options.keep or options.json_path):
+        parser.error("--compare runs its own benchmarks: --keep and --json do not apply to it")
     if any(m < 1 or m > 120 for m in options.credit_months):
         parser.error("--credit-months values must be 1..120")
     if any(d < 1 or d > 1000 for d in options.scale_days):
@@ -245,6 +270,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         scale_cli.main(args)
         return
     options = parse_args(argv)
+    if options.compare is not None:
+        from bench.compare import compare
+
+        print(compare(options.compare, sys.argv[1:] if argv is None else list(argv), options.rounds))
+        return
     configure_logging("console", level=logging.WARNING)  # the sync's info lines would drown the report
-    print(render(run(options)))
+    results = run(options)
+    if options.json_path:
+        import json
+
+        from bench.figures import collect
+
+        with open(options.json_path, "w") as f:
+            json.dump(collect(results), f, indent=1)
+    print(render(results))
     sys.stdout.flush()

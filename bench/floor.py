@@ -127,6 +127,7 @@ class FloorWork:
     write: Any  # the one write statement (a TextClause)
     params: dict[str, Any]
     planned_rows: int
+    sql: str = ""  # the write's SQL text: `statement(sql, params)` rebuilds `write` (the queue floor's processes)
 
 
 def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
@@ -191,9 +192,14 @@ def prepare(engine: Engine, subscription_id: str, as_of: datetime) -> FloorWork:
         params["d_ids"] = list(changes.line_deletes)
         ctes.append(_DELETED_LINES)
     sql = ("WITH" + ",".join(ctes) if ctes else "") + _SYNC_STATE
-    arrays = [bindparam(k, type_=_ARRAY_TYPES.get(k, _TXT)) for k in params if k[:2] in ("n_", "u_", "d_")]
     rows = len(new_lines) + len(changes.line_writes) + len(changes.line_deletes) + 1
-    return FloorWork(subscription_id, plan.customer_id, currency, text(sql).bindparams(*arrays), params, rows)
+    return FloorWork(subscription_id, plan.customer_id, currency, statement(sql, params), params, rows, sql)
+
+
+def statement(sql: str, params: dict[str, Any]) -> Any:
+    """The floor's write statement: `sql` with its array parameters typed."""
+    arrays = [bindparam(k, type_=_ARRAY_TYPES.get(k, _TXT)) for k in params if k[:2] in ("n_", "u_", "d_")]
+    return text(sql).bindparams(*arrays)
 
 
 def run(engine: Engine, work: FloorWork) -> None:

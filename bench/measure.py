@@ -8,6 +8,7 @@ every other one is timed on the plain engine: the real sync of the `bench` twin,
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -27,7 +28,12 @@ class Figures:
     """Wall times (seconds) of repeated runs, and the database work of one run."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # this process's CPU seconds of each run (issue 23)
     counts: Counts | None = None
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu) if self.cpu else math.nan
 
     @property
     def median(self) -> float:
@@ -81,18 +87,29 @@ def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[S
     runs on it), so the timed loop alternates only the two measured operations, each preceded by the
     other. (A dry run just before each real sync made that sync ~0.7 ms slower, the floor's not.)"""
     works = [floor.prepare(engine, s.subscription_id, s.as_of) for s in subscriptions]
+    settle()
     for n, (subscription, work) in enumerate(zip(subscriptions, works, strict=True)):
         if n == 0:
             into.real.counts = counting.measure(_sync(subscription))
             into.floor.counts = counting.measure(lambda e, w=work: floor.run(e, w))  # type: ignore[misc]
             continue
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         _sync(subscription)(engine)
-        synced = time.perf_counter()
+        synced, synced_cpu = time.perf_counter(), time.process_time()
         floor.run(engine, work)
         into.real.seconds.append(synced - began)
         into.floor.seconds.append(time.perf_counter() - synced)
+        into.real.cpu.append(synced_cpu - cpu)
+        into.floor.cpu.append(time.process_time() - synced_cpu)
     into.lines = live_lines(engine, subscriptions[-1].subscription_id)
+
+
+def settle() -> None:
+    """Collect the garbage of what ran before (seeding, dry runs, earlier scenarios), untimed: a full
+    collection triggered by someone else's garbage (~150 ms after the 10,000-line syncs) would otherwise land
+    in whichever timed sync crosses the threshold — the same one in every run, since the work is the same
+    (issue 23: a credit sync measured 10x slower by one such pause)."""
+    gc.collect()
 
 
 def warm_up(engine: Engine, counting: CountingEngine) -> None:

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from bench.credits import CreditSize
 from bench.database import Counts
+from bench.decide import Decide
 from bench.e2e import EndToEnd
 from bench.measure import Comparison, percentile
+from bench.queue_report import render_queue_floor
+from bench.queue_report import render_targets as render_issue23_targets
 from bench.startup import StartUp
 from bench.startup import render as render_startup
 
@@ -53,6 +56,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     startup: StartUp | None = None  # the command's start-up (bench.startup)
     credits: list[CreditSize] = field(default_factory=list)  # the credit_only scenario (bench.credits)
+    decide: Decide | None = None  # the decide step of the largest scaling subscription alone (bench.decide)
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float:
@@ -134,7 +138,7 @@ def render(results: Results) -> str:
     out.append("")
     out += _render_end_to_end(results)
     out.append("")
-    out += _render_scaling(results.scaling)
+    out += _render_scaling(results.scaling, results.decide)
     out.append("")
     out += _render_credits(results.credits)
     out.append("")
@@ -172,7 +176,7 @@ def _render_end_to_end(results: Results) -> list[str]:
             _ratio(msg_p95, steady.floor.p95),
         ],
     ]
-    lines = table(head, rows)
+    lines = [*render_queue_floor(e2e), "", *table(head, rows)]
     lines.append(
         "  (syncs/s ratio = one connection running the floor back to back, over the workers' throughput; "
         "statements, round trips and rows are those of the steady-state sync above)"
@@ -181,7 +185,8 @@ def _render_end_to_end(results: Results) -> list[str]:
         floor_rate = statistics.median(e2e.floor_per_round)
         lines += [
             "",
-            "End to end against the floor (issue 16; medians over the counted rounds, same database and data):",
+            "End to end against the floor on one connection (issue 16; informational since issue 23; medians over "
+            "the counted rounds, same database and data):",
             *table(
                 ["", "syncs/s", "message median ms"],
                 [
@@ -201,7 +206,7 @@ def _render_end_to_end(results: Results) -> list[str]:
     return lines
 
 
-def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
+def _render_scaling(points: Sequence[ScalePoint], decide: Decide | None = None) -> list[str]:
     if not points:
         return ["Scaling: not measured"]
     head = ["lines in one subscription", "first sync ms", "x floor", "steady ms", "x floor", "statements first/steady"]
@@ -220,6 +225,11 @@ def _render_scaling(points: Sequence[ScalePoint]) -> list[str]:
             ]
         )
     out = ["Scaling (median of runs, one subscription of 10 daily items):", *table(head, rows)]
+    if decide is not None:
+        out.append(
+            f"decide step alone ({decide.lines} lines: target and plan, no database): CPU min "
+            f"{decide.cpu_min * 1000:.1f} ms, median {decide.cpu_median * 1000:.1f} ms (bench/decide.py)"
+        )
     if len(points) >= 3:
         first = [(float(p.first.lines), p.first.real.median) for p in points]
         steady = [(float(p.steady.lines), p.steady.real.median) for p in points]
@@ -343,6 +353,7 @@ def _render_targets(results: Results) -> list[str]:
             out.append(_check(k <= MAX_EXPONENT, f"{name} grows linearly in lines: exponent {k:.2f} <= {MAX_EXPONENT}"))
     out += _render_issue16_targets(results)
     out += _render_credit_targets(results.credits)
+    out += render_issue23_targets(results)
     return out
 
 
@@ -353,12 +364,10 @@ def _render_issue16_targets(results: Results) -> list[str]:
     e2e = results.end_to_end
     if e2e is not None and e2e.floor_per_round:
         ratio = statistics.median(e2e.per_round) / statistics.median(e2e.floor_per_round)
-        out.append(
-            _check(
-                ratio >= E2E_MIN_THROUGHPUT_RATIO,
-                f"end to end {e2e.processes}x{e2e.threads} workers {ratio:.2f}x the floor's single-connection "
-                f"throughput >= {E2E_MIN_THROUGHPUT_RATIO:.1f}x",
-            )
+        met = "met" if ratio >= E2E_MIN_THROUGHPUT_RATIO else "not met"
+        out.append(  # retired by issue 23 (not physical on 2 cores): the queue floor is the yardstick now
+            f"  [INFO] end to end {e2e.processes}x{e2e.threads} workers {ratio:.2f}x the floor's single-connection "
+            f"throughput >= {E2E_MIN_THROUGHPUT_RATIO:.1f}x ({met}; retired target, informational)"
         )
     if e2e is not None and e2e.message_ms:
         ratio = statistics.median(e2e.message_ms) / 1000 / steady.floor.median

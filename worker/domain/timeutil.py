@@ -80,6 +80,10 @@ class Period:
 
     def intersect(self, other_start: datetime, other_end: datetime | None) -> Period | None:
         """`[max(start), min(end))`, or None when that is empty (an open end is +infinity)."""
+        if other_start <= self.start and (other_end is None or self.end <= other_end):
+            # Inside the other period (every period of an item but its first and last): this one itself,
+            # no new object (~0.4 µs a period of a 10,000-line sync, docs/performance.md "Profiles").
+            return self if self.start < self.end else None
         start = max(self.start, other_start)
         end = self.end if other_end is None else min(self.end, other_end)
         if end <= start:

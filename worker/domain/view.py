@@ -122,6 +122,9 @@ class SubscriptionView:
     record: SubscriptionRecord
     phases: tuple[PhaseView, ...]
     phase_records: tuple[PhaseRecord, ...]
+    _billing_periods: dict[datetime, Period] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """`aligned_billing_period` by instant: the items of a phase share their period starts, so a sync asks for
+    the same instant once per item (a view is immutable: the memo never goes stale)."""
 
     @property
     def id(self) -> str:
@@ -149,6 +152,14 @@ class SubscriptionView:
     def aligned_billing_period(self, t: datetime) -> Period:
         """docs/sync.md §2.4; callers handle `t` before the subscription start. BeyondRangeError when the period
         would end past the representable range (docs/sync.md §3.11)."""
+        known = self._billing_periods.get(t)
+        if known is not None:
+            return known
+        period = self._aligned_billing_period(t)
+        self._billing_periods[t] = period
+        return period
+
+    def _aligned_billing_period(self, t: datetime) -> Period:
         if t < self.active_from:
             raise InvalidViewError(f"{format_instant(t)} is before the subscription start")
         phase = self._phase_for_billing(t)
