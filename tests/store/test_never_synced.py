@@ -132,3 +132,22 @@ def test_the_migration_backfills_and_downgrades_without_loss(empty_database: Cal
         assert pending_rows(engine, "acme") == ["s_later", "s_never"]
     finally:
         engine.dispose()
+
+
+def test_a_bulk_insert_of_subscriptions_is_one_statement_and_skips_those_with_a_state(db: Engine) -> None:
+    """An upstream bulk load (one INSERT … SELECT, as `bench --scale` seeds): the statement-level trigger adds
+    one row per new subscription, except for a key whose sync state already exists."""
+    ns = unique("ns")
+    _insert_raw(db, ns, "a-1")
+    with db.begin() as conn:
+        write_sync_state(conn, ns, "b-2", SyncState(False, None), NOW)
+        conn.execute(
+            text(
+                "INSERT INTO subscriptions (namespace, id, customer_id, name, currency, billing_cadence, "
+                "billing_anchor, pro_rating_enabled, pro_rating_mode, active_from) SELECT :ns, 'b-' || g, 'cust_01', "
+                "'Pro', 'USD', 'P1M', '2024-01-01Z', true, 'prorate_prices', '2024-01-01Z' FROM generate_series(1, 4) g"
+            ),
+            {"ns": ns},
+        )
+    assert pending_rows(db, ns) == ["a-1", "b-1", "b-3", "b-4"]
+    assert never_synced(db, ns) == ["a-1", "b-1", "b-3", "b-4"]
