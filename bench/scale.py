@@ -64,6 +64,7 @@ class ScaleOptions:
     subscriptions: int = 1_000_000
     customers: int = 10_000
     due: int = 100_000
+    never_synced: int = 1_000
     hot: tuple[int, ...] = (1, 10, 100, 1000)
     backlog: int = 2_000
     processes: tuple[int, ...] = (1, 2, 4)
@@ -171,7 +172,7 @@ def _load(results: ScaleResults, when: str) -> None:
 def _run_on(engine: Engine, small: Engine, url: str, redis_url: str, o: ScaleOptions, results: ScaleResults) -> None:
     now = datetime.now(UTC)
     _load(results, "start")
-    sizes = Sizes(o.subscriptions, o.customers, o.due)
+    sizes = Sizes(o.subscriptions, o.customers, o.due, never_synced=o.never_synced)
     _seed_probe(small, Sizes(min(SMALL, o.subscriptions), o.customers, o.due), now)  # its own database
     results.seed_seconds = _seed_probe(engine, sizes, now)
     for k in o.hot:

@@ -41,6 +41,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ScaleOptions:
     )
     parser.add_argument("--due", type=int, default=d.due, help=f"D of them due for reconcile_due (default {d.due:,})")
     parser.add_argument(
+        "--never-synced",
+        type=int,
+        default=d.never_synced,
+        help=f"of which the last have no sync state, due as never synced (default {d.never_synced:,})",
+    )
+    parser.add_argument(
         "--hot", type=_sizes, default=d.hot, help="subscriptions of each hot customer (default 1,10,100,1000)"
     )
     parser.add_argument(
@@ -64,12 +70,15 @@ def parse_args(argv: Sequence[str] | None = None) -> ScaleOptions:
         parser.error("--subscriptions must be >= 20 and --customers between 1 and --subscriptions")
     if not 0 <= args.due <= args.subscriptions:
         parser.error("--due must be between 0 and --subscriptions")
+    if not 0 <= args.never_synced <= args.subscriptions - args.due:
+        parser.error("--never-synced must be between 0 and --subscriptions minus --due")
     if args.backlog < 1 or args.threads < 1 or args.sync_repeats < 1:
         parser.error("--backlog, --threads and --sync-repeats must be >= 1")
     return ScaleOptions(
         subscriptions=args.subscriptions,
         customers=args.customers,
         due=args.due,
+        never_synced=args.never_synced,
         hot=args.hot,
         backlog=args.backlog,
         processes=args.processes,

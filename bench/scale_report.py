@@ -51,7 +51,7 @@ def render(r: ScaleResults) -> str:
     o = r.options
     lines = [
         f"subsync scale — Python {platform.python_version()}, {os.cpu_count()} CPU(s), database {r.where}",
-        f"N={_n(o.subscriptions)} subscriptions, C={_n(o.customers)} customers, D={_n(o.due)} due, "
+        f"N={_n(o.subscriptions)} subscriptions, C={_n(o.customers)} customers, D={_n(o.due)} due, {_n(o.never_synced)} never synced, "
         f"hot customers {', '.join(map(str, o.hot))}, backlog B={_n(o.backlog)}, "
         f"processes {', '.join(map(str, o.processes))} x {o.threads} threads",
         "load average (1/5/15 min): " + "; ".join(f"{w} {a:.2f}/{b:.2f}/{c:.2f}" for w, (a, b, c) in r.load),

@@ -8,8 +8,8 @@ of one of them — every `credit_every`-th one of `tpl_b`, the others of `tpl_a`
 state, ids suffixed `-<g>`, belonging to customer `c-<g mod C>`, lines on that customer's gathering invoice
 `inv-<g mod C>`. The copies are faithful enough to sync (their reference ids name their own subscription).
 
-Sync states: the first `due` copies are due (`next_sync_after` in the past), the others are due within the next
-day; every 10th credit copy has its charges due to advance (`advance_after` in the past), the others not for a
+Sync states: the first `due` copies are due (`next_sync_after` in the past), the last `never_synced` copies have
+none (due as never synced, docs/sync.md §8.4), the others are due within the next day; every 10th credit copy has its charges due to advance (`advance_after` in the past), the others not for a
 month. The column lists come from `worker.store.tables`, so a migration that adds a column is copied too.
 """
 
@@ -41,6 +41,7 @@ class Sizes:
     customers: int
     due: int  # subscriptions due for reconcile_due
     credit_every: int = 10  # every n-th subscription is credit_only (its charges load and advance)
+    never_synced: int = 0  # the last copies have no sync state (docs/sync.md §8.4: due as never synced)
 
 
 def sub_id(g: int) -> str:
@@ -106,7 +107,7 @@ _COPIED: tuple[tuple[Table, str], ...] = (
     (t.subscription_items, f"t.phase_id IN ({_PHASES_OF})"),
     (t.split_line_groups, "t.subscription_id = :template"),
     (t.invoice_lines, "t.subscription_id = :template"),
-    (t.subscription_sync_states, "t.subscription_id = :template"),
+    (t.subscription_sync_states, "t.subscription_id = :template AND g <= CAST(:synced_to AS bigint)"),
     (t.charges, "t.subscription_id = :template"),
 )
 
@@ -148,6 +149,7 @@ def seed_customer(engine: Engine, count: int, sizes: Sizes, now: datetime) -> li
     due); their ids."""
     params = _params(sizes, now, prefix=hot_prefix(count), customer=hot_customer(count))
     params["due"] = 0
+    params["synced_to"] = count
     _customers(engine, params, 0, 0)
     _copies(engine, params, 1, count)
     return [f"{hot_prefix(count)}{g}" for g in range(1, count + 1)]
@@ -160,6 +162,7 @@ def _params(sizes: Sizes, now: datetime, *, prefix: str, customer: str | None) -
         "tpl_customer": TEMPLATE_CUSTOMER,
         "customers": sizes.customers,
         "due": sizes.due,
+        "synced_to": sizes.subscriptions - sizes.never_synced,
         "credit_every": sizes.credit_every,
         "now": now,
         "prefix": prefix,

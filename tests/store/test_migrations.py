@@ -37,6 +37,7 @@ def test_every_contract_table_is_defined() -> None:
             "split_line_groups",
             "invoice_validation_issues",
             "subscription_sync_states",
+            "subscriptions_never_synced",  # a project addition (migration 0003, docs/contract.md §2)
             "charges",
             "charge_runs",
             "credit_grants",

@@ -7,8 +7,10 @@ index serves:
 
 1. synced and due: `subscription_sync_states` ordered by (`next_sync_after`, namespace, id), read
    through `ix_subscription_sync_states_next_sync_after`, joined to its subscription;
-2. never synced: `subscriptions` ordered by its primary key (namespace, id), anti-joined to the
-   sync states.
+2. never synced: `subscriptions_never_synced` (one row per subscription without a sync state, kept by
+   triggers: migration 0003, docs/scaling.md §3.2) ordered by its primary key (namespace, subscription_id),
+   joined to its subscription. Each row is re-checked against `subscription_sync_states` by primary key, so
+   "never synced" keeps meaning "no sync-state row" (docs/contract.md §2) even if a row were stale.
 
 The reconciler runs across tenants by design; every join matches on `namespace`, and a `namespace`
 argument restricts both queries to one tenant.
@@ -19,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, func, or_, select, tuple_
 
 from worker.store.db import keyset_pages
-from worker.store.tables import subscription_sync_states, subscriptions
+from worker.store.tables import subscription_sync_states, subscriptions, subscriptions_never_synced
 
 ACTIVE_TO_GRACE = timedelta(hours=24)
 
@@ -93,16 +96,24 @@ def never_synced_page(
     namespace: str | None = None,
 ) -> list[DueSubscription]:
     """Candidate subscriptions without a sync state, in (namespace, id) order, after `after`."""
-    st, s = subscription_sync_states, subscriptions
-    has_state = exists().where(st.c.namespace == s.c.namespace, st.c.subscription_id == s.c.id)
-    query = (
-        select(s.c.namespace, s.c.id).where(~has_state, _candidate(now)).order_by(s.c.namespace, s.c.id).limit(limit)
-    )
+    p = subscriptions_never_synced
+    query = _never_synced(select(p.c.namespace, p.c.subscription_id), now, namespace)
+    query = query.order_by(p.c.namespace, p.c.subscription_id).limit(limit)
     if after is not None:
-        query = query.where(tuple_(s.c.namespace, s.c.id) > tuple_(*after))
+        query = query.where(tuple_(p.c.namespace, p.c.subscription_id) > tuple_(*after))
+    return [DueSubscription(r.namespace, r.subscription_id, None) for r in conn.execute(query)]
+
+
+def _never_synced(query: Select[Any], now: datetime, namespace: str | None) -> Select[Any]:
+    """`query` over the never-synced rows (docs/scaling.md §3.2) whose subscription is a candidate now."""
+    p, s, st = subscriptions_never_synced, subscriptions, subscription_sync_states
+    has_state = exists().where(st.c.namespace == p.c.namespace, st.c.subscription_id == p.c.subscription_id)
+    query = query.select_from(p.join(s, and_(s.c.namespace == p.c.namespace, s.c.id == p.c.subscription_id))).where(
+        ~has_state, _candidate(now)
+    )
     if namespace is not None:
-        query = query.where(s.c.namespace == namespace)
-    return [DueSubscription(r.namespace, r.id, None) for r in conn.execute(query)]
+        query = query.where(p.c.namespace == namespace)
+    return query
 
 
 def iter_due_pages(
@@ -144,10 +155,8 @@ def overdue_summary(conn: Connection, now: datetime, *, namespace: str | None = 
         .select_from(st.join(s, and_(s.c.namespace == st.c.namespace, s.c.id == st.c.subscription_id)))
         .where(st.c.has_billables, st.c.next_sync_after.is_not(None), st.c.next_sync_after <= now, _candidate(now))
     )
-    has_state = exists().where(st.c.namespace == s.c.namespace, st.c.subscription_id == s.c.id)
-    never = select(func.count()).select_from(s).where(~has_state, _candidate(now))
+    never = _never_synced(select(func.count()), now, namespace)
     if namespace is not None:
         due = due.where(st.c.namespace == namespace)
-        never = never.where(s.c.namespace == namespace)
     count, oldest = conn.execute(due).one()
     return Overdue(int(count), oldest, int(conn.execute(never).scalar_one()))

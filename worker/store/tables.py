@@ -304,6 +304,24 @@ subscription_sync_states = Table(
     Index("ix_subscription_sync_states_next_sync_after", "next_sync_after"),
 )
 
+# docs/sync.md §8.4, migration 0003: the key of every subscription without a sync-state row, kept by Postgres
+# triggers on `subscriptions` and `subscription_sync_states` (DDL of the migration, not declared here), so the
+# never-synced half of the due scan reads it by its primary key instead of anti-joining every subscription.
+subscriptions_never_synced = Table(
+    "subscriptions_never_synced",
+    metadata,
+    Column("namespace", Text, nullable=False),
+    Column("subscription_id", Text, nullable=False),
+    PrimaryKeyConstraint("namespace", "subscription_id", name="pk_subscriptions_never_synced"),
+    ForeignKeyConstraint(
+        ["namespace", "subscription_id"],
+        ["subscriptions.namespace", "subscriptions.id"],
+        name="fk_subscriptions_never_synced_subscription",
+        ondelete="CASCADE",
+        onupdate="CASCADE",
+    ),
+)
+
 # --- charges and credits (docs/credits.md §2.2, migration 0002) ------------------------------------------
 
 #: The allowed shapes of an allocation row (docs/credits.md §2.2), as one check constraint (migration 0002 spells it the same).
@@ -527,6 +545,7 @@ ALL_TABLES: tuple[Table, ...] = (
     invoice_lines,
     invoice_validation_issues,
     subscription_sync_states,
+    subscriptions_never_synced,
     charges,
     charge_runs,
     credit_grants,
