@@ -49,7 +49,7 @@ def measure(engine: Engine, seeded: Seeded, repeats: int = 7) -> Decide | None:
     for _ in range(repeats):
         gc.collect()
         began = time.process_time()
-        plan = decide(snapshot, as_of=seeded.as_of, now=now, ids=new_id)
+        decide(snapshot, as_of=seeded.as_of, now=now, ids=new_id)
         times.append(time.process_time() - began)
         lines = len(snapshot.persisted.items)  # the lines it stands for (a synced subscription: one per target line)
     return Decide(lines, min(times), statistics.median(times))
