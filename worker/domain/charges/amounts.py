@@ -16,23 +16,6 @@ ZERO = Decimal(0)
 # --- amounts (docs/credits.md §3.5) -----------------------------------------------------------------------
 
 
-def flat_charge_amount_in_context(
-    amount_before_proration: Decimal,
-    service: Period,
-    full: Period,
-    pro_rating_enabled: bool,
-    pro_rating_mode: str,
-    currency: str,
-) -> Decimal:
-    """`flat_charge_amount` for a caller already in `money.exact_context()` (one context for a whole loop of
-    charges, not one per charge: docs/performance.md "Credit sync cuts (issue 23, second pass)")."""
-    if pro_rating_enabled and pro_rating_mode == "prorate_prices":
-        s, f = service.truncated().seconds(), full.truncated().seconds()
-        if 0 < s < f:
-            return prorate(amount_before_proration, proration_ratio(s, f), currency)
-    return round_cur(amount_before_proration, currency)
-
-
 @exact
 def flat_charge_amount(
     amount_before_proration: Decimal,
@@ -44,9 +27,10 @@ def flat_charge_amount(
 ) -> Decimal:
     """`A` of a flat charge: prorated by the 16-place ratio when `0 < s < f` (truncated periods), else the
     rounded amount. Unlike lines (docs/sync.md §3.9 rule 3), a period cut by the subscription end is prorated."""
-    return flat_charge_amount_in_context(
-        amount_before_proration, service, full, pro_rating_enabled, pro_rating_mode, currency
-    )
+    s, f = service.truncated().seconds(), full.truncated().seconds()
+    if pro_rating_enabled and pro_rating_mode == "prorate_prices" and 0 < s < f:
+        return prorate(amount_before_proration, proration_ratio(s, f), currency)
+    return round_cur(amount_before_proration, currency)
 
 
 def _dec(value: Any) -> Decimal:

@@ -9,10 +9,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from worker.domain.charges.amounts import flat_charge_amount_in_context
+from worker.domain.charges.amounts import flat_charge_amount
 from worker.domain.charges.items import ChargeItem, ChargeType
 from worker.domain.charges.routing import CreditMode, SettlementMode, route
-from worker.domain.money import exact_context
 from worker.domain.persisted import PersistedState
 from worker.domain.prices import FlatPrice, Price
 from worker.domain.target import Candidate, Target, TargetLine, expected_line, generate_candidates, is_billable
@@ -55,15 +54,14 @@ def charge_target(
 ) -> ChargeTarget | None:
     """The charge target of a (truncated) candidate, or None when it is not billable. The amount plays no
     part: a flat candidate of amount 0 still gives a charge (upstream). `identity`: the candidate's
-    `full_identity`, when the caller has it already. The caller runs it in `money.exact_context()` (the amount
-    is computed in it, docs/contract.md §3 "arithmetic"; one context for all of a sync's charges)."""
+    `full_identity`, when the caller has it already."""
     if not is_billable(c):
         return None
     record, card, price = view.record, c.item.rate_card, c.price
     before = after = None
     if isinstance(price, FlatPrice):
         before = price.amount
-        after = flat_charge_amount_in_context(
+        after = flat_charge_amount(
             before, c.service, c.full, record.pro_rating_enabled, record.pro_rating_mode, record.currency
         )
     # Positional, in `ChargeTarget`'s field order (keyword arguments cost more per charge).
@@ -111,7 +109,7 @@ def route_targets(
         route(identity, mode, persisted.items[identity], charges[identity].charge.id)
     view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
     lines: list[TargetLine] = []
-    charged: list[tuple[Candidate, CreditMode, str]] = []
+    charge_targets: list[ChargeTarget] = []
     for c in candidates:
         identity = c.full_identity(view.id)
         held = charges.get(identity)
@@ -119,12 +117,9 @@ def route_targets(
             if (line := expected_line(view, c)) is not None:
                 lines.append(line)
             continue
-        charged.append((c, held.charge.settlement_mode if held is not None else cast(CreditMode, mode), identity))
-    charge_targets: list[ChargeTarget] = []
-    with exact_context():
-        for c, charge_mode, identity in charged:
-            if (target := charge_target(view, c, charge_mode, identity)) is not None:
-                charge_targets.append(target)
+        charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
+        if (target := charge_target(view, c, charge_mode, identity)) is not None:
+            charge_targets.append(target)
     return Target(tuple(lines), max_limit), tuple(charge_targets)
 
 
