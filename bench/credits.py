@@ -252,12 +252,14 @@ def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[S
             into.real.counts = counting.measure(real)
             into.floor.counts = counting.measure(lambda e, w=work: run_floor(e, w))  # type: ignore[misc]
             continue
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         real(engine)
-        synced = time.perf_counter()
+        synced, synced_cpu = time.perf_counter(), time.process_time()
         run_floor(engine, work)
         into.real.seconds.append(synced - began)
         into.floor.seconds.append(time.perf_counter() - synced)
+        into.real.cpu.append(synced_cpu - cpu)  # the sync's Python work, robust on a busy machine (issue 23)
+        into.floor.cpu.append(time.process_time() - synced_cpu)
     into.lines = live_charges(engine, subscriptions[-1].subscription_id)
 
 

@@ -49,41 +49,45 @@ class ChargeTarget:
     amount_after_proration: Decimal | None
 
 
-def charge_target(view: SubscriptionView, c: Candidate, mode: CreditMode) -> ChargeTarget | None:
+def charge_target(
+    view: SubscriptionView, c: Candidate, mode: CreditMode, identity: str | None = None
+) -> ChargeTarget | None:
     """The charge target of a (truncated) candidate, or None when it is not billable. The amount plays no
-    part: a flat candidate of amount 0 still gives a charge (upstream)."""
+    part: a flat candidate of amount 0 still gives a charge (upstream). `identity`: the candidate's
+    `full_identity`, when the caller has it already."""
     if not is_billable(c):
         return None
-    record, card = view.record, c.item.rate_card
+    record, card, price = view.record, c.item.rate_card, c.price
     before = after = None
-    if isinstance(c.price, FlatPrice):
-        before = c.price.amount
+    if isinstance(price, FlatPrice):
+        before = price.amount
         after = flat_charge_amount(
             before, c.service, c.full, record.pro_rating_enabled, record.pro_rating_mode, record.currency
         )
+    # Positional, in `ChargeTarget`'s field order (keyword arguments cost more per charge).
     return ChargeTarget(
-        identity=c.full_identity(view.id),
-        subscription_id=view.id,
-        phase_id=c.phase.id,
-        item_id=c.item.record.id,
-        settlement_mode=mode,
-        type="flat_fee" if c.price.is_flat else "usage_based",
-        currency=record.currency,
-        name=card.name,
-        description=card.description,
-        feature_key=card.feature_key,
-        price=c.price,
-        discounts=card.discounts,
-        tax_config=card.tax_config,
-        annotations=c.item.record.annotations,
-        pro_rating_enabled=record.pro_rating_enabled,
-        pro_rating_mode=record.pro_rating_mode,
-        service_period=c.service,
-        full_service_period=c.full,
-        billing_period=c.billing,
-        invoice_at=trunc(c.invoice_at()),
-        amount_before_proration=before,
-        amount_after_proration=after,
+        c.full_identity(view.id) if identity is None else identity,
+        view.id,
+        c.phase.id,
+        c.item.record.id,
+        mode,
+        "flat_fee" if price.is_flat else "usage_based",
+        record.currency,
+        card.name,
+        card.description,
+        card.feature_key,
+        price,
+        card.discounts,
+        card.tax_config,
+        c.item.record.annotations,
+        record.pro_rating_enabled,
+        record.pro_rating_mode,
+        c.service,
+        c.full,
+        c.billing,
+        trunc(c.invoice_at()),
+        before,
+        after,
     )
 
 
@@ -114,7 +118,7 @@ def route_targets(
                 lines.append(line)
             continue
         charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
-        if (target := charge_target(view, c, charge_mode)) is not None:
+        if (target := charge_target(view, c, charge_mode, identity)) is not None:
             charge_targets.append(target)
     return Target(tuple(lines), max_limit), tuple(charge_targets)
 
