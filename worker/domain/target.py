@@ -51,8 +51,9 @@ class Candidate:
 
     def full_identity(self, subscription_id: str) -> str:
         """Its `unique_reference_id` (docs/sync.md §1.6)."""
+        item = self.item
         return line_identity(
-            subscription_id, self.phase.key, self.item.record.key, self.item.version, self.period_number
+            subscription_id, self.phase.key, item.record.key, item.version, None if self.one_time else self.index
         )
 
     def invoice_at(self) -> datetime:
