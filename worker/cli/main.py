@@ -27,7 +27,7 @@ from worker.cli import (
     subscriptions,
 )
 from worker.cli.errors import COMMAND_WORDS_KEY, SubsyncGroup, error_report, print_error_lines
-from worker.cli.runtime import Runtime
+from worker.cli.runtime import Runtime, pause_gc, resume_gc
 
 app = typer.Typer(
     name="subsync",
@@ -95,7 +95,12 @@ _GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "embe
 
 def main() -> None:
     """Console-script entry point: usage errors become one `error:` line (exit 2)."""
-    raise SystemExit(run(sys.argv[1:]))
+    pause_gc()  # start-up speed, in a process of its own only (not in `run`): see worker.cli.runtime.pause_gc
+    try:
+        code = run(sys.argv[1:])
+    finally:
+        resume_gc()
+    raise SystemExit(code)
 
 
 def run(args: Sequence[str]) -> int:

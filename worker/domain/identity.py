@@ -15,4 +15,7 @@ def version_identity(item_key: str, version: int, period: int | None = None) -> 
 
 def line_identity(subscription_id: str, phase_key: str, item_key: str, version: int, period: int | None = None) -> str:
     """The `unique_reference_id` of the line (or charge) of period `period` of an item version (None: one-time)."""
-    return f"{subscription_id}/{phase_key}/{version_identity(item_key, version, period)}"
+    # One f-string, not version_identity's two (the same text; ~10,000 a sync of a 10,000-line subscription).
+    if period is None:
+        return f"{subscription_id}/{phase_key}/{item_key}/v[{version}]"
+    return f"{subscription_id}/{phase_key}/{item_key}/v[{version}]/period[{period}]"

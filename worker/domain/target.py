@@ -51,9 +51,8 @@ class Candidate:
 
     def full_identity(self, subscription_id: str) -> str:
         """Its `unique_reference_id` (docs/sync.md §1.6)."""
-        return line_identity(
-            subscription_id, self.phase.key, self.item.record.key, self.item.version, self.period_number
-        )
+        period = None if self.one_time else self.index
+        return line_identity(subscription_id, self.phase.key, self.item.record.key, self.item.version, period)
 
     def invoice_at(self) -> datetime:
         """docs/sync.md §1.5: in-advance flat fees at the billing start, everything else at the later end."""
@@ -363,8 +362,9 @@ def flat_price(view: SubscriptionView, c: Candidate, price: FlatPrice) -> FlatPr
     """`price` with the amount of docs/sync.md §3.9. A whole period, like an empty full period, has the ratio
     exactly 1 and so the rounded amount: it skips the exact product (~4 µs a line) and shares the version's
     rounded price (~2 µs a line of a 10,000-line sync, docs/performance.md "Results")."""
-    if not c.service.is_empty and prorates(view, c):
-        service, full = c.service.seconds(), c.full.seconds()
+    s, f = c.service, c.full  # equal periods (often the same object) have the ratio 1: no seconds counted
+    if (s is not f and (s.start != f.start or s.end != f.end)) and not s.is_empty and prorates(view, c):
+        service, full = s.seconds(), f.seconds()
         if service != full and full > 0:
             return price.with_amount(prorate(price.amount, proration_ratio(service, full), view.record.currency))
     return _rounded(price, view.record.currency)

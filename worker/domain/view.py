@@ -197,6 +197,16 @@ class SubscriptionView:
         return Period(item.start, end)
 
     def _check_generation_point(self, phase: PhaseView, item: ItemVersion, at: datetime) -> None:
+        active_to, phase_end, item_end = self.active_to, phase.end, item.end
+        if (
+            self.active_from <= at
+            and (active_to is None or at <= active_to)
+            and phase.start <= at
+            and (phase_end is None or at < phase_end)
+            and item.start <= at
+            and (item_end is None or at < item_end)
+        ):
+            return  # inside all three windows (every period of a sync): no method calls (~2 µs a line)
         problem = None
         if at < self.active_from or (self.active_to is not None and at > self.active_to):
             problem = "outside the subscription"
