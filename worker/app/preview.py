@@ -216,6 +216,14 @@ def _balance_json(b: Any) -> dict[str, Any]:
     }
 
 
+def _begin(start: datetime | None, to: datetime) -> datetime:
+    """Where a preview starts (default now); `--to` before it is bad input."""
+    begin = start or utcnow()
+    if to < begin:
+        raise InvalidInputError(f"--to {format_time(to)} is before --from {format_time(begin)}")
+    return begin
+
+
 def preview_subscription(
     engine: Engine,
     namespace: str,
@@ -227,9 +235,7 @@ def preview_subscription(
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> dict[str, Any]:
     """The preview of a stored subscription from `start` (default now) to `to`; writes nothing."""
-    begin = start or utcnow()
-    if to < begin:
-        raise InvalidInputError(f"--to {format_time(to)} is before --from {format_time(begin)}")
+    begin = _begin(start, to)
     run = _Run(namespace, subscription_id, begin, to, invoice, max_target_lines)
     return rolled_back(engine, lambda conn: _simulate(conn, run))
 
@@ -244,9 +250,7 @@ def preview_document(
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
 ) -> dict[str, Any]:
     """The preview of a document not yet applied, against its customer's real invoices and grants."""
-    begin = start or utcnow()
-    if to < begin:
-        raise InvalidInputError(f"--to {format_time(to)} is before --from {format_time(begin)}")
+    begin = _begin(start, to)
 
     def work(conn: Connection) -> dict[str, Any]:
         stored = apply_subscription(conn, document)

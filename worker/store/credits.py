@@ -141,6 +141,21 @@ def _grant(row: Any) -> Grant:
     )
 
 
+def _allocation(row: Any) -> AllocationRow:
+    return AllocationRow(
+        row.id,
+        row.seq,
+        row.charge_id,
+        row.run_id,
+        row.grant_id,
+        row.kind,
+        Decimal(row.amount),
+        row.booked_at,
+        row.reverses_id,
+        row.backfills_id,
+    )
+
+
 def insert_grant(conn: Connection, namespace: str, customer_id: str, grant: Grant) -> None:
     """One grant row; validation of docs/credits.md §2.3 (amount, decimals, dates, priority) is the caller's."""
     conn.execute(
@@ -200,21 +215,7 @@ def load_ledger(
     grants = [_grant(r) for r in grant_rows]
     remaining = {r.id: Decimal(r.remaining) for r in grant_rows}
     rows = conn.execute(_RUN_ROWS, {**args, "run_ids": list(run_ids), "with_open_advance": with_open_advance}).all()
-    allocations = [
-        AllocationRow(
-            r.id,
-            r.seq,
-            r.charge_id,
-            r.run_id,
-            r.grant_id,
-            r.kind,
-            Decimal(r.amount),
-            r.booked_at,
-            r.reverses_id,
-            r.backfills_id,
-        )
-        for r in rows
-    ]
+    allocations = [_allocation(r) for r in rows]
     feature_keys = {r.charge_id: r.feature_key for r in rows}
     return Ledger(currency, grants, allocations, new_id=new_id, remaining=remaining), feature_keys
 
@@ -240,20 +241,7 @@ def load_sync_ledgers(
             grants[r.currency].append(_grant(r))
             remaining[r.currency][r.id] = Decimal(r.remaining)
         elif r.currency in rows:
-            rows[r.currency].append(
-                AllocationRow(
-                    r.id,
-                    r.seq,
-                    r.charge_id,
-                    r.run_id,
-                    r.grant_id,
-                    r.kind,
-                    Decimal(r.amount),
-                    r.booked_at,
-                    r.reverses_id,
-                    r.backfills_id,
-                )
-            )
+            rows[r.currency].append(_allocation(r))
     return {
         c: LedgerData(c, tuple(grants[c]), remaining[c], tuple(sorted(rows[c], key=lambda a: a.seq)))
         for c in currencies

@@ -6,37 +6,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
 from worker.domain.explain import GroupFacts, InvoiceFacts, StoredLine
 from worker.domain.timeutil import Period, trunc
 from worker.errors import NotFoundError
-from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
+from worker.store.lines import lines_with_invoice_and_group
+from worker.store.tables import invoice_lines, invoice_validation_issues, invoices
 
 
 def load_line(conn: Connection, namespace: str, line_id: str) -> tuple[StoredLine, Any]:
     """The line (deleted ones too) as the explanation compares it, and its raw row (with `invoice_*` and
     `group_*` columns, the shape of `worker.store.lines.list_lines`). NotFoundError when there is none."""
-    l, i, g = invoice_lines, invoices, split_line_groups  # noqa: E741
+    l = invoice_lines  # noqa: E741
     row = conn.execute(
-        select(
-            l,
-            i.c.type.label("invoice_type"),
-            i.c.status.label("invoice_status"),
-            i.c.immutable.label("invoice_immutable"),
-            i.c.customer_id.label("invoice_customer_id"),
-            i.c.deleted_at.label("invoice_deleted_at"),
-            g.c.unique_reference_id.label("group_unique_reference_id"),
-            g.c.service_period_start.label("group_service_period_start"),
-            g.c.service_period_end.label("group_service_period_end"),
-            g.c.deleted_at.label("group_deleted_at"),
+        lines_with_invoice_and_group(invoices.c.deleted_at.label("invoice_deleted_at")).where(
+            l.c.namespace == namespace, l.c.id == line_id
         )
-        .select_from(
-            l.join(i, and_(i.c.namespace == l.c.namespace, i.c.id == l.c.invoice_id)).outerjoin(
-                g, and_(g.c.namespace == l.c.namespace, g.c.id == l.c.split_line_group_id)
-            )
-        )
-        .where(l.c.namespace == namespace, l.c.id == line_id)
     ).one_or_none()
     if row is None:
         raise NotFoundError(f"line {line_id!r} not found in namespace {namespace!r}")

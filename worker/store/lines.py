@@ -4,9 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, select
 
 from worker.store.tables import invoice_lines, invoices, split_line_groups
+
+
+def lines_with_invoice_and_group(*extra: ColumnElement[Any]) -> Select[Any]:
+    """Lines joined to their invoice (`invoice_type`, `invoice_status`, `invoice_immutable`,
+    `invoice_customer_id`) and, outer, to their split-line group (`group_*`), plus `extra` columns."""
+    l, i, g = invoice_lines, invoices, split_line_groups  # noqa: E741
+    return select(
+        l,
+        i.c.type.label("invoice_type"),
+        i.c.status.label("invoice_status"),
+        i.c.immutable.label("invoice_immutable"),
+        i.c.customer_id.label("invoice_customer_id"),
+        *extra,
+        g.c.unique_reference_id.label("group_unique_reference_id"),
+        g.c.service_period_start.label("group_service_period_start"),
+        g.c.service_period_end.label("group_service_period_end"),
+        g.c.deleted_at.label("group_deleted_at"),
+    ).select_from(
+        l.join(i, and_(i.c.namespace == l.c.namespace, i.c.id == l.c.invoice_id)).outerjoin(
+            g, and_(g.c.namespace == l.c.namespace, g.c.id == l.c.split_line_group_id)
+        )
+    )
 
 
 def list_lines(
@@ -22,24 +44,9 @@ def list_lines(
     `invoice_status`, `invoice_immutable` and its group's `group_*` columns (null for a plain line)."""
     if (customer_id is None) == (subscription_id is None):
         raise ValueError("give exactly one of customer_id and subscription_id")
-    l, i, g = invoice_lines, invoices, split_line_groups  # noqa: E741
+    l, i = invoice_lines, invoices  # noqa: E741
     query = (
-        select(
-            l,
-            i.c.type.label("invoice_type"),
-            i.c.status.label("invoice_status"),
-            i.c.immutable.label("invoice_immutable"),
-            i.c.customer_id.label("invoice_customer_id"),
-            g.c.unique_reference_id.label("group_unique_reference_id"),
-            g.c.service_period_start.label("group_service_period_start"),
-            g.c.service_period_end.label("group_service_period_end"),
-            g.c.deleted_at.label("group_deleted_at"),
-        )
-        .select_from(
-            l.join(i, and_(i.c.namespace == l.c.namespace, i.c.id == l.c.invoice_id)).outerjoin(
-                g, and_(g.c.namespace == l.c.namespace, g.c.id == l.c.split_line_group_id)
-            )
-        )
+        lines_with_invoice_and_group()
         .where(l.c.namespace == namespace)
         .order_by(l.c.service_period_start, l.c.unique_reference_id.asc().nulls_last(), l.c.id)
     )
