@@ -5,7 +5,6 @@ issues of the immutable invoices among them (one, only when there are any)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +19,11 @@ from worker.domain.persisted import (
     PersistedState,
     build_persisted_state,
 )
-from worker.domain.prices import Price, price_from_json
+from worker.domain.prices import Price
 from worker.domain.timeutil import Period
 from worker.domain.updater import COMPONENT
 from worker.errors import MissingInvoiceError
+from worker.store.json_text import price_from_text
 from worker.store.tables import invoice_validation_issues
 
 # docs/sync.md §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
@@ -171,9 +171,7 @@ def _line(row: Sequence[Any], prices: dict[str, Price | None]) -> PersistedLine:
         deleted_at,
         *_,
     ) = row
-    price = None if price_text is None else prices.get(price_text)
-    if price is None and price_text is not None:
-        price = prices[price_text] = price_from_json(json.loads(price_text))
+    price = price_from_text(price_text, prices)
     service_period = Period(service_start, service_end)
     return PersistedLine(
         id=line_id,
