@@ -5,9 +5,11 @@ order, balances, the schema's checks, and namespace scoping."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event, insert, select, text, update
@@ -21,7 +23,13 @@ from worker.domain.timeutil import Period
 from worker.domain.view import SubscriptionView
 from worker.infra.ids import new_id
 from worker.store.apply import get_or_create_gathering_invoice
-from worker.store.charges import load_charges, load_due_charges, load_subscription_charges, write_charge_changes
+from worker.store.charges import (
+    SUBSCRIPTION_CHARGES_SELECT,
+    load_charges,
+    load_due_charges,
+    load_subscription_charges,
+    write_charge_changes,
+)
 from worker.store.credits import (
     balances,
     get_grant,
@@ -362,3 +370,46 @@ def test_allocation_rows_are_numbered_in_insertion_order(customer: Engine) -> No
         ).scalars()
         assert ids == list(order)  # advance order (advance_after, identity, id) is the seq order
         assert remaining(conn) == {"G": D(700)}
+
+
+OTHER_INVOICES = 200
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *[n for child in plan.get("Plans", []) for n in _nodes(child)]]
+
+
+def test_charge_read_probes_invoices_by_id_whatever_the_namespace_holds(customer: Engine) -> None:
+    """docs/performance.md "Charge read plans": each charge's run, line and their invoices are index probes, never a
+    scan of the namespace's invoices per charge (which the plain outer joins got with no live run anywhere)."""
+    with customer.begin() as conn:
+        sync(conn, view(12), "2024-03-15", "credit_only")  # unbooked charges: no live run anywhere
+        for n in range(OTHER_INVOICES):
+            seed_customer(conn, NS, f"cust_other_{n}")
+        conn.execute(
+            insert(invoices),
+            [
+                {
+                    "namespace": NS,
+                    "id": f"inv_other_{n}",
+                    "customer_id": f"cust_other_{n}",
+                    "currency": "USD",
+                    "type": "gathering",
+                    "status": "gathering",
+                }
+                for n in range(OTHER_INVOICES)
+            ],
+        )
+        charges = load_subscription_charges(conn, NS, "sub_01")
+        assert len(charges) >= 12
+        sql = str(SUBSCRIPTION_CHARGES_SELECT.compile(conn, compile_kwargs={"render_postcompile": True}))
+        explained = conn.exec_driver_sql(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, {"namespace": NS, "subscription_id": "sub_01"}
+        ).scalar_one()
+    plan = (explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"]
+    nodes = _nodes(plan)
+    filtered = sum(n.get("Rows Removed by Join Filter", 0) + n.get("Rows Removed by Filter", 0) for n in nodes)
+    invoice_rows = sum(n["Actual Rows"] * n["Actual Loops"] for n in nodes if n.get("Relation Name") == "invoices")
+    # The old joins filtered out every other invoice once per charge: 12 x 200 rows and more.
+    assert filtered < OTHER_INVOICES, filtered
+    assert invoice_rows <= 2 * len(charges), invoice_rows
