@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from worker.store.db import is_stale, make_engine, run_transaction
+from worker.store.db import execute_on_cursor, is_stale, make_engine, run_transaction
 
 
 @pytest.fixture
@@ -63,3 +63,67 @@ def test_a_connection_lost_mid_transaction_is_not_retried(one_connection: Engine
         run_transaction(one_connection, work)
     assert info.value.connection_invalidated and not is_stale(info.value)
     assert len(attempts) == 1
+
+
+def pid_on_cursor(conn: Connection) -> int:
+    return int(execute_on_cursor(conn, "SELECT pg_backend_pid() AS pid", {})[0].pid)
+
+
+def test_a_stale_connection_found_by_a_statement_on_the_psycopg_cursor_is_replaced_once(
+    one_connection: Engine, engine: Engine
+) -> None:
+    """A sync's first statement runs on the psycopg cursor (`execute_on_cursor`): a dead pooled connection
+    is still told from a connection lost mid-transaction."""
+    with one_connection.connect() as conn:
+        stale = backend_pid(conn)
+    terminate(engine, stale)
+    attempts: list[int] = []
+
+    def work(conn: Connection) -> int:
+        attempts.append(1)
+        return pid_on_cursor(conn)
+
+    assert run_transaction(one_connection, work) != stale
+    assert len(attempts) == 2
+
+
+def test_a_connection_lost_before_a_statement_on_the_psycopg_cursor_is_not_retried(
+    one_connection: Engine, engine: Engine
+) -> None:
+    attempts: list[int] = []
+
+    def work(conn: Connection) -> None:
+        attempts.append(1)
+        terminate(engine, pid_on_cursor(conn))
+        execute_on_cursor(conn, "SELECT 1 AS one", {})
+
+    with pytest.raises(DBAPIError) as info:
+        run_transaction(one_connection, work)
+    assert info.value.connection_invalidated and not is_stale(info.value)
+    assert len(attempts) == 1
+
+
+def test_statements_on_the_psycopg_cursor_behave_like_connection_execute(one_connection: Engine) -> None:
+    """Listeners see them (statement counts, captured SQL); errors are SQLAlchemy's, of the matching class; the
+    statement belongs to the surrounding transaction."""
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    event.listen(one_connection, "before_cursor_execute", capture)
+    try:
+        with one_connection.connect() as conn:
+            conn.execute(text("CREATE TEMP TABLE t (k int PRIMARY KEY) ON COMMIT DROP"))
+            execute_on_cursor(conn, "INSERT INTO t VALUES (%(k)s)", {"k": 1}, rows=False)
+            rows = execute_on_cursor(conn, "SELECT k, k + 1 AS next FROM t", {})
+            assert [(r.k, r.next) for r in rows] == [(1, 2)]
+            with pytest.raises(IntegrityError) as info:
+                execute_on_cursor(conn, "INSERT INTO t VALUES (%(k)s)", {"k": 1}, rows=False)
+            assert not info.value.connection_invalidated
+            assert info.value.orig is not None and info.value.orig.sqlstate == "23505"
+            conn.rollback()
+    finally:
+        event.remove(one_connection, "before_cursor_execute", capture)
+    assert ("INSERT INTO t VALUES (%(k)s)", {"k": 1}) in seen
+    assert ("SELECT k, k + 1 AS next FROM t", {}) in seen

@@ -15,6 +15,7 @@ from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError
+from worker.store.db import execute_on_cursor, psycopg_sql
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
 from worker.store.tables import (
     customers,
@@ -73,6 +74,9 @@ _SUBSCRIPTION_AND_LOCK = select(
         "locked"
     ),
 )
+_SUBSCRIPTION_AND_LOCK_SQL = psycopg_sql(
+    _SUBSCRIPTION_AND_LOCK
+)  # a sync's first statement: worker.store.db.execute_on_cursor
 
 
 def load_subscription(conn: Connection, namespace: str, subscription_id: str) -> LoadedSubscription:
@@ -87,11 +91,12 @@ def load_and_lock_subscription(
 ) -> LoadedSubscription:
     """`load_subscription`, then the lock of its customer (`worker.store.locks.lock_customer`), both held
     until the transaction ends, in one statement."""
-    row = conn.execute(
-        _SUBSCRIPTION_AND_LOCK,
+    rows = execute_on_cursor(
+        conn,
+        _SUBSCRIPTION_AND_LOCK_SQL,
         {"namespace": namespace, "subscription_id": subscription_id, "lock_timeout": lock_timeout},
-    ).one_or_none()
-    return _loaded(row, namespace, subscription_id)
+    )
+    return _loaded(rows[0] if rows else None, namespace, subscription_id)
 
 
 def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscription:

@@ -20,6 +20,7 @@ from worker.domain.credit_allocation import AllocationRow
 from worker.domain.decide import NewGatheringInvoice, SyncPlan
 from worker.store.apply import GatheringInvoiceConflict, apply_changes, delete_emptied_invoices
 from worker.store.charge_write import write_charge_changes
+from worker.store.db import as_dbapi_error
 from worker.store.sync_state import send_sync_state, write_sync_state
 
 _GATHERING_INDEX = "uq_invoices_one_gathering_per_currency"
@@ -53,11 +54,7 @@ def pipelined(conn: Connection) -> Iterator[None]:
         with raw.pipeline():
             yield
     except psycopg.Error as error:
-        if raw.closed:
-            conn.invalidate(error)
-        raise exc.DBAPIError.instance(
-            None, None, error, psycopg.Error, connection_invalidated=raw.closed, dialect=conn.dialect
-        ) from error
+        raise as_dbapi_error(conn, error) from error
 
 
 def _insert_gathering(conn: Connection, namespace: str, invoice: NewGatheringInvoice, now: datetime) -> None:
