@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, bindparam, case, event, literal, select, text, true
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from worker.store.db import execute_on_cursor, is_stale, make_engine, run_transaction
@@ -127,3 +127,15 @@ def test_statements_on_the_psycopg_cursor_behave_like_connection_execute(one_con
         event.remove(one_connection, "before_cursor_execute", capture)
     assert ("INSERT INTO t VALUES (%(k)s)", {"k": 1}) in seen
     assert ("SELECT k, k + 1 AS next FROM t", {}) in seen
+
+
+def test_a_core_statement_on_the_psycopg_cursor_binds_its_own_literals(one_connection: Engine) -> None:
+    """A Core statement's constants are bound parameters of its own (`param_1`): they are sent with the caller's."""
+    statement = select(
+        case((bindparam("flag") == true(), literal("yes")), else_=literal("no")).label("answer"),
+        literal(7).label("seven"),
+    )
+    with one_connection.connect() as conn:
+        rows = execute_on_cursor(conn, statement, {"flag": True})
+        rows += execute_on_cursor(conn, statement, {"flag": False})
+    assert [(r.answer, r.seven) for r in rows] == [("yes", 7), ("no", 7)]

@@ -30,7 +30,7 @@ from worker.domain.timeutil import trunc
 from worker.domain.updater import Changes, NewIssue
 from worker.errors import ConcurrentWriteError
 from worker.infra.ids import new_id
-from worker.store.db import json_dumps
+from worker.store.db import execute_on_cursor, json_dumps
 from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 _TS_ARRAY = ARRAY(TIMESTAMP(timezone=True))
@@ -116,11 +116,11 @@ def apply_changes(
     if changes.line_writes:
         _update_lines(conn, namespace, changes, now)
     if changes.line_deletes:
-        conn.execute(_DELETE_LINES, {"ns": namespace, "ids": changes.line_deletes, "now": now})
+        execute_on_cursor(conn, _DELETE_LINES, {"ns": namespace, "ids": changes.line_deletes, "now": now}, rows=False)
     if changes.issues:
         insert_validation_issues(conn, namespace, changes.issues, now)
     if changes.group_deletes:
-        conn.execute(_DELETE_GROUPS, {"ns": namespace, "ids": changes.group_deletes, "now": now})
+        execute_on_cursor(conn, _DELETE_GROUPS, {"ns": namespace, "ids": changes.group_deletes, "now": now}, rows=False)
     if changes.group_updates:
         _update_groups(conn, namespace, changes, now)
     if delete_emptied and changes.touched_invoices:
@@ -181,7 +181,7 @@ def _insert_lines(conn: Connection, namespace: str, changes: Changes, now: datet
                 "tax_config": t.tax_config,
             }
         )
-    conn.execute(_INSERT_LINES, {"namespace": namespace, "now": now, "rows": json_dumps(rows)})
+    execute_on_cursor(conn, _INSERT_LINES, {"namespace": namespace, "now": now, "rows": json_dumps(rows)}, rows=False)
 
 
 _DELETE_LINES = (
@@ -235,7 +235,8 @@ _UPDATE_LINES = text(
 def _update_lines(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
     """One UPDATE … FROM unnest(arrays) for every line write; times stored truncated (docs/sync.md §6.3)."""
     writes = changes.line_writes
-    conn.execute(
+    execute_on_cursor(
+        conn,
         _UPDATE_LINES,
         {
             "namespace": namespace,
@@ -250,6 +251,7 @@ def _update_lines(conn: Connection, namespace: str, changes: Changes, now: datet
             "resurrects": [w.resurrect for w in writes],
             "move_tos": [w.move_to_invoice_id for w in writes],
         },
+        rows=False,
     )
 
 
@@ -263,7 +265,8 @@ _UPDATE_GROUPS = text(
 
 
 def _update_groups(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
-    conn.execute(
+    execute_on_cursor(
+        conn,
         _UPDATE_GROUPS,
         {
             "namespace": namespace,
@@ -271,6 +274,7 @@ def _update_groups(conn: Connection, namespace: str, changes: Changes, now: date
             "ids": [gid for gid, _ in changes.group_updates],
             "service_ends": [trunc(period.end) for _, period in changes.group_updates],
         },
+        rows=False,
     )
 
 
@@ -297,4 +301,6 @@ _DELETE_EMPTIED_INVOICES = (
 def delete_emptied_invoices(conn: Connection, namespace: str, invoice_ids: Sequence[str], now: datetime) -> None:
     """docs/sync.md §6.3: a gathering invoice left without live lines is soft-deleted; a draft one is deleted
     (`status = 'deleted'`, immutable)."""
-    conn.execute(_DELETE_EMPTIED_INVOICES, {"ns": namespace, "ids": list(invoice_ids), "now": now})
+    execute_on_cursor(
+        conn, _DELETE_EMPTIED_INVOICES, {"ns": namespace, "ids": list(invoice_ids), "now": now}, rows=False
+    )

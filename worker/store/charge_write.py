@@ -18,7 +18,7 @@ from worker.domain.money import format_decimal
 from worker.domain.timeutil import trunc
 from worker.store.apply import delete_emptied_invoices, insert_validation_issues
 from worker.store.credits import insert_allocation_rows
-from worker.store.db import json_dumps
+from worker.store.db import execute_on_cursor, json_dumps
 from worker.store.tables import invoice_lines
 
 
@@ -245,16 +245,26 @@ def write_charge_changes(
     args = {"namespace": namespace, "now": now}
     if changes.new_charges:
         rows = [_charge_row(c) for c in changes.new_charges.values()]
-        conn.execute(_INSERT_CHARGES, {**args, "rows": json_dumps(rows)})
+        execute_on_cursor(conn, _INSERT_CHARGES, {**args, "rows": json_dumps(rows)}, rows=False)
     if changes.charge_writes:
         rows = [_charge_row(c) for c in changes.charge_writes.values()]
-        conn.execute(_UPDATE_CHARGES, {**args, "rows": json_dumps(rows)})
+        execute_on_cursor(conn, _UPDATE_CHARGES, {**args, "rows": json_dumps(rows)}, rows=False)
     if changes.run_writes:
-        conn.execute(_UPDATE_RUNS, {**args, "rows": json_dumps([_run_row(r) for r in changes.run_writes.values()])})
+        execute_on_cursor(
+            conn,
+            _UPDATE_RUNS,
+            {**args, "rows": json_dumps([_run_row(r) for r in changes.run_writes.values()])},
+            rows=False,
+        )
     if changes.line_deletes:
-        conn.execute(_DELETE_LINES, {"ns": namespace, "ids": changes.line_deletes, "now": now})
+        execute_on_cursor(conn, _DELETE_LINES, {"ns": namespace, "ids": changes.line_deletes, "now": now}, rows=False)
     if changes.new_runs:
-        conn.execute(_INSERT_RUNS, {**args, "rows": json_dumps([_run_row(r) for r in changes.new_runs.values()])})
+        execute_on_cursor(
+            conn,
+            _INSERT_RUNS,
+            {**args, "rows": json_dumps([_run_row(r) for r in changes.new_runs.values()])},
+            rows=False,
+        )
     if changes.new_lines:
         rows = []
         for new in changes.new_lines.values():
@@ -276,10 +286,10 @@ def write_charge_changes(
                 charge_id=c.id,
             )
             rows.append(row)
-        conn.execute(_INSERT_LINES, {**args, "rows": json_dumps(rows)})
+        execute_on_cursor(conn, _INSERT_LINES, {**args, "rows": json_dumps(rows)}, rows=False)
     if changes.line_writes:
         rows = [_line_row(line, line.invoice_id) for line in changes.line_writes.values()]
-        conn.execute(_UPDATE_LINES, {**args, "rows": json_dumps(rows)})
+        execute_on_cursor(conn, _UPDATE_LINES, {**args, "rows": json_dumps(rows)}, rows=False)
     for ledger in ledgers:
         insert_allocation_rows(conn, namespace, customer_id, ledger.currency, ledger.new_rows, now)
     if changes.issues:

@@ -15,6 +15,7 @@ from sqlalchemy import ClauseElement, Connection, create_engine, event
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from worker.contract.text import format_decimal, format_time
 
@@ -152,22 +153,41 @@ def is_stale(exc: BaseException) -> bool:
 # --- statements on the connection's psycopg cursor (docs/performance.md "Hot statements on the psycopg cursor") --
 
 _PSYCOPG_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+#: Each statement's SQL with `%(name)s` placeholders and the values it binds itself (literals such as a CASE's
+#: constants), compiled on its first execution; statements are module constants built once at import, so the
+#: key is the object, kept alive by its entry.
+_COMPILED: dict[int, tuple[ClauseElement, str, dict[str, Any]]] = {}
 
 
-def psycopg_sql(statement: ClauseElement) -> str:
-    """The SQL of a Core statement or `text()` whose values are all bound parameters, as `execute_on_cursor`
-    takes it (`%(name)s` placeholders); built once, at import, by the modules that use it."""
-    return str(statement.compile(dialect=_PSYCOPG_DIALECT))
+def _compiled(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+    found = _COMPILED.get(id(statement))
+    if found is None:
+        compiled = statement.compile(dialect=_PSYCOPG_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.positiontup or "POSTCOMPILE" in compiled.string:  # never: built for `execute_on_cursor`
+            raise ValueError("execute_on_cursor takes named, non-expanding parameters only")
+        own = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
+        found = _COMPILED[id(statement)] = (statement, compiled.string, own)
+    return found[1], found[2]
 
 
-def execute_on_cursor(conn: Connection, sql: str, params: dict[str, Any], *, rows: bool = True) -> list[Any]:
-    """Run `sql` (see `psycopg_sql`) in `conn`'s transaction on its psycopg cursor and return its rows as named
-    tuples (`rows=False`: none are fetched). For the sync's hot statements only: no SQLAlchemy result is built
-    (~0.1 ms of CPU a statement, a twentieth of a small steady-state sync), yet it behaves like
-    `Connection.execute` for everything else: the engine's cursor-execute listeners see it (statement counts,
-    captured SQL, fault hooks, `run_transaction`'s stale-connection test), and a psycopg error is raised as
-    SQLAlchemy's DBAPIError — a disconnect invalidates the connection, marked stale when it is the transaction's
-    first statement."""
+def execute_on_cursor(
+    conn: Connection, statement: ClauseElement | str, params: dict[str, Any], *, rows: bool = True
+) -> list[Any]:
+    """Run `statement` (a Core statement or `text()` whose values are all bound parameters, or SQL with `%(name)s`
+    placeholders) in `conn`'s transaction on its psycopg cursor and return its rows as named tuples (`rows=False`:
+    none are fetched). For the sync's hot statements: no SQLAlchemy result is built (~0.1 ms of CPU a statement,
+    a twentieth of a small steady-state sync), yet it behaves like `Connection.execute` otherwise: the engine's
+    cursor-execute listeners see it (statement counts, captured SQL, fault hooks, `run_transaction`'s
+    stale-connection test), and a psycopg error is raised as SQLAlchemy's DBAPIError — a disconnect invalidates the
+    connection, marked stale when it is the transaction's first statement. Inside `worker.store.write.pipelined`
+    it is only queued (`rows=False`)."""
+    if isinstance(statement, str):
+        sql = statement
+    else:
+        sql, own = _compiled(statement)
+        if own:
+            params = {**own, **params}
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     try:

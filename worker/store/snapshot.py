@@ -30,7 +30,7 @@ from worker.domain.snapshot import Snapshot
 from worker.domain.view import SubscriptionRecord
 from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows, load_subscription_charges
 from worker.store.credits import load_sync_ledgers
-from worker.store.db import execute_on_cursor, psycopg_sql
+from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
 from worker.store.persisted import PERSISTED_SQL, load_issue_keys, persisted_rows_from
 from worker.store.view import PHASES_SELECT, load_and_lock_subscription, phases_from_rows
@@ -55,8 +55,8 @@ _READ_WITH_CHARGES_SQL = (
     + ") SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
 )
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
-_READ = psycopg_sql(text(_READ_SQL))
-_READ_WITH_CHARGES = psycopg_sql(text(_READ_WITH_CHARGES_SQL))
+_READ = text(_READ_SQL)
+_READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
 
 
 def load_snapshot(

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import trunc
-from worker.store.db import execute_on_cursor, psycopg_sql
+from worker.store.db import execute_on_cursor
 from worker.store.tables import subscription_sync_states
 
 _COLUMNS = ("namespace", "subscription_id", "has_billables", "next_sync_after", "synced_at")
@@ -22,7 +22,6 @@ _UPSERT = _new.on_conflict_do_update(
     index_elements=[subscription_sync_states.c.namespace, subscription_sync_states.c.subscription_id],
     set_={k: _new.excluded[k] for k in ("has_billables", "next_sync_after", "synced_at")},
 )
-_UPSERT_SQL = psycopg_sql(_UPSERT)
 
 
 # The same upsert, also answering "can the after-sync invoicing (docs/sync.md §8.3) find anything to bill?" in the
@@ -98,7 +97,7 @@ def write_sync_state(
     use), also return whether that invoicing can bill anything (False: it certainly bills nothing)."""
     params = _params(namespace, subscription_id, state, now)
     if due is None:
-        execute_on_cursor(conn, _UPSERT_SQL, params, rows=False)  # a steady-state sync's one write
+        execute_on_cursor(conn, _UPSERT, params, rows=False)  # a steady-state sync's one write
         return None
     customer_id, x = due
     due_before = trunc(x) + timedelta(seconds=1)

@@ -15,7 +15,7 @@ from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError
-from worker.store.db import execute_on_cursor, psycopg_sql
+from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
 from worker.store.tables import (
     customers,
@@ -74,9 +74,6 @@ _SUBSCRIPTION_AND_LOCK = select(
         "locked"
     ),
 )
-_SUBSCRIPTION_AND_LOCK_SQL = psycopg_sql(
-    _SUBSCRIPTION_AND_LOCK
-)  # a sync's first statement: worker.store.db.execute_on_cursor
 
 
 def load_subscription(conn: Connection, namespace: str, subscription_id: str) -> LoadedSubscription:
@@ -93,7 +90,7 @@ def load_and_lock_subscription(
     until the transaction ends, in one statement."""
     rows = execute_on_cursor(
         conn,
-        _SUBSCRIPTION_AND_LOCK_SQL,
+        _SUBSCRIPTION_AND_LOCK,
         {"namespace": namespace, "subscription_id": subscription_id, "lock_timeout": lock_timeout},
     )
     return _loaded(rows[0] if rows else None, namespace, subscription_id)
