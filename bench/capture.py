@@ -77,23 +77,15 @@ def distinct(captured: list[Captured]) -> list[Captured]:
     return list(seen.values())
 
 
-def explain_json(
-    engine: Engine, captured: Captured, *, analyze: bool = False, verbose: bool = False, generic: bool = False
-) -> dict[str, Any]:
-    """The plan (the top object of EXPLAIN's JSON) of `captured` with its parameters; rolled back afterwards.
-    `generic`: the generic plan a prepared statement gets under `plan_cache_mode = force_generic_plan` (the
-    sync's transactions after their lock statement: docs/performance.md "Generic plans"), the statement prepared
-    and run once, then `EXPLAIN EXECUTE` with the same values."""
+def explain_json(engine: Engine, captured: Captured, *, analyze: bool = False, verbose: bool = False) -> dict[str, Any]:
+    """The plan (the top object of EXPLAIN's JSON) of `captured` with its parameters; rolled back afterwards."""
     options = ["FORMAT JSON"] + (["ANALYZE", "BUFFERS"] if analyze else []) + (["VERBOSE"] if verbose else [])
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
         try:
             with raw.cursor() as cursor:
-                if generic:
-                    cursor.execute(_explain_generic(raw, captured, ", ".join(options)))
-                else:
-                    cursor.execute(f"EXPLAIN ({', '.join(options)}) {captured.statement}", captured.first_parameters)
+                cursor.execute(f"EXPLAIN ({', '.join(options)}) {captured.statement}", captured.first_parameters)
                 row = cursor.fetchone()
         finally:
             raw.rollback()
@@ -101,22 +93,6 @@ def explain_json(
     document = row[0]
     plan: dict[str, Any] = document[0] if isinstance(document, list) else document
     return plan
-
-
-def _explain_generic(raw: Any, captured: Captured, options: str) -> Any:
-    """`EXPLAIN (options) EXECUTE name(values)` of `captured` prepared under a forced generic plan (a read only)."""
-    from psycopg import sql  # the bench's own import: only this check composes SQL
-
-    params = captured.first_parameters
-    raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    raw.execute(captured.statement, params, prepare=True).fetchall()
-    name = raw.execute("SELECT name FROM pg_prepared_statements ORDER BY prepare_time DESC LIMIT 1").fetchone()[0]
-    order: list[str] = []  # psycopg numbers the named placeholders in order of first appearance
-    for placeholder in re.findall(r"%\((\w+)\)s", captured.statement):
-        if placeholder not in order:
-            order.append(placeholder)
-    values = sql.SQL(", ").join(sql.Literal(params[k]) for k in order)
-    return sql.SQL("EXPLAIN ({}) EXECUTE {}({})").format(sql.SQL(options), sql.Identifier(name), values)
 
 
 def plan_nodes(plan: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -133,16 +109,6 @@ class IndexVerdict:
     indexes: tuple[str, ...]  # indexes the plan uses
     seq_scans: tuple[str, ...]  # big tables read by a sequential scan
     tables: tuple[str, ...]  # project tables the plan reads
-
-    def merged(self, generic: IndexVerdict) -> IndexVerdict:
-        """This (custom-plan) verdict and the same statement's generic-plan one: ok only when both are."""
-        seq = (*self.seq_scans, *(f"{t} (generic plan)" for t in generic.seq_scans))
-        return IndexVerdict(
-            self.ok and generic.ok,
-            tuple(dict.fromkeys((*self.indexes, *generic.indexes))),
-            seq,
-            tuple(dict.fromkeys((*self.tables, *generic.tables))),
-        )
 
     def describe(self) -> str:
         if self.seq_scans:

@@ -33,7 +33,6 @@ class HotPlan:
     execution_ms: float
     rows: int  # rows the statement returned
     buffers: int  # shared buffers hit + read
-    generic: bool = False  # its generic plan was judged too (the sync's statements)
 
     @property
     def ok(self) -> bool:
@@ -98,23 +97,14 @@ def explain_hot(
     for label, c in captured_reads(engine, paths):
         plan = explain_json(engine, c, analyze=True)
         top = plan["Plan"]
-        verdict = index_verdict(plan, row_counts, big_rows=big_rows)
-        generic = label.startswith(("persisted-state", "charge load", "subscription load", "sync"))
-        if generic:
-            # the sync's statements after its lock statement run on generic plans (docs/performance.md "Generic
-            # plans"): both must read the big tables through an index
-            verdict = verdict.merged(
-                index_verdict(explain_json(engine, c, generic=True), row_counts, big_rows=big_rows)
-            )
         plans.append(
             HotPlan(
                 label,
                 c,
-                verdict,
+                index_verdict(plan, row_counts, big_rows=big_rows),
                 float(plan.get("Execution Time", 0.0)),
                 int(top.get("Actual Rows", 0)),
                 int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0)),
-                generic,
             )
         )
     return plans

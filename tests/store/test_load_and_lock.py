@@ -46,22 +46,3 @@ def test_it_share_locks_the_subscription_row(db: Engine) -> None:
                 writer.execute(update(subscriptions).values(active_to=t("2024-06-01")))
     finally:
         other.dispose()
-
-
-def test_the_rest_of_the_transaction_uses_generic_plans_and_only_it(db: Engine) -> None:
-    """docs/performance.md "Generic plans": after the lock statement the transaction's prepared statements are
-    planned once (`plan_cache_mode`), and the setting ends with the transaction — a pooled connection never
-    keeps it."""
-    seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")))
-    with db.connect() as conn:
-        before = conn.execute(text("SHOW plan_cache_mode")).scalar_one()
-        conn.commit()
-        with conn.begin():
-            load_and_lock_subscription(conn, "acme", "sub_01")
-            assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
-        assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == before == "auto"
-        conn.rollback()
-        with conn.begin() as transaction:
-            load_and_lock_subscription(conn, "acme", "sub_01")
-            transaction.rollback()
-        assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"

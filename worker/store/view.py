@@ -73,12 +73,6 @@ _SUBSCRIPTION_AND_LOCK = select(
     func.pg_advisory_xact_lock(customer_lock_key_sql(_LOCKED_ROW.c.namespace, _LOCKED_ROW.c.customer_id)).label(
         "locked"
     ),
-    # The rest of the transaction runs its prepared statements on generic plans (docs/performance.md "Generic
-    # plans"): Postgres chose custom plans for the sync's one read, planning it again at every execution
-    # (0.5-1.5 ms, as long as running it); every statement after this one selects by key.
-    func.set_config(
-        literal_column("'plan_cache_mode'"), literal_column("'force_generic_plan'"), literal_column("true")
-    ).label("plan_cache_mode"),
 )
 
 
