@@ -2,7 +2,10 @@
 and read commands on a migrated database, beside a bare `python -c pass` (the interpreter's own floor).
 
 Each run is a new process, as an operator's shell starts it; the read commands run against the
-benchmark's scratch database (one demo subscription applied first), so they connect and query."""
+benchmark's scratch database (one demo subscription applied first), so they connect and query. A full run
+measures this section first, before it seeds and syncs anything: measured last, the read commands ran while
+Postgres was still busy with the heavy sections' writes (docs/performance.md "Lines path and read commands").
+The machine's load average at the start of the section is printed with it."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.queue_report import machine_load
 
 HELP_MAX_SECONDS = 0.25
 READ_MAX_SECONDS = 0.5
@@ -42,6 +47,7 @@ class Run:
 class StartUp:
     runs: list[Run]
     repeats: int
+    load: str = ""  # the machine's load average when the section started (`machine_load`)
 
 
 def _subsync() -> list[str]:
@@ -90,6 +96,7 @@ def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None =
     env.pop("SUBSYNC_LOG_LEVEL", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the warm-up run leaves the bytecode cached
     chosen = list(runs) if runs is not None else plan()
+    load = machine_load()
     for run in chosen:
         for attempt in range(repeats + 1):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -103,7 +110,7 @@ def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None =
             if attempt:  # the first run warms the OS caches and writes .pyc files
                 run.seconds.append(elapsed)
                 run.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return StartUp(chosen, repeats)
+    return StartUp(chosen, repeats, load)
 
 
 def render(startup: StartUp) -> list[str]:
@@ -112,6 +119,8 @@ def render(startup: StartUp) -> list[str]:
         f"Start-up (median of {startup.repeats} runs, each a new process; bare interpreter {floor * 1000:.0f} ms):",
         "  (wall time, min, and CPU time: on a busy machine compare the CPU figures)",
     ]
+    if startup.load:
+        out.append(f"  machine: {startup.load} at the start of this section")
     width = max(len(r.label) for r in startup.runs)
     for run in startup.runs:
         if run.failed:

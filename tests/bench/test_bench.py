@@ -7,6 +7,7 @@ import dataclasses
 import io
 import math
 
+import pytest
 from sqlalchemy import Engine, text
 
 from bench import compare, credits, startup
@@ -109,8 +110,32 @@ def test_startup_section_runs_every_command(db: Engine, database_url: str) -> No
     assert all(len(run.seconds) == len(run.cpu) == 1 for run in measured.runs)
     text = "\n".join(startup.render(measured))
     assert "subsync --help" in text and "python -c pass" in text
+    assert measured.load.startswith("load average") and f"machine: {measured.load} at the start" in text
     assert text.count("[PASS]") + text.count("[FAIL]") == len(measured.runs) - 1  # all but the bare interpreter
     assert parse_args(["--startup", "--startup-repeats", "3"]).startup_only
+
+
+def test_a_full_run_measures_the_startup_section_first(
+    db: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read commands are timed before anything is seeded or synced (measured last, they ran while Postgres
+    still worked on the heavy sections' writes), on the demo subscription only; the report prints them."""
+    seen: list[tuple[int, int]] = []
+
+    def measure(url: str, *, repeats: int = 7, runs: object = None) -> startup.StartUp:
+        with db.connect() as conn:
+            counts = conn.execute(
+                text("SELECT count(*) FILTER (WHERE namespace <> 'demo'), count(*) FROM subscriptions")
+            ).one()
+        seen.append((counts[0], counts[1]))
+        return startup.StartUp([startup.Run("python -c pass", ["true"], None, [0.02], [0.02])], repeats, "load x")
+
+    monkeypatch.setattr(startup, "measure", measure)
+    tiny = dataclasses.replace(TINY, subscriptions=2, repeats=1, scale_days=(1,), credit_months=(), startup_repeats=2)
+    results = run(tiny, database_url, scratch=False)
+    assert seen == [(0, 2)]  # the demo's two subscriptions, nothing of the benchmark's yet
+    assert results.startup is not None and results.startup.repeats == 2
+    assert "machine: load x at the start of this section" in render(results)
 
 
 def test_queue_floor_runs_beside_the_workers(db: Engine, database_url: str, redis_url: str) -> None:
