@@ -91,14 +91,20 @@ def plan() -> list[Run]:
 
 
 def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None = None) -> StartUp:
-    """Run each command `repeats` times (after one unmeasured warm-up run) and keep the wall times."""
+    """Run each command `repeats` times (after one unmeasured warm-up round) and keep the wall and CPU times.
+
+    The commands take turns (round after round, each command once per round), so a burst of someone
+    else's load on the shared machine costs every command a run or two instead of all of one command's
+    runs (consecutive runs of each command put a 3-second burst into one command's median)."""
     env = {**os.environ, "DATABASE_URL": database_url, "SUBSYNC_LOG_FORMAT": "json"}
     env.pop("SUBSYNC_LOG_LEVEL", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the warm-up run leaves the bytecode cached
     chosen = list(runs) if runs is not None else plan()
     load = machine_load()
-    for run in chosen:
-        for attempt in range(repeats + 1):
+    for attempt in range(repeats + 1):
+        for run in chosen:
+            if run.failed:
+                continue
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.perf_counter()
             done = subprocess.run(run.argv, env=env, capture_output=True, check=False)
@@ -106,8 +112,7 @@ def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None =
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0:
                 run.failed = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-                break
-            if attempt:  # the first run warms the OS caches and writes .pyc files
+            elif attempt:  # the first round warms the OS caches and writes .pyc files
                 run.seconds.append(elapsed)
                 run.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return StartUp(chosen, repeats, load)

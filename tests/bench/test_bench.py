@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -113,6 +115,23 @@ def test_startup_section_runs_every_command(db: Engine, database_url: str) -> No
     assert measured.load.startswith("load average") and f"machine: {measured.load} at the start" in text
     assert text.count("[PASS]") + text.count("[FAIL]") == len(measured.runs) - 1  # all but the bare interpreter
     assert parse_args(["--startup", "--startup-repeats", "3"]).startup_only
+
+
+def test_the_startup_commands_take_turns(tmp_path: Path) -> None:
+    """Round after round, each command once per round (after a warm-up round): a burst of load costs every
+    command a run, not all of one command's runs; a failing command is reported and not run again."""
+    log = tmp_path / "order"
+    write = f"import sys; open({str(log)!r}, 'a').write(sys.argv[1])"
+    runs = [
+        startup.Run("a", [sys.executable, "-c", write, "a"], None),
+        startup.Run("b", [sys.executable, "-c", write + "; sys.exit(3)", "b"], 0.5),
+        startup.Run("c", [sys.executable, "-c", write, "c"], 0.5),
+    ]
+    measured = startup.measure("postgresql://unused/db", repeats=2, runs=runs)
+    assert log.read_text() == "abc" + "ac" + "ac"
+    a, b, c = measured.runs
+    assert len(a.seconds) == len(a.cpu) == len(c.seconds) == 2 and b.seconds == []
+    assert b.failed is not None and a.failed is None and c.failed is None
 
 
 def test_a_full_run_measures_the_startup_section_first(
