@@ -4,7 +4,7 @@ and read commands on a migrated database, beside a bare `python -c pass` (the in
 Each run is a new process, as an operator's shell starts it; the read commands run against the
 benchmark's scratch database (one demo subscription applied first), so they connect and query. A full run
 measures this section first, before it seeds and syncs anything: measured last, the read commands ran while
-Postgres was still busy with the heavy sections' writes (docs/performance.md "Lines path and read commands").
+Postgres was still busy with the heavy sections' writes (docs/performance.md "Read commands, third pass").
 The machine's load average at the start of the section is printed with it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Start-up of the read commands (docs/performance.md "Lines path and read commands"): `run` builds only the
+"""Start-up of the read commands (docs/performance.md "Read commands, third pass"): `run` builds only the
 command its arguments name (`worker.cli.main.command_app`), which then behaves as in the whole app, and a read
 command that logs nothing never loads structlog or rich."""
 

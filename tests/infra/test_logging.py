@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("ours_first", [True, False])
 def test_structlog_is_loaded_and_configured_when_the_first_line_is_logged(ours_first: bool) -> None:
     """A command that logs nothing never imports structlog (nor rich); the first line logged, ours or a
-    library's, comes out in the configured format (docs/performance.md "Lines path and read commands")."""
+    library's, comes out in the configured format (docs/performance.md "Read commands, third pass")."""
     ours = 'get_logger("worker.test").warning("ours", dropped=None)'
     theirs = 'logging.getLogger("some.library").warning("theirs %s", "formatted")'
     code = "\n".join(

@@ -101,7 +101,7 @@ _ROOT_FLAGS = {"-v", "--verbose"}  # the root options that may come before the c
 def command_app(args: Sequence[str]) -> typer.Typer:
     """The app that runs `args`: the root with only the command (or group) they name, when they name one.
 
-    Start-up speed (docs/performance.md "Lines path and read commands"): calling a typer app builds the click
+    Start-up speed (docs/performance.md "Read commands, third pass"): calling a typer app builds the click
     command of every registered command and group first (~5 % of a read command's CPU for the ~40 of them),
     and a command needs only its own. The root group, its callback and its options stay as they are, so the
     command runs, fails and prints its help as in the whole app. Anything else — root help, `--version`, no

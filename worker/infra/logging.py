@@ -7,7 +7,7 @@ is null, and — inside a message — the `message_id` bound by the worker's `Me
 structlog is imported on first use, not when this module is (every module holds a `log = get_logger(…)`;
 the command line's `--help` must not pay for structlog: docs/contract.md §5, start-up speed). Nor does
 `configure_logging` import it: it installs the stderr handler and the levels, and structlog (with rich,
-which it imports: ~30 ms of a read command, docs/performance.md "Lines path and read commands") is
+which it imports: ~8 % of a read command, docs/performance.md "Read commands, third pass") is
 imported and configured when a line is first logged — a read command that logs nothing never loads it.
 So the project's modules log through `get_logger`, never through `structlog.get_logger` (a test checks).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
 
 #: The format `configure_logging` last asked for, until structlog is configured with it (`_configure_structlog`).
 _pending_format: LogFormat | None = None
+_configuring = threading.RLock()  # configure_logging holds it while it calls _ensure_structlog
 
 
 def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:
@@ -103,20 +105,23 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
     root.setLevel(level)
     for name, quiet_level in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(quiet_level)
-    _pending_format = log_format
-    if "structlog" in sys.modules:  # already in use: configure it now, as its users expect
-        _ensure_structlog()
+    with _configuring:
+        _pending_format = log_format
+        if "structlog" in sys.modules:  # already in use: configure it now, as its users expect
+            _ensure_structlog()
 
 
 def _ensure_structlog() -> None:
     """Import structlog and configure it: with what `configure_logging` last asked for, else (nothing
-    asked yet) as `_default_to_stdlib` says."""
+    asked yet) as `_default_to_stdlib` says. Under a lock: two threads logging their first lines at once
+    must not configure it one each way."""
     global _pending_format
-    if _pending_format is not None:
-        log_format, _pending_format = _pending_format, None
-        _configure_structlog(log_format)
-    else:
-        _default_to_stdlib()
+    with _configuring:
+        if _pending_format is not None:
+            log_format, _pending_format = _pending_format, None
+            _configure_structlog(log_format)
+        else:
+            _default_to_stdlib()
 
 
 def _shared_processors(log_format: LogFormat) -> list[Any]:
