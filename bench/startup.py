@@ -2,7 +2,10 @@
 and read commands on a migrated database, beside a bare `python -c pass` (the interpreter's own floor).
 
 Each run is a new process, as an operator's shell starts it; the read commands run against the
-benchmark's scratch database (one demo subscription applied first), so they connect and query."""
+benchmark's scratch database (one demo subscription applied first), so they connect and query. A full run
+measures this section first, before it seeds and syncs anything: measured last, the read commands ran while
+Postgres was still busy with the heavy sections' writes (docs/performance.md "Read commands, third pass").
+The machine's load average at the start of the section is printed with it."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.queue_report import machine_load
 
 HELP_MAX_SECONDS = 0.25
 READ_MAX_SECONDS = 0.5
@@ -42,6 +47,7 @@ class Run:
 class StartUp:
     runs: list[Run]
     repeats: int
+    load: str = ""  # the machine's load average when the section started (`machine_load`)
 
 
 def _subsync() -> list[str]:
@@ -85,13 +91,20 @@ def plan() -> list[Run]:
 
 
 def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None = None) -> StartUp:
-    """Run each command `repeats` times (after one unmeasured warm-up run) and keep the wall times."""
+    """Run each command `repeats` times (after one unmeasured warm-up round) and keep the wall and CPU times.
+
+    The commands take turns (round after round, each command once per round), so a burst of someone
+    else's load on the shared machine costs every command a run or two instead of all of one command's
+    runs (consecutive runs of each command put a 3-second burst into one command's median)."""
     env = {**os.environ, "DATABASE_URL": database_url, "SUBSYNC_LOG_FORMAT": "json"}
     env.pop("SUBSYNC_LOG_LEVEL", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the warm-up run leaves the bytecode cached
     chosen = list(runs) if runs is not None else plan()
-    for run in chosen:
-        for attempt in range(repeats + 1):
+    load = machine_load()
+    for attempt in range(repeats + 1):
+        for run in chosen:
+            if run.failed:
+                continue
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.perf_counter()
             done = subprocess.run(run.argv, env=env, capture_output=True, check=False)
@@ -99,11 +112,10 @@ def measure(database_url: str, *, repeats: int = 7, runs: Sequence[Run] | None =
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0:
                 run.failed = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-                break
-            if attempt:  # the first run warms the OS caches and writes .pyc files
+            elif attempt:  # the first round warms the OS caches and writes .pyc files
                 run.seconds.append(elapsed)
                 run.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return StartUp(chosen, repeats)
+    return StartUp(chosen, repeats, load)
 
 
 def render(startup: StartUp) -> list[str]:
@@ -112,6 +124,8 @@ def render(startup: StartUp) -> list[str]:
         f"Start-up (median of {startup.repeats} runs, each a new process; bare interpreter {floor * 1000:.0f} ms):",
         "  (wall time, min, and CPU time: on a busy machine compare the CPU figures)",
     ]
+    if startup.load:
+        out.append(f"  machine: {startup.load} at the start of this section")
     width = max(len(r.label) for r in startup.runs)
     for run in startup.runs:
         if run.failed:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import sys
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from bench import compare, credits, startup
@@ -109,8 +112,49 @@ def test_startup_section_runs_every_command(db: Engine, database_url: str) -> No
     assert all(len(run.seconds) == len(run.cpu) == 1 for run in measured.runs)
     text = "\n".join(startup.render(measured))
     assert "subsync --help" in text and "python -c pass" in text
+    assert measured.load.startswith("load average") and f"machine: {measured.load} at the start" in text
     assert text.count("[PASS]") + text.count("[FAIL]") == len(measured.runs) - 1  # all but the bare interpreter
     assert parse_args(["--startup", "--startup-repeats", "3"]).startup_only
+
+
+def test_the_startup_commands_take_turns(tmp_path: Path) -> None:
+    """Round after round, each command once per round (after a warm-up round): a burst of load costs every
+    command a run, not all of one command's runs; a failing command is reported and not run again."""
+    log = tmp_path / "order"
+    write = f"import sys; open({str(log)!r}, 'a').write(sys.argv[1])"
+    runs = [
+        startup.Run("a", [sys.executable, "-c", write, "a"], None),
+        startup.Run("b", [sys.executable, "-c", write + "; sys.exit(3)", "b"], 0.5),
+        startup.Run("c", [sys.executable, "-c", write, "c"], 0.5),
+    ]
+    measured = startup.measure("postgresql://unused/db", repeats=2, runs=runs)
+    assert log.read_text() == "abc" + "ac" + "ac"
+    a, b, c = measured.runs
+    assert len(a.seconds) == len(a.cpu) == len(c.seconds) == 2 and b.seconds == []
+    assert b.failed is not None and a.failed is None and c.failed is None
+
+
+def test_a_full_run_measures_the_startup_section_first(
+    db: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read commands are timed before anything is seeded or synced (measured last, they ran while Postgres
+    still worked on the heavy sections' writes), on the demo subscription only; the report prints them."""
+    seen: list[tuple[int, int]] = []
+
+    def measure(url: str, *, repeats: int = 7, runs: object = None) -> startup.StartUp:
+        with db.connect() as conn:
+            counts = conn.execute(
+                text("SELECT count(*) FILTER (WHERE namespace <> 'demo'), count(*) FROM subscriptions")
+            ).one()
+        seen.append((counts[0], counts[1]))
+        return startup.StartUp([startup.Run("python -c pass", ["true"], None, [0.02], [0.02])], repeats, "load x")
+
+    monkeypatch.setattr(startup, "measure", measure)
+    tiny = dataclasses.replace(TINY, subscriptions=2, repeats=1, scale_days=(1,), credit_months=(), startup_repeats=2)
+    results = run(tiny, database_url, scratch=False)
+    assert seen == [(0, 2)]  # the demo's two subscriptions, nothing of the benchmark's yet
+    assert results.startup is not None and results.startup.repeats == 2
+    assert "machine: load x at the start of this section" in render(results)
 
 
 def test_queue_floor_runs_beside_the_workers(db: Engine, database_url: str, redis_url: str) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -62,3 +65,45 @@ def test_inside_a_message_every_line_carries_its_id(json_logs: pytest.CaptureFix
     assert retrying["message_id"] == ours["message_id"] == "m-1"
     assert explicit["message_id"] == "other"
     assert "message_id" not in between
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_structlog_is_loaded_and_configured_when_the_first_line_is_logged(ours_first: bool) -> None:
+    """A command that logs nothing never imports structlog (nor rich); the first line logged, ours or a
+    library's, comes out in the configured format (docs/performance.md "Read commands, third pass")."""
+    ours = 'get_logger("worker.test").warning("ours", dropped=None)'
+    theirs = 'logging.getLogger("some.library").warning("theirs %s", "formatted")'
+    code = "\n".join(
+        [
+            "import logging, sys",
+            "from worker.infra.logging import configure_logging, get_logger",
+            'configure_logging("json", logging.WARNING)',
+            'logging.getLogger("some.library").info("below the level: never formatted")',
+            'get_logger("worker.test")',
+            'assert "structlog" not in sys.modules and "rich" not in sys.modules, "loaded before any line"',
+            *([ours, theirs] if ours_first else [theirs, ours]),
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    logged = {str(line["event"]): line for line in map(json.loads, done.stderr.splitlines())}
+    assert list(logged) == (["ours", "theirs formatted"] if ours_first else ["theirs formatted", "ours"])
+    assert logged["theirs formatted"]["logger"] == "some.library"
+    assert "dropped" not in logged["ours"]
+    for line in logged.values():
+        assert line["level"] == "warning" and TIMESTAMP.fullmatch(str(line["timestamp"]))
+
+
+def test_the_project_logs_through_get_logger() -> None:
+    """A module that logged through `structlog.get_logger` directly could log before structlog is configured
+    (`configure_logging` defers that to the first line logged through `get_logger` or the stderr handler)."""
+    direct = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "worker").rglob("*.py"))
+        if path.name != "logging.py" and "structlog.get_logger" in path.read_text()
+    ]
+    assert direct == []

@@ -10,7 +10,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import structlog
 from sqlalchemy import Connection, Engine
 
 from worker.domain.charges import ChargeEngine, ChargeItem, StatusChange
@@ -18,6 +17,7 @@ from worker.domain.credit_allocation import Ledger
 from worker.errors import NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
+from worker.infra.logging import get_logger
 from worker.store.charge_queries import charges_with_live_run_on, customers_with_due_charges, list_charge_rows
 from worker.store.charge_write import write_charge_changes
 from worker.store.charges import load_charges, load_due_charges
@@ -26,7 +26,7 @@ from worker.store.customers import get_customer
 from worker.store.db import keyset_pages, run_transaction
 from worker.store.locks import lock_customer
 
-log = structlog.get_logger("worker.app.charges")
+log = get_logger("worker.app.charges")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-import structlog
 from sqlalchemy import Connection, Engine
 
 from worker.contract.fields import is_valid_id, parse_plain_decimal
@@ -17,6 +16,7 @@ from worker.domain.money import currency_precision, format_decimal
 from worker.errors import ConflictError, InvalidInputError, NotFoundError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
+from worker.infra.logging import get_logger
 from worker.store.credits import (
     StoredGrant,
     balances,
@@ -31,7 +31,7 @@ from worker.store.customers import get_customer
 from worker.store.db import run_transaction
 from worker.store.locks import lock_customer
 
-log = structlog.get_logger("worker.app.credits")
+log = get_logger("worker.app.credits")
 
 MAX_PRIORITY = 2147483647
 

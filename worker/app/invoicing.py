@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import structlog
 from sqlalchemy import Connection, Engine
 
 from worker.app.charges import invoice_charges
 from worker.domain.invoicing import InvoicingPlan, plan_invoicing
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
+from worker.infra.logging import get_logger
 from worker.store.db import run_transaction
 from worker.store.invoicing import apply_invoicing, load_pending_lines
 from worker.store.locks import lock_customer
 
-log = structlog.get_logger("worker.app.invoicing")
+log = get_logger("worker.app.invoicing")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import structlog
 from sqlalchemy import Connection, Engine
 
 from worker.config import DEFAULT_MAX_TARGET_LINES
@@ -24,11 +23,12 @@ from worker.domain.view import SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError, SubsyncError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
+from worker.infra.logging import get_logger
 from worker.store.db import run_transaction
 from worker.store.snapshot import load_snapshot
 from worker.store.write import write_plan
 
-log = structlog.get_logger("worker.app.sync")
+log = get_logger("worker.app.sync")
 
 #: `as_of` of a sync: an instant, or a function of the subscription row the sync locked (docs/sync.md §8.2).
 AsOf = datetime | Callable[[SubscriptionRecord], datetime] | None

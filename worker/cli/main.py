@@ -6,6 +6,8 @@ modules only; a command imports SQLAlchemy, Dramatiq, pydantic and rich when it 
 is marked `# lazy:`), so `subsync --help` neither reads a setting nor connects anywhere.
 """
 
+import copy
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -93,6 +95,32 @@ def _command_path(ctx: typer.Context) -> str:
 _GROUPS = {"db", "customers", "subscriptions", "invoices", "dead-letters", "embedded", "charges", "credits", "explain"}
 
 
+_ROOT_FLAGS = {"-v", "--verbose"}  # the root options that may come before the command's name
+
+
+def command_app(args: Sequence[str]) -> typer.Typer:
+    """The app that runs `args`: the root with only the command (or group) they name, when they name one.
+
+    Start-up speed (docs/performance.md "Read commands, third pass"): calling a typer app builds the click
+    command of every registered command and group first (~5 % of a read command's CPU for the ~40 of them),
+    and a command needs only its own. The root group, its callback and its options stay as they are, so the
+    command runs, fails and prints its help as in the whole app. Anything else — root help, `--version`, no
+    command, an unknown one (its suggestion needs every name), shell completion (its words come from the
+    environment, not `args`) — gets the whole app."""
+    words = list(args)
+    while words and words[0] in _ROOT_FLAGS:
+        words.pop(0)
+    if not words or "_SUBSYNC_COMPLETE" in os.environ:
+        return app
+    commands = [c for c in app.registered_commands if c.name == words[0]]
+    groups = [g for g in app.registered_groups if g.name == words[0]]
+    if not commands and not groups:
+        return app
+    pruned = copy.copy(app)  # the same settings and root callback; new lists, so `app` keeps every command
+    pruned.registered_commands, pruned.registered_groups = commands, groups
+    return pruned
+
+
 def main() -> None:
     """Console-script entry point: usage errors become one `error:` line (exit 2)."""
     pause_gc()  # start-up speed, in a process of its own only (not in `run`): see worker.cli.runtime.pause_gc
@@ -105,7 +133,7 @@ def main() -> None:
 
 def run(args: Sequence[str]) -> int:
     try:
-        result = app(args=list(args), prog_name="subsync", standalone_mode=False)
+        result = command_app(args)(args=list(args), prog_name="subsync", standalone_mode=False)
     except typer.Abort:
         print_error_lines(["aborted"])
         return 1

@@ -5,13 +5,18 @@ Every line, ours and the libraries' (Dramatiq's included), goes through the same
 is null, and — inside a message — the `message_id` bound by the worker's `MessageContext` middleware.
 
 structlog is imported on first use, not when this module is (every module holds a `log = get_logger(…)`;
-the command line's `--help` must not pay for structlog: docs/contract.md §5, start-up speed).
+the command line's `--help` must not pay for structlog: docs/contract.md §5, start-up speed). Nor does
+`configure_logging` import it: it installs the stderr handler and the levels, and structlog (with rich,
+which it imports: ~8 % of a read command, docs/performance.md "Read commands, third pass") is
+imported and configured when a line is first logged — a read command that logs nothing never loads it.
+So the project's modules log through `get_logger`, never through `structlog.get_logger` (a test checks).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -78,37 +83,19 @@ class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+#: The format `configure_logging` last asked for, until structlog is configured with it (`_configure_structlog`).
+_pending_format: LogFormat | None = None
+_configuring = threading.RLock()  # configure_logging holds it while it calls _ensure_structlog
+
+
 def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:
-    """Route structlog and stdlib logging to stderr in the chosen format. Safe to call repeatedly."""
-    import structlog  # lazy: see the module's docstring
+    """Route structlog and stdlib logging to stderr in the chosen format. Safe to call repeatedly.
 
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        _add_message_id,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        _add_timestamp,
-    ]
-    renderer: Any
-    if log_format == "json":
-        renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=_stderr_isatty())
-
-    structlog.configure(
-        # Level first: a dropped line (`sync.done` at debug) then costs ~10 µs, not the whole chain.
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _drop_nulls, renderer],
-    )
+    structlog itself is configured now only when it is already loaded; otherwise on the first line
+    logged (`_ensure_structlog`): see the module's docstring."""
+    global _pending_format
     handler = _CurrentStderrHandler()
-    handler.setFormatter(formatter)
+    handler.setFormatter(_LazyFormatter(log_format))
 
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -118,6 +105,85 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
     root.setLevel(level)
     for name, quiet_level in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(quiet_level)
+    with _configuring:
+        _pending_format = log_format
+        if "structlog" in sys.modules:  # already in use: configure it now, as its users expect
+            _ensure_structlog()
+
+
+def _ensure_structlog() -> None:
+    """Import structlog and configure it: with what `configure_logging` last asked for, else (nothing
+    asked yet) as `_default_to_stdlib` says. Under a lock: two threads logging their first lines at once
+    must not configure it one each way."""
+    global _pending_format
+    with _configuring:
+        if _pending_format is not None:
+            log_format, _pending_format = _pending_format, None
+            _configure_structlog(log_format)
+        else:
+            _default_to_stdlib()
+
+
+def _shared_processors(log_format: LogFormat) -> list[Any]:
+    """The processors of every line, ours and the libraries' (before the renderer)."""
+    import structlog  # lazy: see the module's docstring
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _add_message_id,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _add_timestamp,
+    ]
+    if log_format == "json":
+        shared.append(structlog.processors.format_exc_info)
+    return shared
+
+
+def _configure_structlog(log_format: LogFormat) -> None:
+    import structlog  # lazy: see the module's docstring
+
+    structlog.configure(
+        # Level first: a dropped line (`sync.done` at debug) then costs ~10 µs, not the whole chain.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(log_format),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _formatter(log_format: LogFormat) -> logging.Formatter:
+    """structlog's formatter of the stderr handler: the shared processors, no null fields, the renderer."""
+    import structlog  # lazy: see the module's docstring
+
+    renderer: Any
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_stderr_isatty())
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(log_format),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _drop_nulls, renderer],
+    )
+
+
+class _LazyFormatter(logging.Formatter):
+    """The stderr handler's formatter: structlog's (`_formatter`), built when the first line is formatted."""
+
+    def __init__(self, log_format: LogFormat) -> None:
+        super().__init__()
+        self._log_format = log_format
+        self._built: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._built is None:
+            _ensure_structlog()
+            self._built = _formatter(self._log_format)
+        return self._built.format(record)
 
 
 def _default_to_stdlib() -> None:
@@ -156,7 +222,7 @@ class _LazyLogger:
         if self._logger is None:
             import structlog  # lazy: see the module's docstring
 
-            _default_to_stdlib()
+            _ensure_structlog()
             self._logger = structlog.get_logger(self._name)
         return getattr(self._logger, attribute)
 
