@@ -3,7 +3,7 @@ in the middle of a transaction is not retried here (the queue classifies and ret
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, bindparam, case, event, literal, select, text, true
@@ -37,7 +37,21 @@ def terminate(engine: Engine, pid: int) -> None:
         )
 
 
-def test_a_stale_pooled_connection_is_replaced_once(one_connection: Engine, engine: Engine) -> None:
+def pid_on_cursor(conn: Connection) -> int:
+    return int(execute_on_cursor(conn, "SELECT pg_backend_pid() AS pid", {})[0].pid)
+
+
+# The same guarantees whether a statement goes through `Connection.execute` or, like a sync's first statement,
+# through `execute_on_cursor` on the psycopg cursor.
+PID: dict[str, Callable[[Connection], int]] = {"execute": backend_pid, "on_cursor": pid_on_cursor}
+SELECT_1: dict[str, Callable[[Connection], object]] = {
+    "execute": lambda conn: conn.execute(text("SELECT 1")),
+    "on_cursor": lambda conn: execute_on_cursor(conn, "SELECT 1 AS one", {}),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PID))
+def test_a_stale_pooled_connection_is_replaced_once(one_connection: Engine, engine: Engine, how: str) -> None:
     with one_connection.connect() as conn:
         stale = backend_pid(conn)
     terminate(engine, stale)  # killed while idle in the pool (a server restart, an idle timeout)
@@ -45,57 +59,20 @@ def test_a_stale_pooled_connection_is_replaced_once(one_connection: Engine, engi
 
     def work(conn: Connection) -> int:
         attempts.append(1)
-        return backend_pid(conn)
+        return PID[how](conn)
 
     assert run_transaction(one_connection, work) != stale
     assert len(attempts) == 2
 
 
-def test_a_connection_lost_mid_transaction_is_not_retried(one_connection: Engine, engine: Engine) -> None:
+@pytest.mark.parametrize("how", sorted(PID))
+def test_a_connection_lost_mid_transaction_is_not_retried(one_connection: Engine, engine: Engine, how: str) -> None:
     attempts: list[int] = []
 
     def work(conn: Connection) -> None:
         attempts.append(1)
-        terminate(engine, backend_pid(conn))  # after a statement of this transaction succeeded
-        conn.execute(text("SELECT 1"))
-
-    with pytest.raises(DBAPIError) as info:
-        run_transaction(one_connection, work)
-    assert info.value.connection_invalidated and not is_stale(info.value)
-    assert len(attempts) == 1
-
-
-def pid_on_cursor(conn: Connection) -> int:
-    return int(execute_on_cursor(conn, "SELECT pg_backend_pid() AS pid", {})[0].pid)
-
-
-def test_a_stale_connection_found_by_a_statement_on_the_psycopg_cursor_is_replaced_once(
-    one_connection: Engine, engine: Engine
-) -> None:
-    """A sync's first statement runs on the psycopg cursor (`execute_on_cursor`): a dead pooled connection
-    is still told from a connection lost mid-transaction."""
-    with one_connection.connect() as conn:
-        stale = backend_pid(conn)
-    terminate(engine, stale)
-    attempts: list[int] = []
-
-    def work(conn: Connection) -> int:
-        attempts.append(1)
-        return pid_on_cursor(conn)
-
-    assert run_transaction(one_connection, work) != stale
-    assert len(attempts) == 2
-
-
-def test_a_connection_lost_before_a_statement_on_the_psycopg_cursor_is_not_retried(
-    one_connection: Engine, engine: Engine
-) -> None:
-    attempts: list[int] = []
-
-    def work(conn: Connection) -> None:
-        attempts.append(1)
-        terminate(engine, pid_on_cursor(conn))
-        execute_on_cursor(conn, "SELECT 1 AS one", {})
+        terminate(engine, PID[how](conn))  # after a statement of this transaction succeeded
+        SELECT_1[how](conn)
 
     with pytest.raises(DBAPIError) as info:
         run_transaction(one_connection, work)
