@@ -159,7 +159,9 @@ _PSYCOPG_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 _COMPILED: dict[int, tuple[ClauseElement, str, dict[str, Any]]] = {}
 
 
-def _compiled(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+def compiled_for_cursor(statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+    """`statement`'s SQL for a psycopg cursor (`%(name)s` placeholders) and the values it binds itself, compiled
+    once; `execute_on_cursor` sends it with the caller's values over those."""
     found = _COMPILED.get(id(statement))
     if found is None:
         compiled = statement.compile(dialect=_PSYCOPG_DIALECT)
@@ -185,7 +187,7 @@ def execute_on_cursor(
     if isinstance(statement, str):
         sql = statement
     else:
-        sql, own = _compiled(statement)
+        sql, own = compiled_for_cursor(statement)
         if own:
             params = {**own, **params}
     raw = conn.connection.driver_connection

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import trunc
-from worker.store.db import execute_on_cursor
+from worker.store.db import compiled_for_cursor, execute_on_cursor
 from worker.store.tables import subscription_sync_states
 
 _COLUMNS = ("namespace", "subscription_id", "has_billables", "next_sync_after", "synced_at")
@@ -44,8 +43,6 @@ _UPSERT_MAYBE_DUE_SQL = """
     ) AS maybe_due
 """
 _UPSERT_MAYBE_DUE = text(_UPSERT_MAYBE_DUE_SQL)
-# The same for a psycopg cursor (`%(name)s` placeholders), sent inside a pipeline by `send_sync_state`.
-_UPSERT_MAYBE_DUE_PSYCOPG = re.sub(r"(?<!:):(\w+)", r"%(\1)s", _UPSERT_MAYBE_DUE_SQL)
 
 
 def _params(namespace: str, subscription_id: str, state: SyncState, now: datetime) -> dict[str, Any]:
@@ -74,7 +71,8 @@ def send_sync_state(
     params = {**_params(namespace, subscription_id, state, now), "customer_id": customer_id}
     params["due_before"] = trunc(x) + timedelta(seconds=1)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(_UPSERT_MAYBE_DUE_PSYCOPG, params)
+    sql, _ = compiled_for_cursor(_UPSERT_MAYBE_DUE)  # `%(name)s` placeholders; it binds no value of its own
+    cursor.execute(sql, params)
 
     def answer() -> bool:
         row = cursor.fetchone()
