@@ -115,8 +115,14 @@ def test_the_migration_backfills_and_downgrades_without_loss(empty_database: Cal
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         _insert_raw(engine, "acme", "s_never", "s_synced")
-        with engine.begin() as conn:
-            write_sync_state(conn, "acme", "s_synced", SyncState(False, None), NOW)
+        with engine.begin() as conn:  # as the code of revision 0002 wrote it (no decision columns yet)
+            conn.execute(
+                text(
+                    "INSERT INTO subscription_sync_states (namespace, subscription_id, has_billables, synced_at) "
+                    "VALUES ('acme', 's_synced', false, :now)"
+                ),
+                {"now": NOW},
+            )
         assert migrate.upgrade(url) == migrate.head_revision()
         assert pending_rows(engine, "acme") == ["s_never"]
         assert never_synced(engine, "acme") == ["s_never"]

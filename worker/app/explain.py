@@ -66,7 +66,7 @@ def _derive(
     target, charge_targets = route_targets(
         view, as_of, mode, persisted, charges, customer_deleted_at=deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
     )
-    capped, candidates, _ = generate_candidates(
+    capped, candidates, *_ = generate_candidates(
         view, max(as_of, reach), persisted, deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
     )
     candidate = next((c for c in candidates if f"{capped.id}/{c.phase.key}/{c.identity}" == identity), None)

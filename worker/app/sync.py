@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import Connection, Engine
 
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import ChargePrintedPatch
-from worker.domain.decide import Refusal, SyncPlan, SyncRefused, decide
+from worker.domain.charges.routing import SettlementMode
+from worker.domain.decide import Refusal, SyncPlan, SyncRefused, decide, reused
 from worker.domain.snapshot import Snapshot
 from worker.domain.sync_state import SyncState
 from worker.domain.updater import PrintedPatch
@@ -25,7 +27,7 @@ from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 from worker.infra.logging import get_logger
 from worker.store.db import run_transaction
-from worker.store.snapshot import load_snapshot
+from worker.store.snapshot import Reused, load_for_sync, load_snapshot
 from worker.store.write import write_plan
 
 log = get_logger("worker.app.sync")
@@ -82,14 +84,30 @@ def load_and_decide(
     as_of: AsOf,
     now: datetime,
     max_target_lines: int | None = DEFAULT_MAX_TARGET_LINES,
+    reuse: bool = False,
 ) -> SyncPlan:
-    """load → decide in the caller's transaction (docs/sync.md §8.1 "Anatomy of a sync")."""
-    at: AsOf = as_of if as_of is not None else now
+    """load → decide in the caller's transaction (docs/sync.md §8.1 "Anatomy of a sync"). With `reuse` (a sync
+    that writes), a recorded decision that still holds is reused instead (docs/sync.md §8.6)."""
+    at = as_of if as_of is not None else now
     try:
-        snapshot = load_snapshot(conn, namespace, subscription_id, now=now, as_of=at, max_target_lines=max_target_lines)
+        if reuse:
+            loaded = load_for_sync(
+                conn, namespace, subscription_id, now=now, as_of=at, max_target_lines=max_target_lines
+            )
+        else:
+            loaded = load_snapshot(
+                conn, namespace, subscription_id, now=now, as_of=at, max_target_lines=max_target_lines
+            )
     except SyncRefused as refused:  # raised while finding the runs whose ledger rows to read
         raise _error(refused.refusal) from None
-    return decide_sync(snapshot, as_of=at, now=now, max_target_lines=max_target_lines)
+    if isinstance(loaded, Reused):
+        head = loaded.loaded
+        assert head.sync_state is not None  # a recorded decision is a column of the stored state
+        mode = cast(SettlementMode, head.settlement_mode)
+        return reused(
+            head.record, mode, head.sync_state, loaded.decision, namespace=namespace, as_of=loaded.as_of, now=now
+        )
+    return decide_sync(loaded, as_of=at, now=now, max_target_lines=max_target_lines)
 
 
 def plan_sync(
@@ -123,9 +141,12 @@ def sync_subscription(
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
     due_at: datetime | None = None,
+    reuse: bool = True,
 ) -> SyncResult:
     """Sync one subscription in one transaction; any error rolls everything back.
 
+    `reuse`: reuse a recorded decision that still holds (docs/sync.md §8.6); False decides in full whatever was
+    recorded (the outcome is the same: tests/app/test_reuse.py compares them).
     `as_of`: default now; a function of the locked subscription row takes it from that row (docs/sync.md §8.2).
     `max_target_lines` bounds the work (docs/sync.md §3.11); callers pass `Settings.max_target_lines`.
     `due_at`: the instant the after-sync invoicing will use; the result's `maybe_due` then says whether it can
@@ -134,7 +155,13 @@ def sync_subscription(
 
     def work(conn: Connection) -> SyncResult:
         plan = load_and_decide(
-            conn, namespace, subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+            conn,
+            namespace,
+            subscription_id,
+            as_of=as_of,
+            now=now,
+            max_target_lines=max_target_lines,
+            reuse=reuse and not dry_run,
         )
         maybe_due = None if dry_run else write_plan(conn, plan, due_at=due_at)
         return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)

@@ -32,12 +32,13 @@ from worker.domain.credit_allocation import AllocationRow
 from worker.domain.errors import DomainError
 from worker.domain.planner import Plan
 from worker.domain.planner import plan as make_plan
+from worker.domain.reuse import DecisionToken
 from worker.domain.snapshot import Snapshot
 from worker.domain.structure import stored_violations
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
 from worker.domain.target import TargetLine
 from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
-from worker.domain.view import SubscriptionView, build_view
+from worker.domain.view import SubscriptionRecord, SubscriptionView, build_view
 
 #: `ids(prefix)` returns a new id with that prefix (`worker.infra.ids.new_id` in production).
 IdSource = Callable[[str], str]
@@ -101,6 +102,10 @@ class SyncPlan:
     charges: ChargeChanges = field(default_factory=ChargeChanges)
     allocations: tuple[tuple[str, tuple[AllocationRow, ...]], ...] = ()
     touched_invoices: tuple[str, ...] = ()
+    decision: DecisionToken | None = None
+    """Recorded with the state when this plan writes nothing and may be reused (docs/sync.md §8.6)."""
+    reused: bool = False
+    """True when nothing was decided: the recorded decision was reused (docs/sync.md §8.6)."""
 
     @property
     def patches(self) -> tuple[AnyPatch, ...]:
@@ -175,6 +180,7 @@ class _Prepared:
     patch_plan: Plan
     charge_patches: tuple[ChargePatch, ...]
     max_limit: datetime | None
+    holds_until: datetime | None = None
 
 
 def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_lines: int | None) -> _Prepared:
@@ -210,6 +216,7 @@ def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_line
     lines_target: tuple[TargetLine, ...] = ()
     charge_targets: tuple[ChargeTarget, ...] = ()
     max_limit: datetime | None = None
+    holds_until: datetime | None = None
     if view is not None:
         target, charge_targets = route_targets(
             view,
@@ -220,10 +227,10 @@ def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_line
             customer_deleted_at=customer_deleted_at,
             max_lines=max_target_lines,
         )
-        lines_target, max_limit = target.lines, target.max_limit
+        lines_target, max_limit, holds_until = target.lines, target.max_limit, target.holds_until
     patch_plan = make_plan(lines_target, persisted)
     charge_patches = plan_charges(charge_targets, snapshot.charges) if snapshot.charges or charge_targets else ()
-    return _Prepared(nothing, view, customer_deleted_at, patch_plan, tuple(charge_patches), max_limit)
+    return _Prepared(nothing, view, customer_deleted_at, patch_plan, tuple(charge_patches), max_limit, holds_until)
 
 
 def touched_runs(
@@ -288,7 +295,7 @@ def decide(
     if provisional and gathering_id is not None and _uses(gathering_id, lines, charges):
         gathering = NewGatheringInvoice(gathering_id, record.customer_id, record.currency)
     state = after_sync(prepared.max_limit, now) if view is not None and view.has_billables else NOTHING_TO_BILL
-    return replace(
+    plan = replace(
         nothing,
         state=state,
         patch_plan=patch_plan,
@@ -297,6 +304,50 @@ def decide(
         charges=charges,
         allocations=allocations,
         touched_invoices=tuple(sorted(lines.touched_invoices | charges.touched_invoices)),
+    )
+    return replace(plan, decision=_reusable(snapshot, prepared, plan))
+
+
+def _reusable(snapshot: Snapshot, prepared: _Prepared, plan: SyncPlan) -> DecisionToken | None:
+    """docs/sync.md §8.6: the token to record with the state when `plan` may be reused by a later sync, else None.
+    Only a plan with no patch at all (so the stored sync issues, which only de-duplicate patches, did not matter),
+    of a live subscription with no deletion time (the one input compared with `now`), whose state does not
+    depend on `now` (a subscription with billables and no processed phase is due `now`)."""
+    digest, until = snapshot.input_digest, prepared.holds_until
+    if digest is None or until is None or prepared.view is None or snapshot.deleted_at is not None:
+        return None
+    if prepared.patch_plan.patches or prepared.charge_patches or not plan.is_empty:
+        return None
+    if plan.state.has_billables and prepared.max_limit is None:
+        return None
+    return DecisionToken(digest, plan.as_of, until)
+
+
+def reused(
+    record: SubscriptionRecord,
+    settlement_mode: SettlementMode,
+    state: SyncState,
+    decision: DecisionToken,
+    *,
+    namespace: str,
+    as_of: datetime,
+    now: datetime,
+) -> SyncPlan:
+    """The plan of a sync whose inputs digest to `decision`'s and whose `as_of` it covers (docs/sync.md §8.6): the
+    recorded decision again — nothing to write but the sync state, the same as recorded — and the token kept."""
+    assert decision.covers(as_of)
+    return SyncPlan(
+        namespace,
+        record.id,
+        record.customer_id,
+        record.currency,
+        as_of,
+        now,
+        settlement_mode,
+        False,
+        state,
+        decision=decision,
+        reused=True,
     )
 
 

@@ -55,6 +55,8 @@ class Snapshot:
     charges: Mapping[str, ChargeItem]
     ledgers: Mapping[str, LedgerData]
     sync_state: SyncState | None = None
+    input_digest: str | None = None
+    """The digest of everything this snapshot was read from (docs/sync.md §8.6), when the load computed one."""
 
     @property
     def subscription_id(self) -> str:

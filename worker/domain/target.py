@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.domain.errors import InvalidViewError, PeriodGenerationError, TargetTooLargeError
 from worker.domain.identity import line_identity, version_identity
 from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.reuse import generation_holds_until
 from worker.domain.timeutil import INFINITY, BeyondRangeError, Period, format_instant, trunc
 from worker.domain.view import ItemVersion, PhaseView, SubscriptionView
 
@@ -90,6 +91,8 @@ class Target:
     lines: tuple[TargetLine, ...]
     max_limit: datetime | None
     """The largest horizon of a processed phase; becomes `next_sync_after` (docs/sync.md §7)."""
+    holds_until: datetime | None = None
+    """Until when a later `as_of` generates the same (worker.domain.reuse.generation_holds_until)."""
 
 
 class _Budget:
@@ -118,9 +121,16 @@ def build_target(
     max_lines: int | None = None,
 ) -> Target:
     """docs/sync.md §3.1. `max_lines` bounds the candidates generated (TargetTooLargeError beyond it)."""
-    view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
-    lines = tuple(line for c in candidates if (line := expected_line(view, c)) is not None)
-    return Target(lines, max_limit)
+    generation = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    lines = tuple(line for c in generation.candidates if (line := expected_line(generation.view, c)) is not None)
+    return Target(lines, generation.max_limit, generation.holds_until)
+
+
+class Generation(NamedTuple):
+    view: SubscriptionView  # capped at the customer's deletion (docs/sync.md §3.8)
+    candidates: list[Candidate]
+    max_limit: datetime | None
+    holds_until: datetime | None  # worker.domain.reuse.generation_holds_until
 
 
 def generate_candidates(
@@ -129,15 +139,17 @@ def generate_candidates(
     persisted: PersistedState,
     customer_deleted_at: datetime | None = None,
     max_lines: int | None = None,
-) -> tuple[SubscriptionView, list[Candidate], datetime | None]:
+) -> Generation:
     """docs/sync.md §3.1 up to billability: the (capped) view, its truncated candidates after the docs/sync.md §3.7 correction
-    from the line- and group-backed `persisted` items, and the largest horizon. One generation feeds both the
-    lines and the charges (docs/credits.md §3.2), under one `max_lines` budget."""
+    from the line- and group-backed `persisted` items, the largest horizon, and until when a later `as_of` takes the
+    same branches. One generation feeds both the lines and the charges (docs/credits.md §3.2), under one
+    `max_lines` budget."""
     if customer_deleted_at is not None and (view.active_to is None or view.active_to > customer_deleted_at):
         view = view.capped_at(customer_deleted_at)
     budget = _Budget(view.id, max_lines)
     candidates: list[Candidate] = []
     max_limit: datetime | None = None
+    stopped_at: datetime | None = None
     for phase in view.phases:
         if phase.is_zero_length or not phase.has_billables:
             continue
@@ -145,10 +157,11 @@ def generate_candidates(
         candidates += _truncate(_generate(view, phase, limit, budget))
         max_limit = limit if max_limit is None else max(max_limit, limit)
         if phase.end is None or phase.end >= as_of:
+            stopped_at = phase.end
             break
     if _may_continue(persisted):
         candidates = [_continuity_correction(view, c, persisted) for c in candidates]
-    return view, candidates, max_limit
+    return Generation(view, candidates, max_limit, generation_holds_until(view, as_of, stopped_at))
 
 
 def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> datetime:

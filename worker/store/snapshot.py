@@ -16,7 +16,7 @@ a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' colu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,14 +26,16 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from worker.domain.charges import ChargeItem
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.decide import touched_runs
+from worker.domain.reuse import DecisionToken
 from worker.domain.snapshot import Snapshot
 from worker.domain.view import SubscriptionRecord
+from worker.infra.fingerprint import code_fingerprint
 from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows, load_subscription_charges
 from worker.store.credits import load_sync_ledgers
 from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
 from worker.store.persisted import PERSISTED_SQL, load_issue_keys, persisted_rows_from
-from worker.store.view import PHASES_SELECT, load_and_lock_subscription, phases_from_rows
+from worker.store.view import PHASES_SELECT, LoadedSubscription, load_and_lock_subscription, phases_from_rows
 
 _NAMED = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
 
@@ -54,9 +56,51 @@ _READ_WITH_CHARGES_SQL = (
     + _CHARGES_SQL
     + ") SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
 )
+
+
+def _digested(read_sql: str) -> str:
+    """docs/sync.md §8.6: `read_sql` (a WITH … SELECT) as one CTE, and the digest of everything a decision reads —
+    its rows, the subscription and customer rows, the stored state and the code (`:decision_version`) — in the same
+    statement. Every row comes back with the digest; when it equals `:known_digest` only one row comes back, the
+    digest alone (the other columns null). Rows are digested in the order the plan returns them: another order only
+    makes a recorded decision look stale (one decision in full, never a wrong reuse)."""
+    head, _, select_all = read_sql.rpartition(" SELECT * FROM ")
+    return (
+        head
+        + ", everything AS MATERIALIZED (SELECT * FROM "
+        + select_all
+        + """), digest AS MATERIALIZED (
+            SELECT md5(concat(
+                CAST(:decision_version AS text), '|',
+                (SELECT s::text FROM subscriptions s WHERE s.namespace = :namespace AND s.id = :subscription_id), '|',
+                coalesce((SELECT c::text FROM customers c WHERE c.namespace = :namespace AND c.id = :customer_id), '-'),
+                '|',
+                coalesce((SELECT (st.has_billables, st.next_sync_after)::text FROM subscription_sync_states st
+                          WHERE st.namespace = :namespace AND st.subscription_id = :subscription_id), '-'), '|',
+                coalesce((SELECT string_agg(e::text, '|') FROM everything e), '')
+            )) AS input_digest
+        )
+        SELECT everything.*, digest.input_digest FROM digest
+        LEFT JOIN everything ON digest.input_digest IS DISTINCT FROM CAST(:known_digest AS text)"""
+    )
+
+
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
 _READ = text(_READ_SQL)
 _READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
+_READ_DIGESTED = text(_digested(_READ_SQL))
+_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL))
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """What `load_for_sync` returns when the recorded decision holds (docs/sync.md §8.6): the locked subscription
+    and its token; nothing else was read."""
+
+    namespace: str
+    loaded: LoadedSubscription
+    decision: DecisionToken
+    as_of: datetime
 
 
 def load_snapshot(
@@ -69,6 +113,22 @@ def load_snapshot(
     max_target_lines: int | None = None,
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
 ) -> Snapshot:
+    """`load_for_sync` without the digest: every part read, whatever was recorded (dry runs, preview, explain)."""
+    loaded = _load(conn, namespace, subscription_id, now, as_of, max_target_lines, lock_timeout, reuse=False)
+    assert isinstance(loaded, Snapshot)
+    return loaded
+
+
+def load_for_sync(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    *,
+    now: datetime,
+    as_of: datetime | Callable[[SubscriptionRecord], datetime],
+    max_target_lines: int | None,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+) -> Snapshot | Reused:
     """Lock the subscription's customer (docs/sync.md §6.1) and read what a sync of it at `now` decides on.
     NotFoundError when there is no such subscription; MissingInvoiceError when a line or a charge run names a
     missing invoice (docs/sync.md §4, docs/credits.md §3.3).
@@ -76,18 +136,51 @@ def load_snapshot(
     Allocation rows (docs/credits.md §3.3) are read only for the runs the decision at `as_of` touches
     (`worker.domain.decide.touched_runs`; `as_of` may be a function of the locked row); without `as_of`, for every
     live run on a mutable invoice, so that the snapshot serves a decision at any time. Either way the ledgers are
-    read only when some charge has such a run."""
+    read only when some charge has such a run.
+
+    The one read also digests everything the decision reads (docs/sync.md §8.6): the snapshot carries the digest,
+    and when the stored sync state records a decision whose `as_of` window covers this one with the same digest,
+    nothing else is read and `Reused` is returned instead."""
+    return _load(conn, namespace, subscription_id, now, as_of, max_target_lines, lock_timeout, reuse=True)
+
+
+def _load(
+    conn: Connection,
+    namespace: str,
+    subscription_id: str,
+    now: datetime,
+    as_of: datetime | Callable[[SubscriptionRecord], datetime] | None,
+    max_target_lines: int | None,
+    lock_timeout: str,
+    *,
+    reuse: bool,
+) -> Snapshot | Reused:
     loaded = load_and_lock_subscription(conn, namespace, subscription_id, lock_timeout)
     record = loaded.record
     mode = cast(SettlementMode, loaded.settlement_mode)  # the column's check: one of SETTLEMENT_MODES
-    params = {
+    params: dict[str, Any] = {
         "namespace": namespace,
         "subscription_id": subscription_id,
         "customer_id": record.customer_id,
         "currency": record.currency,
         "now": now,
     }
-    rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else _READ_WITH_CHARGES, params)
+    if reuse:
+        assert as_of is not None
+        at = as_of(record) if callable(as_of) else as_of
+        recorded = loaded.decision
+        known = recorded if recorded is not None and recorded.covers(at) and not loaded.is_deleted(now) else None
+        params["decision_version"] = f"{code_fingerprint()}|{max_target_lines}"
+        params["known_digest"] = known.digest if known is not None else None
+        rows = execute_on_cursor(
+            conn, _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGES_DIGESTED, params
+        )
+        digest = rows[0].input_digest
+        if known is not None and digest == known.digest:
+            return Reused(namespace, loaded, known, at)
+    else:
+        rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else _READ_WITH_CHARGES, params)
+        digest = None
     persisted = persisted_rows_from([r for r in rows if r.kind is not None])
     phases = None
     if not loaded.is_deleted(now):
@@ -97,6 +190,7 @@ def load_snapshot(
         charges = charges_from_rows([r for r in rows if r.c_id is not None], "c_")
     elif persisted.has_charges:
         charges = load_subscription_charges(conn, namespace, subscription_id)
+        digest = None  # read apart, not digested: such a decision is never reused
     immutable = {i.id for i in persisted.invoices if i.immutable}
     runs: dict[str, set[str]] = {}
     for item in charges.values():
@@ -122,6 +216,7 @@ def load_snapshot(
         charges=charges,
         ledgers={},
         sync_state=loaded.sync_state,
+        input_digest=digest,
     )
     if runs and as_of is not None:
         at = as_of(record) if callable(as_of) else as_of

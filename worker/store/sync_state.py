@@ -9,17 +9,21 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import insert
 
+from worker.domain.reuse import DecisionToken
 from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import trunc
 from worker.store.db import compiled_for_cursor, execute_on_cursor
 from worker.store.tables import subscription_sync_states
 
-_COLUMNS = ("namespace", "subscription_id", "has_billables", "next_sync_after", "synced_at")
+# The recorded decision (docs/sync.md §8.6) is written with the state, null when the sync wrote something.
+_DECISION = ("decision_digest", "decision_holds_from", "decision_holds_until")
+_SET = ("has_billables", "next_sync_after", "synced_at", *_DECISION)
+_COLUMNS = ("namespace", "subscription_id", *_SET)
 _new = insert(subscription_sync_states).values({name: bindparam(name) for name in _COLUMNS})
 # Built once, at import: building this upsert cost ~130 µs per sync (measured with bench/).
 _UPSERT = _new.on_conflict_do_update(
     index_elements=[subscription_sync_states.c.namespace, subscription_sync_states.c.subscription_id],
-    set_={k: _new.excluded[k] for k in ("has_billables", "next_sync_after", "synced_at")},
+    set_={k: _new.excluded[k] for k in _SET},
 )
 
 
@@ -31,10 +35,14 @@ _UPSERT = _new.on_conflict_do_update(
 # counts as "maybe due" whatever its invoice_at, so that §9's error on a child whose price cannot be billed
 # progressively is still raised by the invoicing step (never skipped).
 _UPSERT_MAYBE_DUE_SQL = """
-    INSERT INTO subscription_sync_states (namespace, subscription_id, has_billables, next_sync_after, synced_at)
-    VALUES (:namespace, :subscription_id, :has_billables, :next_sync_after, :synced_at)
+    INSERT INTO subscription_sync_states (namespace, subscription_id, has_billables, next_sync_after, synced_at,
+        decision_digest, decision_holds_from, decision_holds_until)
+    VALUES (:namespace, :subscription_id, :has_billables, :next_sync_after, :synced_at,
+        :decision_digest, :decision_holds_from, :decision_holds_until)
     ON CONFLICT (namespace, subscription_id) DO UPDATE SET has_billables = excluded.has_billables,
-        next_sync_after = excluded.next_sync_after, synced_at = excluded.synced_at
+        next_sync_after = excluded.next_sync_after, synced_at = excluded.synced_at,
+        decision_digest = excluded.decision_digest, decision_holds_from = excluded.decision_holds_from,
+        decision_holds_until = excluded.decision_holds_until
     RETURNING EXISTS (
         SELECT 1 FROM invoices i JOIN invoice_lines l ON l.namespace = i.namespace AND l.invoice_id = i.id
         WHERE i.namespace = :namespace AND i.customer_id = :customer_id AND i.type = 'gathering'
@@ -45,13 +53,18 @@ _UPSERT_MAYBE_DUE_SQL = """
 _UPSERT_MAYBE_DUE = text(_UPSERT_MAYBE_DUE_SQL)
 
 
-def _params(namespace: str, subscription_id: str, state: SyncState, now: datetime) -> dict[str, Any]:
+def _params(
+    namespace: str, subscription_id: str, state: SyncState, now: datetime, decision: DecisionToken | None
+) -> dict[str, Any]:
     return {
         "namespace": namespace,
         "subscription_id": subscription_id,
         "has_billables": state.has_billables,
         "next_sync_after": state.next_sync_after,
         "synced_at": now,
+        "decision_digest": decision.digest if decision is not None else None,
+        "decision_holds_from": decision.holds_from if decision is not None else None,
+        "decision_holds_until": decision.holds_until if decision is not None else None,
     }
 
 
@@ -63,12 +76,13 @@ def send_sync_state(
     now: datetime,
     *,
     due: tuple[str, datetime],
+    decision: DecisionToken | None = None,
 ) -> Callable[[], bool]:
     """`write_sync_state(..., due=due)` for a psycopg pipeline (worker.store.write.pipelined): the statement is sent
     now, on the connection's psycopg cursor (a SQLAlchemy result cannot be read inside a pipeline), and the
     returned function reads its answer once the pipeline has synchronised: no round trip of its own."""
     customer_id, x = due
-    params = {**_params(namespace, subscription_id, state, now), "customer_id": customer_id}
+    params = {**_params(namespace, subscription_id, state, now, decision), "customer_id": customer_id}
     params["due_before"] = trunc(x) + timedelta(seconds=1)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     sql, _ = compiled_for_cursor(_UPSERT_MAYBE_DUE)  # `%(name)s` placeholders; it binds no value of its own
@@ -90,10 +104,12 @@ def write_sync_state(
     now: datetime,
     *,
     due: tuple[str, datetime] | None = None,
+    decision: DecisionToken | None = None,
 ) -> bool | None:
     """Upsert the sync state. With `due = (customer_id, x)` (x: the instant the after-sync invoicing will
-    use), also return whether that invoicing can bill anything (False: it certainly bills nothing)."""
-    params = _params(namespace, subscription_id, state, now)
+    use), also return whether that invoicing can bill anything (False: it certainly bills nothing). `decision`: the
+    sync's reusable decision (docs/sync.md §8.6), or None to clear the recorded one."""
+    params = _params(namespace, subscription_id, state, now, decision)
     if due is None:
         execute_on_cursor(conn, _UPSERT, params, rows=False)  # a steady-state sync's one write
         return None

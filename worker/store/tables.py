@@ -300,6 +300,10 @@ subscription_sync_states = Table(
     Column("has_billables", Boolean, nullable=False),
     Column("next_sync_after", Timestamp, nullable=True),
     Column("synced_at", Timestamp, nullable=False),
+    # docs/sync.md §8.6, migration 0004: the recorded decision of a sync that wrote nothing (all three or none).
+    Column("decision_digest", Text, nullable=True),
+    Column("decision_holds_from", Timestamp, nullable=True),
+    Column("decision_holds_until", Timestamp, nullable=True),
     PrimaryKeyConstraint("namespace", "subscription_id", name="pk_subscription_sync_states"),
     Index("ix_subscription_sync_states_next_sync_after", "next_sync_after"),
 )

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select
 
 from worker.domain.prices import price_from_json
+from worker.domain.reuse import DecisionToken
 from worker.domain.sync_state import SyncState
 from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
@@ -34,6 +35,7 @@ class LoadedSubscription:
     customer_deleted_at: datetime | None
     settlement_mode: str = "invoice_only"  # docs/credits.md §2.1
     sync_state: SyncState | None = None  # the stored one (docs/sync.md §7); None before the first sync
+    decision: DecisionToken | None = None  # the recorded reusable decision (docs/sync.md §8.6), if any
 
     def is_deleted(self, now: datetime) -> bool:
         return self.deleted_at is not None and self.deleted_at <= now
@@ -49,6 +51,9 @@ _SUBSCRIPTION = (
         _c.c.deleted_at.label("customer_deleted_at"),
         _st.c.has_billables.label("state_has_billables"),
         _st.c.next_sync_after.label("state_next_sync_after"),
+        _st.c.decision_digest,
+        _st.c.decision_holds_from,
+        _st.c.decision_holds_until,
     )
     .select_from(
         _s.outerjoin(_c, and_(_c.c.namespace == _s.c.namespace, _c.c.id == _s.c.customer_id)).outerjoin(
@@ -111,11 +116,20 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         active_from=row.active_from,
         active_to=row.active_to,
     )
-    state = None
+    state: SyncState | None = None
+    decision: DecisionToken | None = None
     if row.state_has_billables is not None:
         state = SyncState(row.state_has_billables, row.state_next_sync_after)
+        if None not in (row.decision_digest, row.decision_holds_from, row.decision_holds_until):
+            decision = DecisionToken(row.decision_digest, row.decision_holds_from, row.decision_holds_until)
     return LoadedSubscription(
-        record, row.deleted_at, row.customer_row_id is not None, row.customer_deleted_at, row.settlement_mode, state
+        record,
+        row.deleted_at,
+        row.customer_row_id is not None,
+        row.customer_deleted_at,
+        row.settlement_mode,
+        state,
+        decision,
     )
 
 

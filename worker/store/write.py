@@ -80,7 +80,7 @@ def write_plan(conn: Connection, plan: SyncPlan, *, due_at: datetime | None = No
     # A sync stopped before planning (docs/sync.md §8.1) leaves the after-sync invoicing undecided, as it always has.
     due = None if due_at is None or plan.stopped is not None else (plan.customer_id, due_at)
     if plan.is_empty:
-        return write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due)
+        return write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due, decision=plan.decision)
     answer: Callable[[], bool] | None = None  # the `maybe_due` of the pipelined upsert, read after the sync
     try:
         with pipelined(conn):

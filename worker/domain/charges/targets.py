@@ -107,7 +107,8 @@ def route_targets(
     held by a charge and by a line or group is an error (docs/credits.md §3.1 rule 3), targeted or not."""
     for identity in sorted(charges.keys() & persisted.items.keys()):
         route(identity, mode, persisted.items[identity], charges[identity].charge.id)
-    view, candidates, max_limit = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    generation = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
+    view, candidates = generation.view, generation.candidates
     lines: list[TargetLine] = []
     charge_targets: list[ChargeTarget] = []
     for c in candidates:
@@ -120,7 +121,7 @@ def route_targets(
         charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
         if (target := charge_target(view, c, charge_mode, identity)) is not None:
             charge_targets.append(target)
-    return Target(tuple(lines), max_limit), tuple(charge_targets)
+    return Target(tuple(lines), generation.max_limit, generation.holds_until), tuple(charge_targets)
 
 
 def build_charge_targets(
