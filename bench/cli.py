@@ -29,7 +29,7 @@ from sqlalchemy import text
 from bench import credits, decide, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
-from bench.measure import Comparison, run_pass, settle, warm_up
+from bench.measure import Comparison, forget_decisions, run_pass, settle, warm_up
 from bench.queue_report import machine_load
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
@@ -112,7 +112,11 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         first, steady, edit = Comparison("first sync"), Comparison("steady state"), Comparison("after an edit")
         run_pass(engine, counting, mixed, first)
         for _ in range(options.repeats):
+            forget_decisions(engine)  # decided in full, each sync recording its decision (docs/sync.md §8.6)
             run_pass(engine, counting, mixed, steady)
+        reused = Comparison("steady state, reused")
+        for _ in range(options.repeats):
+            run_pass(engine, counting, mixed, reused)
         for n in range(options.repeats):
             seeding.edit_mixed(engine, mixed, shape, edited=n % 2 == 0)
             run_pass(engine, counting, mixed, edit)
@@ -129,9 +133,11 @@ def _run_on(url: str, options: Options, where: str) -> Results:
 
         points = []
         for copies in scale:
-            point = ScalePoint(Comparison("first sync"), Comparison("steady state"))
+            point = ScalePoint(Comparison("first sync"), Comparison("steady state"), Comparison("steady state, reused"))
             run_pass(engine, counting, copies, point.first)
             run_pass(engine, counting, copies, point.steady)
+            assert point.reused is not None
+            run_pass(engine, counting, copies, point.reused)
             points.append(point)
 
         # issue 23: the decide step of the largest scaling subscription alone (its Python CPU, no database)
@@ -154,6 +160,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
     results.decide = decide_cpu
+    results.reused = reused
     results.startup = measured_startup
     results.elapsed = time.perf_counter() - began
     return results

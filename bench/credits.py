@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 
 from bench.database import CountingEngine
 from bench.floor import decided
-from bench.measure import Comparison
+from bench.measure import Comparison, forget_decisions
 from bench.seeding import FLOOR, KINDS, NAMESPACES, REAL, Seeded, _add_months, _apply, _document, _rate_card, _version
 from worker.app.sync import sync_subscription
 from worker.domain.charges import Charge
@@ -46,6 +46,7 @@ class CreditSize:
     first: Comparison = field(default_factory=lambda: Comparison("first sync"))
     steady: Comparison = field(default_factory=lambda: Comparison("steady state"))
     edit: Comparison = field(default_factory=lambda: Comparison("after an edit"))
+    reused: Comparison = field(default_factory=lambda: Comparison("steady state, reused"))  # docs/sync.md §8.6
 
     @property
     def scenarios(self) -> list[Comparison]:
@@ -273,7 +274,10 @@ def measure(
         size = CreditSize(m)
         run_pass(engine, counting, seeded, size.first)
         for _ in range(repeats):
+            forget_decisions(engine)  # decided in full, each sync recording its decision (docs/sync.md §8.6)
             run_pass(engine, counting, seeded, size.steady)
+        for _ in range(repeats):
+            run_pass(engine, counting, seeded, size.reused)
         for n in range(repeats):
             edit(engine, seeded, m, edited=n % 2 == 0)
             run_pass(engine, counting, seeded, size.edit)

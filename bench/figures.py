@@ -40,16 +40,18 @@ def collect(results: Results) -> dict[str, float]:
             out["queue floor CPU ms/message"] = f_cpu * 1000
             out["e2e syncs/s x queue floor"] = rate / f_rate if f_rate else math.nan
             out["e2e CPU/message x queue floor"] = cpu / f_cpu if f_cpu else math.nan
-    for c in results.scenarios:
+    for c in [*results.scenarios, *([results.reused] if results.reused is not None else [])]:
         _scenario(out, c.name, c)
     for p in results.scaling:
         _scenario(out, f"{p.first.lines} lines first", p.first)
         _scenario(out, f"{p.steady.lines} lines steady", p.steady)
+        if p.reused is not None:
+            _scenario(out, f"{p.reused.lines} lines steady reused", p.reused)
     if results.decide is not None:
         out[f"{results.decide.lines} lines decide CPU min ms"] = results.decide.cpu_min * 1000
         out[f"{results.decide.lines} lines decide CPU median ms"] = results.decide.cpu_median * 1000
     for size in results.credits:
-        for c in size.scenarios:
+        for c in [*size.scenarios, size.reused]:
             _scenario(out, f"credit {size.first.lines} charges {c.name}", c)
     if results.startup is not None:
         for run in results.startup.runs:

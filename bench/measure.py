@@ -80,6 +80,19 @@ def _sync(subscription: Seeded) -> Callable[[Engine], object]:
     return lambda engine: sync_subscription(engine, REAL, subscription.subscription_id, as_of=subscription.as_of)
 
 
+def forget_decisions(engine: Engine) -> None:
+    """Clear the recorded decisions of the real twins (docs/sync.md §8.6), untimed: the next pass decides every
+    sync in full (and records again), as the first sync with nothing to change after a write does."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE subscription_sync_states SET decision_digest = NULL, decision_holds_from = NULL,"
+                " decision_holds_until = NULL WHERE namespace = :ns"
+            ),
+            {"ns": REAL},
+        )
+
+
 def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[Seeded], into: Comparison) -> None:
     """Sync every subscription once, real and floor; add the timings (and counts) to `into`.
 

@@ -42,7 +42,8 @@ CREDIT_EDIT_TARGET_RATIO = 2.0
 @dataclass(slots=True)
 class ScalePoint:
     first: Comparison
-    steady: Comparison
+    steady: Comparison  # decided in full (no recorded decision)
+    reused: Comparison | None = None  # the same steady sync again: the recorded decision reused (docs/sync.md §8.6)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class Results:
     startup: StartUp | None = None  # the command's start-up (bench.startup)
     credits: list[CreditSize] = field(default_factory=list)  # the credit_only scenario (bench.credits)
     decide: Decide | None = None  # the decide step of the largest scaling subscription alone (bench.decide)
+    reused: Comparison | None = None  # the steady state again, its recorded decision reused (docs/sync.md §8.6)
 
 
 def exponent(points: Sequence[tuple[float, float]]) -> float:
@@ -132,9 +134,13 @@ def render(results: Results) -> str:
         return "\n".join([*out, "", f"benchmark ran in {results.elapsed:.0f} s"])
     out.append(f"Per sync, {len(results.scenarios[0].real.seconds)}+ runs each (median and p95 of wall time):")
     rows: list[list[str]] = []
-    for c in results.scenarios:
+    for c in [*results.scenarios, *([results.reused] if results.reused is not None else [])]:
         rows += scenario_rows(c)
     out += table(["scenario", *_COLUMNS], rows)
+    out.append(
+        "(steady state: decided in full, no recorded decision; steady state, reused: the same syncs again, the "
+        "decision recorded by the first reused, docs/sync.md §8.6)"
+    )
     out.append("")
     out += _render_end_to_end(results)
     out.append("")
@@ -209,10 +215,10 @@ def _render_end_to_end(results: Results) -> list[str]:
 def _render_scaling(points: Sequence[ScalePoint], decide: Decide | None = None) -> list[str]:
     if not points:
         return ["Scaling: not measured"]
-    head = ["lines in one subscription", "first sync ms", "x floor", "steady ms", "x floor", "statements first/steady"]
+    head = ["lines", "first ms", "x floor", "steady ms", "x floor", "reused ms", "x floor", "statements"]
     rows = []
     for p in points:
-        f, s = p.first, p.steady
+        f, s, r = p.first, p.steady, p.reused
         stmts = f"{_count(f.real.counts, 'statements')}/{_count(s.real.counts, 'statements')}"
         rows.append(
             [
@@ -221,10 +227,16 @@ def _render_scaling(points: Sequence[ScalePoint], decide: Decide | None = None) 
                 _ratio(f.real.median, f.floor.median),
                 _ms(s.real.median),
                 _ratio(s.real.median, s.floor.median),
+                _ms(r.real.median) if r is not None else "-",
+                _ratio(r.real.median, r.floor.median) if r is not None else "-",
                 stmts,
             ]
         )
-    out = ["Scaling (median of runs, one subscription of 10 daily items):", *table(head, rows)]
+    out = [
+        "Scaling (median of runs, one subscription of 10 daily items; steady: decided in full, reused: docs/sync.md"
+        " §8.6; statements first/steady):",
+        *table(head, rows),
+    ]
     if decide is not None:
         out.append(
             f"decide step alone ({decide.lines} lines: target and plan, no database): CPU min "
@@ -249,7 +261,7 @@ def _render_credits(sizes: Sequence[CreditSize]) -> list[str]:
         return ["Credits: not measured"]
     rows: list[list[str]] = []
     for size in sizes:
-        for c in size.scenarios:
+        for c in [*size.scenarios, size.reused]:
             real, floor = c.real, c.floor
             rows += [
                 [
@@ -294,6 +306,7 @@ def _render_credit_targets(sizes: Sequence[CreditSize]) -> list[str]:
             ("first sync", size.first, CREDIT_FIRST_TARGET_RATIO),
             ("steady-state sync", size.steady, CREDIT_STEADY_TARGET_RATIO),
             ("sync after an edit", size.edit, CREDIT_EDIT_TARGET_RATIO),
+            ("steady-state sync, reused (docs/sync.md §8.6)", size.reused, CREDIT_STEADY_TARGET_RATIO),
         ):
             ratio = c.real.median / c.floor.median
             out.append(_check(ratio <= limit, f"{size.first.lines} charges, {name} {ratio:.2f}x the floor <= {limit}x"))
