@@ -82,8 +82,17 @@ def _sync(subscription: Seeded) -> Callable[[Engine], object]:
 
 def forget_decisions(engine: Engine) -> None:
     """Clear the recorded decisions of the real twins (docs/sync.md §8.6), untimed: the next pass decides every
-    sync in full (and records again), as the first sync with nothing to change after a write does."""
+    sync in full (and records again), as the first sync with nothing to change after a write does. A revision
+    from before migration 0004 (`python -m bench --compare REV`) records nothing: nothing to clear."""
     with engine.begin() as conn:
+        recorded = conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'subscription_sync_states'"
+                " AND column_name = 'decision_digest' AND table_schema = current_schema())"
+            )
+        ).scalar_one()
+        if not recorded:
+            return
         conn.execute(
             text(
                 "UPDATE subscription_sync_states SET decision_digest = NULL, decision_holds_from = NULL,"

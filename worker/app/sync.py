@@ -50,6 +50,8 @@ class SyncResult:
     settlement_mode: str = "invoice_only"  # docs/credits.md §2.1; the worker advances charges after a credit-mode sync
     # With `due_at`: False when the after-sync invoicing (docs/sync.md §8.3) certainly bills nothing; else None/True.
     maybe_due: bool | None = field(default=None, compare=False, repr=False)
+    # True when the recorded decision was reused, nothing decided (docs/sync.md §8.6); the outcome is the same.
+    reused: bool = field(default=False, compare=False)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -174,6 +176,7 @@ def sync_subscription(
         customer_id=result.customer_id,
         as_of=result.as_of.isoformat(),
         dry_run=dry_run,
+        reused=result.reused,
         patches=result.counts(),
     )
     return result
@@ -193,4 +196,5 @@ def result_of(plan: SyncPlan, *, dry_run: bool, maybe_due: bool | None = None) -
         plan.subscription_deleted,
         plan.settlement_mode,
         maybe_due,
+        plan.reused,
     )
