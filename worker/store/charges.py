@@ -35,6 +35,13 @@ __all__ = ["load_charges", "load_due_charges", "load_subscription_charges", "wri
 _rs, _ls, _is = charge_runs.c, invoice_lines.c, invoices.c
 _ONE = literal_column("1", Integer)  # LIMIT 1 written into the SQL, not bound: worker.store.snapshot reuses the text
 _c = charges.c
+
+
+def _row_version(table: str) -> Any:
+    """The row version read from `table` (its `ctid` and `xmin`): docs/sync.md §8.6 digests it (worker.store.persisted)."""
+    return literal_column(f"{table}.ctid::text || {table}.xmin::text").label("row_version")
+
+
 _r = (
     select(
         _rs.id,
@@ -48,6 +55,7 @@ _r = (
         _rs.invoice_id,
         _rs.line_id,
         _rs.booked_at,
+        _row_version("charge_runs"),
     )
     .where(_rs.namespace == _c.namespace, _rs.charge_id == _c.id, _rs.deleted_at.is_(None))
     .limit(_ONE)
@@ -68,6 +76,7 @@ _l = (
         _ls.discounts_total,
         _ls.credits_total,
         _ls.total,
+        _row_version("invoice_lines"),
     )
     .where(_ls.namespace == _c.namespace, _ls.charge_id == _c.id, _ls.deleted_at.is_(None))
     .limit(_ONE)
@@ -78,7 +87,7 @@ _l = (
 def _invoice_of(invoice_id: Any, name: str) -> Any:
     """The invoice `invoice_id` names, as a LATERAL lookup (see above)."""
     return (
-        select(_is.type, _is.status, _is.immutable, _is.deleted_at)
+        select(_is.type, _is.status, _is.immutable, _is.deleted_at, _row_version("invoices"))
         .where(_is.namespace == _c.namespace, _is.id == invoice_id)
         .limit(_ONE)
         .lateral(name)
@@ -378,8 +387,14 @@ def _item(values: tuple[Any, ...], prices: dict[str, Price | None]) -> ChargeIte
     return ChargeItem(charge, run, run_invoice, line, line_invoice)
 
 
-#: A subscription's live charges as a Core select (worker.store.snapshot folds it into a sync's one read).
-SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION
+#: A subscription's live charges as a Core select (worker.store.snapshot folds it into a sync's one read), with the
+#: versions of the rows each is read from (docs/sync.md §8.6 digests them instead of the charge's 66 columns).
+SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION.add_columns(
+    literal_column(
+        "charges.ctid::text || charges.xmin::text"
+        + "".join(f" || '/' || coalesce({alias}.row_version, '-')" for alias in ("r", "ri", "l", "li"))
+    ).label("row_version")
+)
 
 
 def charges_from_rows(rows: Iterable[Any], prefix: str = "") -> dict[str, ChargeItem]:

@@ -58,9 +58,10 @@ _READ_WITH_CHARGES_SQL = (
 )
 
 
-def _digested(read_sql: str) -> str:
+def _digested(read_sql: str, *, charges: bool) -> str:
     """docs/sync.md §8.6: `read_sql` (a WITH … SELECT) as one CTE, and the digest of everything a decision reads —
-    its rows (a line by its row version, worker.store.persisted), the subscription and customer rows, the stored state and the code (`:decision_version`) — in the same
+    its rows (a line or a charge by the versions of the rows it is read from: worker.store.persisted,
+    worker.store.charges), the subscription and customer rows, the stored state and the code (`:decision_version`) — in the same
     statement. Every row comes back with the digest; when it equals `:known_digest` only one row comes back, the
     digest alone (the other columns null). Rows are digested in the order the plan returns them: another order only
     makes a recorded decision look stale (one decision in full, never a wrong reuse)."""
@@ -77,19 +78,19 @@ def _digested(read_sql: str) -> str:
                 '|',
                 coalesce((SELECT (st.has_billables, st.next_sync_after)::text FROM subscription_sync_states st
                           WHERE st.namespace = :namespace AND st.subscription_id = :subscription_id), '-'), '|',
-                coalesce((SELECT string_agg(coalesce(e.row_version, e::text), '|') FROM everything e), '')
+                coalesce((SELECT string_agg(coalesce(e.row_version, {charge_version}e::text), '|') FROM everything e), '')
             )) AS input_digest
         )
         SELECT everything.*, digest.input_digest FROM digest
         LEFT JOIN everything ON digest.input_digest IS DISTINCT FROM CAST(:known_digest AS text)"""
-    )
+    ).replace("{charge_version}", "e.c_row_version, " if charges else "")
 
 
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
 _READ = text(_READ_SQL)
 _READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
-_READ_DIGESTED = text(_digested(_READ_SQL))
-_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL))
+_READ_DIGESTED = text(_digested(_READ_SQL, charges=False))
+_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL, charges=True))
 
 
 @dataclass(frozen=True, slots=True)
