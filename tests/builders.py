@@ -248,10 +248,13 @@ _VOLATILE = ("id", "invoice_id")
 
 
 def comparable(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Lines without their generated ids (line and invoice ids differ between namespaces and runs)."""
+    """Lines without their generated ids (line, invoice and charge ids differ between namespaces and runs; a charge
+    line keeps `charge_id: True`)."""
     out = []
     for line in lines:
         item = {k: v for k, v in line.items() if k not in _VOLATILE}
+        if "charge_id" in item:
+            item["charge_id"] = item["charge_id"] is not None
         if item.get("split_line_group"):
             item["split_line_group"] = {k: v for k, v in item["split_line_group"].items() if k != "id"}
         out.append(item)
