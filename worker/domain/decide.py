@@ -312,13 +312,16 @@ def _reusable(snapshot: Snapshot, prepared: _Prepared, plan: SyncPlan) -> Decisi
     """docs/sync.md §8.6: the token to record with the state when `plan` may be reused by a later sync, else None.
     Only a plan with no patch at all (so the stored sync issues, which only de-duplicate patches, did not matter),
     of a live subscription with no deletion time (the one input compared with `now`), whose state does not
-    depend on `now` (a subscription with billables and no processed phase is due `now`)."""
+    depend on `now` (a subscription with billables and no processed phase is due `now`) and is the state it read
+    (the digest holds the state read, and a reuse writes back the state it reads)."""
     digest, until = snapshot.input_digest, prepared.holds_until
     if digest is None or until is None or prepared.view is None or snapshot.deleted_at is not None:
         return None
     if prepared.patch_plan.patches or prepared.charge_patches or not plan.is_empty:
         return None
     if plan.state.has_billables and prepared.max_limit is None:
+        return None
+    if snapshot.sync_state != plan.state:  # the digest holds the state read; a reuse writes the state it reads
         return None
     return DecisionToken(digest, plan.as_of, until)
 
