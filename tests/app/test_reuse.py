@@ -433,7 +433,8 @@ def test_a_sync_state_changed_twice_to_the_same_value_is_written_back(db: Engine
 
 def test_a_phase_deleted_later_is_reused_until_now_passes_its_deletion(db: Engine, plans: list[SyncPlan]) -> None:
     """Phases are read `deleted_at IS NULL OR deleted_at > now` (docs/sync.md §2.1): a future deletion changes
-    nothing until now passes it — the read then differs, and the sync decides in full."""
+    nothing until now passes it — the read then differs, and the sync decides in full. (Setting the deletion time
+    makes a new version of the phase row: the next sync decides in full once and records again.)"""
 
     def two_phases(namespace: str) -> dict[str, Any]:
         doc = monthly(namespace)
@@ -450,7 +451,9 @@ def test_a_phase_deleted_later_is_reused_until_now_passes_its_deletion(db: Engin
                 .where(subscription_phases.c.namespace == namespace, subscription_phases.c.key == "upgrade")
                 .values(deleted_at=t("2024-01-16"))
             )
-    assert sync(db, t("2024-01-14")).patches == () and plans[-1].reused  # still live at now
+    assert sync(db, t("2024-01-13")).patches == () and not plans[-1].reused  # the phase row changed: decided
+    assert plans[-1].decision is not None
+    assert sync(db, t("2024-01-14")).patches == () and plans[-1].reused  # still live at now: reused
     result = sync(db, t("2024-01-17"))
     assert not plans[-1].reused
     reference = sync(db, t("2024-01-17"), namespace=REF, reuse=False)

@@ -38,14 +38,14 @@ from worker.store.tables import invoice_validation_issues
 #   'gathering' the customer's live gathering invoice of the currency (docs/sync.md §6.2), id only;
 #   'charges'   present when the subscription has a live charge: only then are the charges read
 #               (docs/credits.md §3.3), so an invoice_only sync reads no charge table (bench/).
-# `row_version` (a line's `ctid` and `xmin`) names the row version read: docs/sync.md §8.6 digests it instead of the
-# line's columns (Postgres never changes a row version in place; a rewritten table only looks changed).
+# `row_version` (a row's `ctid` and `xmin`) names the version of the row read: docs/sync.md §8.6 digests it instead
+# of the row's columns (Postgres never changes a row version in place; a rewritten table only looks changed).
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).
 PERSISTED_SQL = """
     WITH live_groups AS (
-        SELECT id, unique_reference_id, service_period_start, service_period_end
+        SELECT id, unique_reference_id, service_period_start, service_period_end, ctid::text || xmin::text AS row_version
         FROM split_line_groups
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
     ), lines AS MATERIALIZED (
@@ -69,22 +69,22 @@ PERSISTED_SQL = """
     FROM lines
     UNION ALL
     SELECT 'group', id, NULL, NULL, unique_reference_id, NULL, NULL, service_period_start, service_period_end,
-        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        NULL, NULL, NULL, NULL, NULL, row_version, NULL, NULL, NULL
     FROM live_groups
     UNION ALL
-    SELECT 'invoice', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, deleted_at, NULL,
-        type, status, immutable
+    SELECT 'invoice', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, deleted_at,
+        ctid::text || xmin::text, type, status, immutable
     FROM invoices
     WHERE namespace = :namespace AND id = ANY(ARRAY(SELECT DISTINCT invoice_id FROM lines))
     UNION ALL
-    SELECT 'gathering', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        NULL
+    SELECT 'gathering', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        ctid::text || xmin::text, NULL, NULL, NULL
     FROM invoices
     WHERE namespace = :namespace AND customer_id = :customer_id AND currency = :currency AND type = 'gathering'
         AND deleted_at IS NULL
     UNION ALL
-    SELECT 'charges', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        NULL
+    SELECT 'charges', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'charges', NULL,
+        NULL, NULL
     WHERE EXISTS (
         SELECT 1 FROM charges
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL

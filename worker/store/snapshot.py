@@ -59,31 +59,24 @@ _READ_WITH_CHARGES_SQL = (
 
 
 def _digested(read_sql: str, *, charges: bool) -> str:
-    """docs/sync.md §8.6: `read_sql` (a WITH … SELECT) as one CTE, and the digest of everything a decision reads —
-    its rows (a line or a charge by the versions of the rows it is read from: worker.store.persisted,
-    worker.store.charges), the subscription and customer rows, the stored state and the code (`:decision_version`) — in the same
-    statement. Every row comes back with the digest; when it equals `:known_digest` only one row comes back, the
-    digest alone (the other columns null). Rows are digested in the order the plan returns them: another order only
-    makes a recorded decision look stale (one decision in full, never a wrong reuse)."""
+    """docs/sync.md §8.6: `read_sql` (a WITH … SELECT) as one CTE, and in the same statement the digest of everything a
+    decision reads: `:decision_head` (the versions of the subscription and customer rows the lock statement read,
+    the stored state, the code and the line limit: `load_for_sync`) and every row of the read, each by the versions
+    of the rows it comes from (`row_version`: worker.store.persisted, worker.store.charges, worker.store.view).
+    Every row comes back with the digest; when it equals `:known_digest` only one row comes back, the digest alone
+    (the other columns null). Rows are digested in the order the plan returns them: another order only makes a
+    recorded decision look stale (one decision in full, never a wrong reuse)."""
     head, _, select_all = read_sql.rpartition(" SELECT * FROM ")
+    versions = "e.row_version, e.phase_row_version, " + ("e.c_row_version, " if charges else "")
     return (
         head
         + ", everything AS MATERIALIZED (SELECT * FROM "
         + select_all
-        + """), digest AS MATERIALIZED (
-            SELECT md5(concat(
-                CAST(:decision_version AS text), '|',
-                (SELECT s::text FROM subscriptions s WHERE s.namespace = :namespace AND s.id = :subscription_id), '|',
-                coalesce((SELECT c::text FROM customers c WHERE c.namespace = :namespace AND c.id = :customer_id), '-'),
-                '|',
-                coalesce((SELECT (st.has_billables, st.next_sync_after)::text FROM subscription_sync_states st
-                          WHERE st.namespace = :namespace AND st.subscription_id = :subscription_id), '-'), '|',
-                coalesce((SELECT string_agg(coalesce(e.row_version, {charge_version}e::text), '|') FROM everything e), '')
-            )) AS input_digest
-        )
-        SELECT everything.*, digest.input_digest FROM digest
-        LEFT JOIN everything ON digest.input_digest IS DISTINCT FROM CAST(:known_digest AS text)"""
-    ).replace("{charge_version}", "e.c_row_version, " if charges else "")
+        + "), digest AS MATERIALIZED (SELECT md5(CAST(:decision_head AS text) || '|' || coalesce((SELECT string_agg("
+        + f"coalesce({versions}e::text), '|') FROM everything e), '')) AS input_digest)"
+        + " SELECT everything.*, digest.input_digest FROM digest"
+        + " LEFT JOIN everything ON digest.input_digest IS DISTINCT FROM CAST(:known_digest AS text)"
+    )
 
 
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
@@ -171,7 +164,9 @@ def _load(
         at = as_of(record) if callable(as_of) else as_of
         recorded = loaded.decision
         known = recorded if recorded is not None and recorded.covers(at) and not loaded.is_deleted(now) else None
-        params["decision_version"] = f"{code_fingerprint()}|{max_target_lines}"
+        state = loaded.sync_state
+        stored = "-" if state is None else f"{state.has_billables}/{state.next_sync_after}"
+        params["decision_head"] = f"{loaded.head_version}|{stored}|{code_fingerprint()}|{max_target_lines}"
         params["known_digest"] = known.digest if known is not None else None
         rows = execute_on_cursor(
             conn, _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGES_DIGESTED, params

@@ -34,6 +34,7 @@ class LoadedSubscription:
     customer_exists: bool
     customer_deleted_at: datetime | None
     settlement_mode: str = "invoice_only"  # docs/credits.md §2.1
+    head_version: str = ""  # the versions of the subscription and customer rows read (docs/sync.md §8.6)
     sync_state: SyncState | None = None  # the stored one (docs/sync.md §7); None before the first sync
     decision: DecisionToken | None = None  # the recorded reusable decision (docs/sync.md §8.6), if any
 
@@ -54,6 +55,12 @@ _SUBSCRIPTION = (
         _st.c.decision_digest,
         _st.c.decision_holds_from,
         _st.c.decision_holds_until,
+        # docs/sync.md §8.6: the versions of the subscription and customer rows this read, in the digest of the
+        # decision (the subscription row is share-locked: its version holds until the transaction ends).
+        literal_column(
+            "subscriptions.ctid::text || subscriptions.xmin::text || '/'"
+            " || coalesce(customers.ctid::text || customers.xmin::text, '-')"
+        ).label("head_version"),
     )
     .select_from(
         _s.outerjoin(_c, and_(_c.c.namespace == _s.c.namespace, _c.c.id == _s.c.customer_id)).outerjoin(
@@ -128,8 +135,9 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         row.customer_row_id is not None,
         row.customer_deleted_at,
         row.settlement_mode,
-        state,
-        decision,
+        head_version=row.head_version,
+        sync_state=state,
+        decision=decision,
     )
 
 
@@ -160,8 +168,14 @@ _PHASES = (
 )
 
 
-#: The phase-and-item read as a Core select (worker.store.snapshot folds it into a sync's one read).
-PHASES_SELECT = _PHASES
+#: The phase-and-item read as a Core select (worker.store.snapshot folds it into a sync's one read), with the
+#: versions of the phase and item rows of each (docs/sync.md §8.6 digests them instead of their columns).
+PHASES_SELECT = _PHASES.add_columns(
+    literal_column(
+        "subscription_phases.ctid::text || subscription_phases.xmin::text || '/'"
+        " || coalesce(subscription_items.ctid::text || subscription_items.xmin::text, '-')"
+    ).label("phase_row_version")
+)
 
 
 def load_phases(conn: Connection, namespace: str, subscription_id: str, now: datetime) -> list[PhaseRecord]:
