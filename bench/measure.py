@@ -81,8 +81,9 @@ def _sync(subscription: Seeded) -> Callable[[Engine], object]:
 
 
 def forget_decisions(engine: Engine) -> None:
-    """Clear the recorded decisions of the real twins (docs/sync.md §8.6), untimed: the next pass decides every
-    sync in full (and records again), as the first sync with nothing to change after a write does. A revision
+    """Clear the recorded decisions of the real twins (docs/sync.md §8.6), untimed, keeping their input heads: the
+    next pass digests its reads and decides every sync in full (and records again), as the first sync with nothing
+    to change after a write does. A revision
     from before migration 0004 (`python -m bench --compare REV`) records nothing: nothing to clear."""
     with engine.begin() as conn:
         recorded = conn.execute(
@@ -95,8 +96,8 @@ def forget_decisions(engine: Engine) -> None:
             return
         conn.execute(
             text(
-                "UPDATE subscription_sync_states SET decision_digest = NULL, decision_holds_from = NULL,"
-                " decision_holds_until = NULL WHERE namespace = :ns"
+                "UPDATE subscription_sync_states SET decision_digest = split_part(decision_digest, ':', 1),"
+                " decision_holds_from = NULL, decision_holds_until = NULL WHERE namespace = :ns"
             ),
             {"ns": REAL},
         )

@@ -92,11 +92,13 @@ def stored(db: Engine, namespace: str = NS) -> Any:
 
 
 def stored_token(db: Engine, namespace: str = NS) -> DecisionToken | None:
+    """The recorded decision: `decision_digest` is HEAD or HEAD:DIGEST, the window set with a DIGEST only."""
     row = stored(db, namespace)
-    if row.decision_digest is None:
-        assert row.decision_holds_from is None and row.decision_holds_until is None  # all three or none
+    _, _, digest = (row.decision_digest or "").partition(":")
+    if not digest:
+        assert row.decision_holds_from is None and row.decision_holds_until is None  # the window with a digest only
         return None
-    return DecisionToken(row.decision_digest, row.decision_holds_from, row.decision_holds_until)
+    return DecisionToken(digest, row.decision_holds_from, row.decision_holds_until)
 
 
 def every_row(db: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -189,8 +191,10 @@ def test_reuse_false_decides_in_full_and_clears_the_recorded_decision(db: Engine
     assert result.patches == () and not plans[-1].reused
     assert plans[-1].decision is None  # no digest was read: nothing to record
     assert stored_token(db) is None
+    sync(db, INSIDE)  # no input head recorded either: decided in full without a digest, recording the head
+    assert not plans[-1].reused and stored_token(db) is None
     sync(db, INSIDE)
-    assert not plans[-1].reused and stored_token(db) is not None  # decided in full once, recorded again
+    assert not plans[-1].reused and stored_token(db) is not None  # the head matches: digested, recorded again
     sync(db, INSIDE)
     assert plans[-1].reused
 
@@ -494,12 +498,16 @@ def test_an_as_of_before_the_window_decides_in_full(db: Engine, plans: list[Sync
 
 def test_another_line_limit_decides_in_full(db: Engine, plans: list[SyncPlan]) -> None:
     with_token(db)
+    sync(db, INSIDE, max_target_lines=50)  # another input head: decided in full (no digest), the head recorded
+    assert not plans[-1].reused and stored_token(db) is None
     sync(db, INSIDE, max_target_lines=50)
-    assert not plans[-1].reused
+    assert not plans[-1].reused and stored_token(db) is not None  # the same head: digested and recorded
     sync(db, INSIDE, max_target_lines=50)
-    assert plans[-1].reused  # recorded under that limit
+    assert plans[-1].reused  # reused under that limit
     sync(db, INSIDE)
     assert not plans[-1].reused  # and not under the default one
+    sync(db, INSIDE)
+    assert not plans[-1].reused and stored_token(db) is not None
     with pytest.raises(TargetTooLargeError):  # a limit the target breaks is never hidden by a reuse
         sync(db, INSIDE, max_target_lines=2)
     sync(db, INSIDE, max_target_lines=DEFAULT_MAX_TARGET_LINES)
@@ -510,6 +518,8 @@ def test_another_code_fingerprint_decides_in_full(db: Engine, plans: list[SyncPl
     token = with_token(db)
     with pytest.MonkeyPatch.context() as patch:  # code_fingerprint() is cached: patch the name the read uses
         patch.setattr("worker.store.snapshot.code_fingerprint", lambda: "the next deployment")
+        sync(db, INSIDE)  # another input head: decided in full (no digest), the head recorded
+        assert not plans[-1].reused and stored_token(db) is None
         sync(db, INSIDE)
         assert not plans[-1].reused
         recorded = stored_token(db)

@@ -107,7 +107,14 @@ def load_and_decide(
         assert head.sync_state is not None  # a recorded decision is a column of the stored state
         mode = cast(SettlementMode, head.settlement_mode)
         return reused(
-            head.record, mode, head.sync_state, loaded.decision, namespace=namespace, as_of=loaded.as_of, now=now
+            head.record,
+            mode,
+            head.sync_state,
+            loaded.decision,
+            namespace=namespace,
+            as_of=loaded.as_of,
+            now=now,
+            input_head=loaded.input_head,
         )
     return decide_sync(loaded, as_of=at, now=now, max_target_lines=max_target_lines)
 

@@ -106,6 +106,8 @@ class SyncPlan:
     """Recorded with the state when this plan writes nothing and may be reused (docs/sync.md §8.6)."""
     reused: bool = False
     """True when nothing was decided: the recorded decision was reused (docs/sync.md §8.6)."""
+    input_head: str | None = None
+    """The snapshot's `input_head`, recorded with the state whatever the plan (docs/sync.md §8.6)."""
 
     @property
     def patches(self) -> tuple[AnyPatch, ...]:
@@ -305,7 +307,7 @@ def decide(
         allocations=allocations,
         touched_invoices=tuple(sorted(lines.touched_invoices | charges.touched_invoices)),
     )
-    return replace(plan, decision=_reusable(snapshot, prepared, plan))
+    return replace(plan, decision=_reusable(snapshot, prepared, plan), input_head=snapshot.input_head)
 
 
 def _reusable(snapshot: Snapshot, prepared: _Prepared, plan: SyncPlan) -> DecisionToken | None:
@@ -335,6 +337,7 @@ def reused(
     namespace: str,
     as_of: datetime,
     now: datetime,
+    input_head: str,
 ) -> SyncPlan:
     """The plan of a sync whose inputs digest to `decision`'s and whose `as_of` it covers (docs/sync.md §8.6): the
     recorded decision again — nothing to write but the sync state, the same as recorded — and the token kept."""
@@ -351,6 +354,7 @@ def reused(
         state,
         decision=decision,
         reused=True,
+        input_head=input_head,
     )
 
 

@@ -57,6 +57,9 @@ class Snapshot:
     sync_state: SyncState | None = None
     input_digest: str | None = None
     """The digest of everything this snapshot was read from (docs/sync.md §8.6), when the load computed one."""
+    input_head: str | None = None
+    """The digest of the inputs read before the one read (the subscription and customer rows, the stored state, the
+    code: docs/sync.md §8.6), when the load computed one."""
 
     @property
     def subscription_id(self) -> str:

@@ -15,6 +15,7 @@ a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' colu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -95,6 +96,7 @@ class Reused:
     loaded: LoadedSubscription
     decision: DecisionToken
     as_of: datetime
+    input_head: str
 
 
 def load_snapshot(
@@ -159,24 +161,27 @@ def _load(
         "currency": record.currency,
         "now": now,
     }
+    digest = input_head = None
     if reuse:
         assert as_of is not None
         at = as_of(record) if callable(as_of) else as_of
-        recorded = loaded.decision
-        known = recorded if recorded is not None and recorded.covers(at) and not loaded.is_deleted(now) else None
-        state = loaded.sync_state
+        state, recorded = loaded.sync_state, loaded.decision
+        core = f"{loaded.head_version}|{code_fingerprint()}|{max_target_lines}"
+        input_head = hashlib.md5(core.encode(), usedforsecurity=False).hexdigest()
         stored = "-" if state is None else f"{state.has_billables}/{state.next_sync_after}"
-        params["decision_head"] = f"{loaded.head_version}|{stored}|{code_fingerprint()}|{max_target_lines}"
-        params["known_digest"] = known.digest if known is not None else None
-        rows = execute_on_cursor(
-            conn, _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGES_DIGESTED, params
-        )
-        digest = rows[0].input_digest
-        if known is not None and digest == known.digest:
-            return Reused(namespace, loaded, known, at)
-    else:
+        # Digest the read only when this decision may be recorded or reused (docs/sync.md §8.6, "When the read is
+        # digested"): the inputs outside the read are those the last sync recorded, and its window covers `at`.
+        if loaded.recorded_head == input_head and (recorded is None or recorded.covers(at)):
+            known = recorded if recorded is not None and not loaded.is_deleted(now) else None
+            params["decision_head"] = f"{core}|{stored}"
+            params["known_digest"] = known.digest if known is not None else None
+            statement = _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGES_DIGESTED
+            rows = execute_on_cursor(conn, statement, params)
+            digest = rows[0].input_digest
+            if known is not None and digest == known.digest:
+                return Reused(namespace, loaded, known, at, input_head)
+    if digest is None:
         rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else _READ_WITH_CHARGES, params)
-        digest = None
     persisted = persisted_rows_from([r for r in rows if r.kind is not None])
     phases = None
     if not loaded.is_deleted(now):
@@ -213,6 +218,7 @@ def _load(
         ledgers={},
         sync_state=loaded.sync_state,
         input_digest=digest,
+        input_head=input_head,
     )
     if runs and as_of is not None:
         at = as_of(record) if callable(as_of) else as_of

@@ -15,7 +15,8 @@ from worker.domain.timeutil import trunc
 from worker.store.db import compiled_for_cursor, execute_on_cursor
 from worker.store.tables import subscription_sync_states
 
-# The recorded decision (docs/sync.md §8.6) is written with the state, null when the sync wrote something.
+# The recorded decision (docs/sync.md §8.6) is written with the state: `decision_digest` is the sync's input head, then
+# `:` and the digest of its read when its decision may be reused (the window then set too); null without a head.
 _DECISION = ("decision_digest", "decision_holds_from", "decision_holds_until")
 _SET = ("has_billables", "next_sync_after", "synced_at", *_DECISION)
 _COLUMNS = ("namespace", "subscription_id", *_SET)
@@ -54,17 +55,23 @@ _UPSERT_MAYBE_DUE = text(_UPSERT_MAYBE_DUE_SQL)
 
 
 def _params(
-    namespace: str, subscription_id: str, state: SyncState, now: datetime, decision: DecisionToken | None
+    namespace: str,
+    subscription_id: str,
+    state: SyncState,
+    now: datetime,
+    decision: DecisionToken | None,
+    head: str | None,
 ) -> dict[str, Any]:
+    recorded = None if head is None else head if decision is None else f"{head}:{decision.digest}"
     return {
         "namespace": namespace,
         "subscription_id": subscription_id,
         "has_billables": state.has_billables,
         "next_sync_after": state.next_sync_after,
         "synced_at": now,
-        "decision_digest": decision.digest if decision is not None else None,
-        "decision_holds_from": decision.holds_from if decision is not None else None,
-        "decision_holds_until": decision.holds_until if decision is not None else None,
+        "decision_digest": recorded,
+        "decision_holds_from": decision.holds_from if recorded is not None and decision is not None else None,
+        "decision_holds_until": decision.holds_until if recorded is not None and decision is not None else None,
     }
 
 
@@ -77,12 +84,13 @@ def send_sync_state(
     *,
     due: tuple[str, datetime],
     decision: DecisionToken | None = None,
+    head: str | None = None,
 ) -> Callable[[], bool]:
     """`write_sync_state(..., due=due)` for a psycopg pipeline (worker.store.write.pipelined): the statement is sent
     now, on the connection's psycopg cursor (a SQLAlchemy result cannot be read inside a pipeline), and the
     returned function reads its answer once the pipeline has synchronised: no round trip of its own."""
     customer_id, x = due
-    params = {**_params(namespace, subscription_id, state, now, decision), "customer_id": customer_id}
+    params = {**_params(namespace, subscription_id, state, now, decision, head), "customer_id": customer_id}
     params["due_before"] = trunc(x) + timedelta(seconds=1)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     sql, _ = compiled_for_cursor(_UPSERT_MAYBE_DUE)  # `%(name)s` placeholders; it binds no value of its own
@@ -105,11 +113,12 @@ def write_sync_state(
     *,
     due: tuple[str, datetime] | None = None,
     decision: DecisionToken | None = None,
+    head: str | None = None,
 ) -> bool | None:
     """Upsert the sync state. With `due = (customer_id, x)` (x: the instant the after-sync invoicing will
     use), also return whether that invoicing can bill anything (False: it certainly bills nothing). `decision`: the
-    sync's reusable decision (docs/sync.md §8.6), or None to clear the recorded one."""
-    params = _params(namespace, subscription_id, state, now, decision)
+    sync's reusable decision and `head` its input head (docs/sync.md §8.6); None clears them."""
+    params = _params(namespace, subscription_id, state, now, decision, head)
     if due is None:
         execute_on_cursor(conn, _UPSERT, params, rows=False)  # a steady-state sync's one write
         return None

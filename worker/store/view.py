@@ -37,6 +37,7 @@ class LoadedSubscription:
     head_version: str = ""  # the versions of the subscription and customer rows read (docs/sync.md §8.6)
     sync_state: SyncState | None = None  # the stored one (docs/sync.md §7); None before the first sync
     decision: DecisionToken | None = None  # the recorded reusable decision (docs/sync.md §8.6), if any
+    recorded_head: str | None = None  # the input head the last sync recorded (docs/sync.md §8.6), if any
 
     def is_deleted(self, now: datetime) -> bool:
         return self.deleted_at is not None and self.deleted_at <= now
@@ -125,10 +126,13 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
     )
     state: SyncState | None = None
     decision: DecisionToken | None = None
+    recorded_head: str | None = None
     if row.state_has_billables is not None:
         state = SyncState(row.state_has_billables, row.state_next_sync_after)
-        if None not in (row.decision_digest, row.decision_holds_from, row.decision_holds_until):
-            decision = DecisionToken(row.decision_digest, row.decision_holds_from, row.decision_holds_until)
+        # `decision_digest` holds HEAD or HEAD:DIGEST (worker.store.sync_state).
+        recorded_head, _, digest = (row.decision_digest or "").partition(":")
+        if digest and row.decision_holds_from is not None and row.decision_holds_until is not None:
+            decision = DecisionToken(digest, row.decision_holds_from, row.decision_holds_until)
     return LoadedSubscription(
         record,
         row.deleted_at,
@@ -138,6 +142,7 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         head_version=row.head_version,
         sync_state=state,
         decision=decision,
+        recorded_head=recorded_head or None,
     )
 
 

@@ -80,7 +80,16 @@ def write_plan(conn: Connection, plan: SyncPlan, *, due_at: datetime | None = No
     # A sync stopped before planning (docs/sync.md §8.1) leaves the after-sync invoicing undecided, as it always has.
     due = None if due_at is None or plan.stopped is not None else (plan.customer_id, due_at)
     if plan.is_empty:
-        return write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due, decision=plan.decision)
+        return write_sync_state(
+            conn,
+            namespace,
+            plan.subscription_id,
+            plan.state,
+            now,
+            due=due,
+            decision=plan.decision,
+            head=plan.input_head,
+        )
     answer: Callable[[], bool] | None = None  # the `maybe_due` of the pipelined upsert, read after the sync
     try:
         with pipelined(conn):
@@ -95,9 +104,11 @@ def write_plan(conn: Connection, plan: SyncPlan, *, due_at: datetime | None = No
             if plan.touched_invoices:  # docs/credits.md §3.7 step 4
                 delete_emptied_invoices(conn, namespace, plan.touched_invoices, now)
             if due is None:
-                write_sync_state(conn, namespace, plan.subscription_id, plan.state, now)
+                write_sync_state(conn, namespace, plan.subscription_id, plan.state, now, head=plan.input_head)
             else:
-                answer = send_sync_state(conn, namespace, plan.subscription_id, plan.state, now, due=due)
+                answer = send_sync_state(
+                    conn, namespace, plan.subscription_id, plan.state, now, due=due, head=plan.input_head
+                )
     except exc.IntegrityError as error:
         if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == _GATHERING_INDEX:
             raise GatheringInvoiceConflict(
