@@ -16,6 +16,7 @@ a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' colu
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -80,9 +81,18 @@ def _digested(read_sql: str, *, charges: bool) -> str:
     )
 
 
+# The row versions a digest needs (`… ctid::text || … xmin::text`), as NULL in a read that is not digested: a sync
+# that will not record pays nothing for them (a credit first sync: -5 %, bench/).
+_VERSION = re.compile(r"(?:\w+\.)?ctid::text \|\| (?:\w+\.)?xmin::text")
+
+
+def _without_versions(read_sql: str) -> str:
+    return _VERSION.sub("NULL::text", read_sql)
+
+
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
-_READ = text(_READ_SQL)
-_READ_WITH_CHARGES = text(_READ_WITH_CHARGES_SQL)
+_READ = text(_without_versions(_READ_SQL))
+_READ_WITH_CHARGES = text(_without_versions(_READ_WITH_CHARGES_SQL))
 _READ_DIGESTED = text(_digested(_READ_SQL, charges=False))
 _READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL, charges=True))
 
