@@ -58,8 +58,8 @@ class Snapshot:
     input_digest: str | None = None
     """The digest of everything this snapshot was read from (docs/sync.md §8.6), when the load computed one."""
     input_head: str | None = None
-    """The digest of the inputs read before the one read (the subscription and customer rows, the stored state, the
-    code: docs/sync.md §8.6), when the load computed one."""
+    """The digest of the inputs read before the one read (the subscription and customer row versions, the code, the
+    line limit: docs/sync.md §8.6 "When the read is digested"), when the load computed one."""
 
     @property
     def subscription_id(self) -> str:

@@ -144,9 +144,9 @@ def load_for_sync(
     live run on a mutable invoice, so that the snapshot serves a decision at any time. Either way the ledgers are
     read only when some charge has such a run.
 
-    The one read also digests everything the decision reads (docs/sync.md §8.6): the snapshot carries the digest,
-    and when the stored sync state records a decision whose `as_of` window covers this one with the same digest,
-    nothing else is read and `Reused` is returned instead."""
+    The one read may also digest everything the decision reads (docs/sync.md §8.6, "When the read is digested"):
+    the snapshot then carries the digest, and when the stored sync state records a decision whose `as_of` window
+    covers this one with the same digest, nothing else is read and `Reused` is returned instead."""
     return _load(conn, namespace, subscription_id, now, as_of, max_target_lines, lock_timeout, reuse=True)
 
 
