@@ -124,9 +124,21 @@ class _Group:
         self.drain = Drain()
 
     def round(self, engine: Engine, n: int, subscriptions: list[Seeded], timeout: float) -> None:
-        self._wake(engine, n, subscriptions[0], timeout)
-        since = datetime.now(UTC)
+        # An idle Dramatiq Redis consumer backs off (up to the worker timeout, 1 s) before fetching again, so a group
+        # that sat idle through the other group's round would start its own up to a second late: the one running
+        # first in a round measured up to 3x faster than the second, whichever it was. One untimed message wakes
+        # it first (its log line is skipped like round 0's).
+        self._drain(engine, [subscriptions[0]], f"bench-0-wake-{n}", timeout)
         cpu = tree_cpu(self.process.pid)
+        began = time.perf_counter()
+        self._drain(engine, subscriptions, f"bench-{n}", timeout)
+        if n > 0:
+            self.drain.per_round.append(len(self.ids) / (time.perf_counter() - began))
+            self.drain.cpu_per_message.append((tree_cpu(self.process.pid) - cpu) / len(self.ids))
+
+    def _drain(self, engine: Engine, subscriptions: list[Seeded], prefix: str, timeout: float) -> None:
+        """Publish one `subscription.updated` per subscription and wait until every one is synced."""
+        since = datetime.now(UTC)
         began = time.perf_counter()
         for s in subscriptions:
             event = SubscriptionEvent.new(
@@ -134,35 +146,13 @@ class _Group:
                 namespace=self.data_namespace,
                 subscription_id=s.subscription_id,
                 as_of=s.as_of,
-                event_id=f"bench-{n}-{s.subscription_id}",
+                event_id=f"{prefix}-{s.subscription_id}",
             )
             publish(event, broker=self.broker)
-        while _done_since(engine, self.data_namespace, since, self.ids) < len(self.ids):
+        ids = [s.subscription_id for s in subscriptions]
+        while _done_since(engine, self.data_namespace, since, ids) < len(ids):
             if self.process.poll() is not None or time.perf_counter() - began > timeout:
                 raise EndToEndError(f"workers did not drain the queue; log tail:\n{_tail(self.log_path)}")
-            time.sleep(0.01)
-        if n > 0:
-            self.drain.per_round.append(len(self.ids) / (time.perf_counter() - began))
-            self.drain.cpu_per_message.append((tree_cpu(self.process.pid) - cpu) / len(self.ids))
-
-    def _wake(self, engine: Engine, n: int, s: Seeded, timeout: float) -> None:
-        """One message through the group, untimed, before its round: an idle Dramatiq Redis consumer backs off
-        (up to the worker timeout, 1 s) before fetching again, so a group that sat idle during the other group's
-        round would start its own up to a second late — the one running first in a round was measured up to 3x
-        faster than the one running second, whichever it was. (Its log line is skipped like round 0's.)"""
-        since = datetime.now(UTC)
-        event = SubscriptionEvent.new(
-            "subscription.updated",
-            namespace=self.data_namespace,
-            subscription_id=s.subscription_id,
-            as_of=s.as_of,
-            event_id=f"bench-0-wake-{n}-{s.subscription_id}",
-        )
-        publish(event, broker=self.broker)
-        began = time.perf_counter()
-        while _done_since(engine, self.data_namespace, since, [s.subscription_id]) < 1:
-            if self.process.poll() is not None or time.perf_counter() - began > timeout:
-                raise EndToEndError(f"workers did not handle a message; log tail:\n{_tail(self.log_path)}")
             time.sleep(0.005)
 
     def stop(self) -> None:
