@@ -149,6 +149,7 @@ def actor_settings(settings: Settings) -> ActorSettings:
         invoice_after_sync=settings.invoice_after_sync,
         max_target_lines=settings.max_target_lines,
         page_size=settings.reconcile_page_size,
+        reuse_decisions=settings.reuse_decisions,
     )
 
 

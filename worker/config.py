@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     home: Path = Path("./.subsync")
     #: Most target lines one sync may generate (docs/sync.md §3.11); more fails the sync, not retried.
     max_target_lines: int = Field(default=DEFAULT_MAX_TARGET_LINES, ge=1)
+    #: Reuse a recorded decision that still holds (docs/sync.md §8.6); false decides every sync in full.
+    reuse_decisions: bool = True
 
     # --- logging -------------------------------------------------------------------------------------
     log_format: LogFormat | None = None  # unset: console on a TTY, else json

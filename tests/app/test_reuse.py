@@ -32,9 +32,12 @@ from tests.builders import (
 from tests.domain.strategies import instants_near
 from tests.domain.strategies import subscriptions as views
 from worker.app import sync as sync_module
+from worker.app.handlers import handle_reconcile_subscription, handle_subscription_event
 from worker.app.preview import charge_snapshot
 from worker.app.sync import SyncResult, sync_subscription
-from worker.config import DEFAULT_MAX_TARGET_LINES
+from worker.bootstrap import actor_settings
+from worker.config import DEFAULT_MAX_TARGET_LINES, Settings
+from worker.contract.events import ReconcileRequest, SubscriptionEvent
 from worker.domain.charges.routing import SETTLEMENT_MODES
 from worker.domain.decide import SyncPlan
 from worker.domain.errors import InvalidViewError, TargetTooLargeError
@@ -625,3 +628,25 @@ def test_syncing_with_reuse_ends_where_deciding_in_full_does(
         assert full.state == result.state
         if reused:
             assert full.patches == ()
+
+
+# --- the switch ---------------------------------------------------------------------------------------------------
+
+
+def test_the_setting_turns_reuse_off_in_every_handler(db: Engine, plans: list[SyncPlan]) -> None:
+    """`SUBSYNC_REUSE_DECISIONS=false` (docs/operations.md §1) reaches every handler that syncs: each decides in full
+    and records nothing, and turning it back on starts recording again."""
+    off = Settings(reuse_decisions=False)
+    assert actor_settings(off).reuse_decisions is False and actor_settings(Settings()).reuse_decisions is True
+    with_token(db)
+    event = SubscriptionEvent.new("subscription.updated", namespace=NS, subscription_id=SUB, as_of=INSIDE)
+    handled = handle_subscription_event(db, event, invoice_after_sync=False, now=INSIDE, reuse=off.reuse_decisions)
+    assert handled.syncs[0].patches == () and not plans[-1].reused and stored_token(db) is None
+    request = ReconcileRequest(namespace=NS, subscription_id=SUB)
+    handle_reconcile_subscription(db, request, now=INSIDE, reuse=off.reuse_decisions)
+    assert not plans[-1].reused and stored_token(db) is None
+    handle_reconcile_subscription(db, request, now=INSIDE)  # on again: the head is recorded first
+    handle_reconcile_subscription(db, request, now=INSIDE)
+    assert not plans[-1].reused and stored_token(db) is not None
+    handle_reconcile_subscription(db, request, now=INSIDE)
+    assert plans[-1].reused

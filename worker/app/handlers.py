@@ -71,6 +71,7 @@ def handle_subscription_event(
     publish: Publisher | None = None,
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+    reuse: bool = True,
 ) -> Handled:
     """Sync the subscription; then, unless it is deleted, invoice its customer's pending lines
     (docs/sync.md §8.3, when `invoice_after_sync`) and publish `invoice.created` for each new invoice."""
@@ -85,6 +86,7 @@ def handle_subscription_event(
         now=now,
         max_target_lines=max_target_lines,
         due_at=(event.as_of or now) if invoicing else None,  # the x of `invoice_after` below
+        reuse=reuse,
     )
     created: list[CreatedInvoice] = []
     published: list[str] = []
@@ -173,6 +175,7 @@ def handle_invoice_created(
     *,
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+    reuse: bool = True,
 ) -> Handled:
     """Re-sync every subscription with a live line on the invoice (ignore gathering invoices)."""
     now = now or utcnow()
@@ -184,7 +187,13 @@ def handle_invoice_created(
     as_of = event.as_of or now
     results = tuple(
         sync_subscription(
-            engine, event.namespace, subscription_id, as_of=as_of, now=now, max_target_lines=max_target_lines
+            engine,
+            event.namespace,
+            subscription_id,
+            as_of=as_of,
+            now=now,
+            max_target_lines=max_target_lines,
+            reuse=reuse,
         )
         for subscription_id in subscription_ids
     )
@@ -207,11 +216,18 @@ def handle_reconcile_subscription(
     *,
     now: datetime | None = None,
     max_target_lines: int = DEFAULT_MAX_TARGET_LINES,
+    reuse: bool = True,
 ) -> Handled:
     """docs/sync.md §8.4: sync as of now, with no invoicing step."""
     now = now or utcnow()
     result = sync_subscription(
-        engine, request.namespace, request.subscription_id, as_of=now, now=now, max_target_lines=max_target_lines
+        engine,
+        request.namespace,
+        request.subscription_id,
+        as_of=now,
+        now=now,
+        max_target_lines=max_target_lines,
+        reuse=reuse,
     )
     return Handled(syncs=(result,), customer_id=result.customer_id, extra=advance_after((result,), engine, None, now))
 

@@ -63,6 +63,7 @@ def sync(
         as_of=as_of,
         dry_run=dry_run,
         max_target_lines=runtime.settings.max_target_lines,
+        reuse=runtime.settings.reuse_decisions,
     )
     data = sync_result_json(result)
     created: list[Any] = []

@@ -76,7 +76,7 @@ def reconcile(
                     counts = result.counts()
                 else:
                     counts = handle_reconcile_subscription(
-                        engine, request, max_target_lines=settings.max_target_lines
+                        engine, request, max_target_lines=settings.max_target_lines, reuse=settings.reuse_decisions
                     ).counts()
             except Exception as exc:  # reported with the others; the next subscription still syncs
                 entry["error"] = "; ".join(error_report(exc)[1])

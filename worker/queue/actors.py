@@ -142,6 +142,7 @@ class ActorSettings:
     invoice_after_sync: bool
     max_target_lines: int
     page_size: int  # of the due-subscription and due-customer reads
+    reuse_decisions: bool = True  # docs/sync.md §8.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +172,22 @@ def _subscription_event(run: Runtime, event: SubscriptionEvent) -> Handled:
         invoice_after_sync=run.settings.invoice_after_sync,
         publish=run.publish_invoice_created,
         max_target_lines=run.settings.max_target_lines,
+        reuse=run.settings.reuse_decisions,
     )
 
 
 def _invoice_created(run: Runtime, event: InvoiceCreatedEvent) -> Handled:
-    return handle_invoice_created(run.engine(), event, max_target_lines=run.settings.max_target_lines)
+    settings = run.settings
+    return handle_invoice_created(
+        run.engine(), event, max_target_lines=settings.max_target_lines, reuse=settings.reuse_decisions
+    )
 
 
 def _reconcile_subscription(run: Runtime, request: ReconcileRequest) -> Handled:
-    return handle_reconcile_subscription(run.engine(), request, max_target_lines=run.settings.max_target_lines)
+    settings = run.settings
+    return handle_reconcile_subscription(
+        run.engine(), request, max_target_lines=settings.max_target_lines, reuse=settings.reuse_decisions
+    )
 
 
 def _reconcile_due(run: Runtime, namespace: str | None) -> Handled:
