@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from tests.builders import t
 from tests.domain.builders import EMPTY, flat, item, phase, sub, unit
 from tests.domain.strategies import instants_near, offsets, subscriptions
-from worker.domain.reuse import DecisionToken, generation_holds_until
+from worker.domain.horizon import generation_holds_until
+from worker.domain.reuse import DecisionToken
 from worker.domain.target import build_target, generate_candidates
 from worker.domain.view import SubscriptionView
 

@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 from worker.domain.charges.amounts import flat_charge_amount
+from worker.domain.horizon import horizon
 from worker.domain.money import format_decimal, proration_ratio, round_cur
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.target import Candidate, flat_amount, horizon, is_billable, prorates
+from worker.domain.target import Candidate, flat_amount, is_billable, prorates
 from worker.domain.timeutil import BeyondRangeError, Duration, Period, format_instant, period_bounds_at, step, trunc
 from worker.domain.view import SubscriptionView
 

@@ -15,12 +15,12 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from worker.domain.errors import InvalidViewError, PeriodGenerationError, TargetTooLargeError
+from worker.domain.horizon import generation_holds_until, horizon
 from worker.domain.identity import line_identity, version_identity
 from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.reuse import generation_holds_until
-from worker.domain.timeutil import INFINITY, BeyondRangeError, Period, format_instant, trunc
+from worker.domain.timeutil import BeyondRangeError, Period, format_instant, trunc
 from worker.domain.view import ItemVersion, PhaseView, SubscriptionView
 
 MAX_PERIODS_PER_VERSION = 1001
@@ -92,7 +92,7 @@ class Target:
     max_limit: datetime | None
     """The largest horizon of a processed phase; becomes `next_sync_after` (docs/sync.md §7)."""
     holds_until: datetime | None = None
-    """Until when a later `as_of` generates the same (worker.domain.reuse.generation_holds_until)."""
+    """Until when a later `as_of` generates the same (worker.domain.horizon.generation_holds_until)."""
 
 
 class _Budget:
@@ -130,7 +130,7 @@ class Generation(NamedTuple):
     view: SubscriptionView  # capped at the customer's deletion (docs/sync.md §3.8)
     candidates: list[Candidate]
     max_limit: datetime | None
-    holds_until: datetime | None  # worker.domain.reuse.generation_holds_until
+    holds_until: datetime | None  # worker.domain.horizon.generation_holds_until
 
 
 def generate_candidates(
@@ -162,36 +162,6 @@ def generate_candidates(
     if _may_continue(persisted):
         candidates = [_continuity_correction(view, c, persisted) for c in candidates]
     return Generation(view, candidates, max_limit, generation_holds_until(view, as_of, stopped_at))
-
-
-def horizon(view: SubscriptionView, phase: PhaseView, as_of: datetime) -> datetime:
-    """docs/sync.md §3.2: the generation limit of a phase."""
-    if as_of < view.active_from:
-        limit = view.active_from
-    else:
-        try:
-            billing = view.aligned_billing_period(as_of)
-        except BeyondRangeError:  # docs/sync.md §3.11: no period ends after this one; nothing lies beyond
-            return INFINITY
-        limit = as_of if as_of == billing.start else billing.end
-    if phase.start > limit:
-        limit = min_billable_time(phase)
-    return limit
-
-
-def min_billable_time(phase: PhaseView) -> datetime:
-    """docs/sync.md §3.3."""
-    best = INFINITY
-    for versions in phase.items.values():
-        for item in versions:
-            if item.price is None:
-                continue
-            if not item.price.is_flat:
-                ends = [e for e in (item.end, phase.end) if e is not None]
-                if ends and trunc(min(ends)) <= trunc(item.start):
-                    continue
-            best = min(best, trunc(item.start))
-    return best
 
 
 def _generate(view: SubscriptionView, phase: PhaseView, limit: datetime, budget: _Budget) -> list[Candidate]:
