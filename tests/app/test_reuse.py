@@ -650,3 +650,32 @@ def test_the_setting_turns_reuse_off_in_every_handler(db: Engine, plans: list[Sy
     assert not plans[-1].reused and stored_token(db) is not None
     handle_reconcile_subscription(db, request, now=INSIDE)
     assert plans[-1].reused
+
+
+def test_only_a_sync_that_may_record_or_reuse_digests_its_read(db: Engine, plans: list[SyncPlan]) -> None:
+    """docs/sync.md §8.6 "When the read is digested": a first sync and a sync after an edit read without a digest
+    and without row versions (they pay for reuse only the two row versions of the lock statement); the sync after a
+    write, with the same input head, digests."""
+    texts: list[str] = []
+
+    def after(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        texts.append(statement)
+
+    def digested(fn: Callable[[], object]) -> bool:
+        texts.clear()
+        sa_event.listen(db, "after_cursor_execute", after)
+        try:
+            fn()
+        finally:
+            sa_event.remove(db, "after_cursor_execute", after)
+        reads = [s for s in texts if "FULL JOIN phased" in s]  # the one read (worker.store.snapshot)
+        assert len(reads) == 1
+        digest = "md5(" in reads[0]
+        assert ("ctid" in reads[0]) == digest  # row versions only in a digested read
+        return digest
+
+    apply(db, monthly(NS))
+    assert not digested(lambda: sync(db, WRITES))  # the first sync: no input head recorded yet
+    assert digested(lambda: sync(db, DECIDES)) and stored_token(db) is not None  # the same head: digested, recorded
+    apply(db, document(NS, {"fee": [fee("it_fee", "11", START)], "api": [usage("it_api", "0.5", START)]}))
+    assert not digested(lambda: sync(db, INSIDE))  # an edit: another subscription row version
