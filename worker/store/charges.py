@@ -22,6 +22,7 @@ from worker.domain.timeutil import Period, trunc
 from worker.errors import MissingInvoiceError
 from worker.store.charge_write import write_charge_changes
 from worker.store.json_text import json_from_text, object_from_text, price_from_text
+from worker.store.row_versions import row_version
 from worker.store.tables import charge_runs, charges, invoice_lines, invoices
 
 __all__ = ["load_charges", "load_due_charges", "load_subscription_charges", "write_charge_changes"]
@@ -38,8 +39,8 @@ _c = charges.c
 
 
 def _row_version(table: str) -> Any:
-    """The row version read from `table` (its `ctid` and `xmin`): docs/sync.md §8.6 digests it (worker.store.persisted)."""
-    return literal_column(f"{table}.ctid::text || {table}.xmin::text").label("row_version")
+    """The version of the row read from `table` (docs/sync.md §8.6, worker.store.row_versions)."""
+    return literal_column(row_version(table)).label("row_version")
 
 
 _r = (
@@ -391,7 +392,7 @@ def _item(values: tuple[Any, ...], prices: dict[str, Price | None]) -> ChargeIte
 #: versions of the rows each is read from (docs/sync.md §8.6 digests them instead of the charge's 66 columns).
 SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION.add_columns(
     literal_column(
-        "charges.ctid::text || charges.xmin::text"
+        row_version("charges")
         + "".join(f" || '/' || coalesce({alias}.row_version, '-')" for alias in ("r", "ri", "l", "li"))
     ).label("row_version")
 )

@@ -24,6 +24,7 @@ from worker.domain.timeutil import Period
 from worker.domain.updater import COMPONENT
 from worker.errors import MissingInvoiceError
 from worker.store.json_text import price_from_text
+from worker.store.row_versions import row_version
 from worker.store.tables import invoice_validation_issues
 
 # docs/sync.md §4 steps 1-3 in one statement, one round trip instead of three (groups, lines, invoices; each
@@ -38,21 +39,21 @@ from worker.store.tables import invoice_validation_issues
 #   'gathering' the customer's live gathering invoice of the currency (docs/sync.md §6.2), id only;
 #   'charges'   present when the subscription has a live charge: only then are the charges read
 #               (docs/credits.md §3.3), so an invoice_only sync reads no charge table (bench/).
-# `row_version` (a row's `ctid` and `xmin`) names the version of the row read: docs/sync.md §8.6 digests it instead
+# `row_version` (worker.store.row_versions) names the version of the row read: docs/sync.md §8.6 digests it instead
 # of the row's columns (Postgres never changes a row version in place; a rewritten table only looks changed).
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).
 PERSISTED_SQL = """
     WITH live_groups AS (
-        SELECT id, unique_reference_id, service_period_start, service_period_end, ctid::text || xmin::text AS row_version
+        SELECT id, unique_reference_id, service_period_start, service_period_end, ROW_VERSION AS row_version
         FROM split_line_groups
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
     ), lines AS MATERIALIZED (
         SELECT id, invoice_id, managed_by, unique_reference_id, split_line_group_id,
             NULLIF(annotations, '{}'::jsonb) AS annotations, service_period_start, service_period_end,
             billing_period_start, billing_period_end, invoice_at, price::text, deleted_at,
-            ctid::text || xmin::text AS row_version
+            ROW_VERSION AS row_version
         FROM invoice_lines
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND split_line_group_id IS NULL
             AND (deleted_at IS NULL OR managed_by = 'manual') AND charge_id IS NULL
@@ -60,7 +61,7 @@ PERSISTED_SQL = """
         SELECT id, invoice_id, managed_by, unique_reference_id, split_line_group_id,
             NULLIF(annotations, '{}'::jsonb), service_period_start, service_period_end,
             billing_period_start, billing_period_end, invoice_at, price::text, deleted_at,
-            ctid::text || xmin::text
+            ROW_VERSION
         FROM invoice_lines
         WHERE namespace = :namespace AND split_line_group_id IN (SELECT id FROM live_groups) AND charge_id IS NULL
     )
@@ -73,12 +74,12 @@ PERSISTED_SQL = """
     FROM live_groups
     UNION ALL
     SELECT 'invoice', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, deleted_at,
-        ctid::text || xmin::text, type, status, immutable
+        ROW_VERSION, type, status, immutable
     FROM invoices
     WHERE namespace = :namespace AND id = ANY(ARRAY(SELECT DISTINCT invoice_id FROM lines))
     UNION ALL
     SELECT 'gathering', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        ctid::text || xmin::text, NULL, NULL, NULL
+        ROW_VERSION, NULL, NULL, NULL
     FROM invoices
     WHERE namespace = :namespace AND customer_id = :customer_id AND currency = :currency AND type = 'gathering'
         AND deleted_at IS NULL
@@ -89,7 +90,7 @@ PERSISTED_SQL = """
         SELECT 1 FROM charges
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
     )
-"""
+""".replace("ROW_VERSION", row_version())
 _PERSISTED = text(PERSISTED_SQL)
 
 _v = invoice_validation_issues

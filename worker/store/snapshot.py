@@ -16,7 +16,6 @@ a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' colu
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,6 +36,7 @@ from worker.store.credits import load_sync_ledgers
 from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
 from worker.store.persisted import PERSISTED_SQL, load_issue_keys, persisted_rows_from
+from worker.store.row_versions import without_row_versions
 from worker.store.view import PHASES_SELECT, LoadedSubscription, load_and_lock_subscription, phases_from_rows
 
 _NAMED = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
@@ -81,18 +81,9 @@ def _digested(read_sql: str, *, charges: bool) -> str:
     )
 
 
-# The row versions a digest needs (`… ctid::text || … xmin::text`), as NULL in a read that is not digested: a sync
-# that will not record pays nothing for them (a credit first sync: -5 %, bench/).
-_VERSION = re.compile(r"(?:\w+\.)?ctid::text \|\| (?:\w+\.)?xmin::text")
-
-
-def _without_versions(read_sql: str) -> str:
-    return _VERSION.sub("NULL::text", read_sql)
-
-
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
-_READ = text(_without_versions(_READ_SQL))
-_READ_WITH_CHARGES = text(_without_versions(_READ_WITH_CHARGES_SQL))
+_READ = text(without_row_versions(_READ_SQL))
+_READ_WITH_CHARGES = text(without_row_versions(_READ_WITH_CHARGES_SQL))
 _READ_DIGESTED = text(_digested(_READ_SQL, charges=False))
 _READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL, charges=True))
 
@@ -102,7 +93,6 @@ class Reused:
     """What `load_for_sync` returns when the recorded decision holds (docs/sync.md §8.6): the locked subscription
     and its token; nothing else was read."""
 
-    namespace: str
     loaded: LoadedSubscription
     decision: DecisionToken
     as_of: datetime
@@ -189,7 +179,7 @@ def _load(
             rows = execute_on_cursor(conn, statement, params)
             digest = rows[0].input_digest
             if known is not None and digest == known.digest:
-                return Reused(namespace, loaded, known, at, input_head)
+                return Reused(loaded, known, at, input_head)
     if digest is None:
         rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else _READ_WITH_CHARGES, params)
     persisted = persisted_rows_from([r for r in rows if r.kind is not None])

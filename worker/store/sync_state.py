@@ -54,6 +54,16 @@ _UPSERT_MAYBE_DUE_SQL = """
 _UPSERT_MAYBE_DUE = text(_UPSERT_MAYBE_DUE_SQL)
 
 
+def recorded_decision(
+    digest: str | None, holds_from: datetime | None, holds_until: datetime | None
+) -> tuple[str | None, DecisionToken | None]:
+    """The input head and the reusable decision the three `decision_*` columns record (`_params` writes them)."""
+    head, _, decided = (digest or "").partition(":")
+    if not decided or holds_from is None or holds_until is None:
+        return head or None, None
+    return head or None, DecisionToken(decided, holds_from, holds_until)
+
+
 def _params(
     namespace: str,
     subscription_id: str,
@@ -62,16 +72,16 @@ def _params(
     decision: DecisionToken | None,
     head: str | None,
 ) -> dict[str, Any]:
-    recorded = None if head is None else head if decision is None else f"{head}:{decision.digest}"
+    kept = decision if head is not None else None  # a decision is recorded with its head only
     return {
         "namespace": namespace,
         "subscription_id": subscription_id,
         "has_billables": state.has_billables,
         "next_sync_after": state.next_sync_after,
         "synced_at": now,
-        "decision_digest": recorded,
-        "decision_holds_from": decision.holds_from if recorded is not None and decision is not None else None,
-        "decision_holds_until": decision.holds_until if recorded is not None and decision is not None else None,
+        "decision_digest": head if kept is None else f"{head}:{kept.digest}",
+        "decision_holds_from": kept.holds_from if kept is not None else None,
+        "decision_holds_until": kept.holds_until if kept is not None else None,
     }
 
 

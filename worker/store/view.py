@@ -18,6 +18,8 @@ from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRe
 from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
+from worker.store.row_versions import row_versions
+from worker.store.sync_state import recorded_decision
 from worker.store.tables import (
     customers,
     subscription_items,
@@ -58,10 +60,7 @@ _SUBSCRIPTION = (
         _st.c.decision_holds_until,
         # docs/sync.md §8.6: the versions of the subscription and customer rows this read, in the digest of the
         # decision (the subscription row is share-locked: its version holds until the transaction ends).
-        literal_column(
-            "subscriptions.ctid::text || subscriptions.xmin::text || '/'"
-            " || coalesce(customers.ctid::text || customers.xmin::text, '-')"
-        ).label("head_version"),
+        literal_column(row_versions("subscriptions", "customers")).label("head_version"),
     )
     .select_from(
         _s.outerjoin(_c, and_(_c.c.namespace == _s.c.namespace, _c.c.id == _s.c.customer_id)).outerjoin(
@@ -129,10 +128,9 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
     recorded_head: str | None = None
     if row.state_has_billables is not None:
         state = SyncState(row.state_has_billables, row.state_next_sync_after)
-        # `decision_digest` holds HEAD or HEAD:DIGEST (worker.store.sync_state).
-        recorded_head, _, digest = (row.decision_digest or "").partition(":")
-        if digest and row.decision_holds_from is not None and row.decision_holds_until is not None:
-            decision = DecisionToken(digest, row.decision_holds_from, row.decision_holds_until)
+        recorded_head, decision = recorded_decision(
+            row.decision_digest, row.decision_holds_from, row.decision_holds_until
+        )
     return LoadedSubscription(
         record,
         row.deleted_at,
@@ -142,7 +140,7 @@ def _loaded(row: Any, namespace: str, subscription_id: str) -> LoadedSubscriptio
         head_version=row.head_version,
         sync_state=state,
         decision=decision,
-        recorded_head=recorded_head or None,
+        recorded_head=recorded_head,
     )
 
 
@@ -176,10 +174,7 @@ _PHASES = (
 #: The phase-and-item read as a Core select (worker.store.snapshot folds it into a sync's one read), with the
 #: versions of the phase and item rows of each (docs/sync.md §8.6 digests them instead of their columns).
 PHASES_SELECT = _PHASES.add_columns(
-    literal_column(
-        "subscription_phases.ctid::text || subscription_phases.xmin::text || '/'"
-        " || coalesce(subscription_items.ctid::text || subscription_items.xmin::text, '-')"
-    ).label("phase_row_version")
+    literal_column(row_versions("subscription_phases", "subscription_items")).label("phase_row_version")
 )
 
 
