@@ -276,22 +276,22 @@ def test_a_credit_mode_decision_is_reused_but_charges_read_apart_never_are(db: E
 # --- anything the decision read, changed: the next sync decides in full and ends where a full sync does ----------
 
 
-def change_price_in_the_table(db: Engine, namespace: str) -> None:
+def update_the_fee_line(db: Engine, namespace: str, **values: Any) -> None:
+    """Write `values` straight into the table, on the first period's fee line."""
     with db.begin() as conn:
         conn.execute(
             update(invoice_lines)
             .where(invoice_lines.c.namespace == namespace, invoice_lines.c.unique_reference_id == FEE0)
-            .values(price={"type": "flat", "amount": "99", "payment_term": "in_advance"})
+            .values(**values)
         )
+
+
+def change_price_in_the_table(db: Engine, namespace: str) -> None:
+    update_the_fee_line(db, namespace, price={"type": "flat", "amount": "99", "payment_term": "in_advance"})
 
 
 def soft_delete_a_line(db: Engine, namespace: str) -> None:
-    with db.begin() as conn:
-        conn.execute(
-            update(invoice_lines)
-            .where(invoice_lines.c.namespace == namespace, invoice_lines.c.unique_reference_id == FEE0)
-            .values(deleted_at=DECIDES)
-        )
+    update_the_fee_line(db, namespace, deleted_at=DECIDES)
 
 
 def invoice_a_line(db: Engine, namespace: str) -> None:
