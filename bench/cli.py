@@ -29,7 +29,7 @@ from sqlalchemy import text
 from bench import credits, decide, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
-from bench.measure import Comparison, forget_decisions, run_pass, settle, warm_up
+from bench.measure import Comparison, analyze, forget_decisions, run_pass, settle, warm_up
 from bench.queue_report import machine_load
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
@@ -54,6 +54,7 @@ class Options:
     json_path: str | None = None  # also write the figures (bench.figures) to this file
     compare: str | None = None  # A/B against this git revision (bench.compare)
     rounds: int = 6  # interleaved rounds per side of --compare (6 all on one side: sign test p = 0.031)
+    analyze: bool = True  # ANALYZE after seeding and after each first-sync pass (bench.measure.analyze)
 
 
 QUICK = Options(subscriptions=50, repeats=2, workers=1, threads=2, scale_repeats=1, startup_repeats=3)
@@ -107,10 +108,12 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             )
             for days in options.scale_days
         ]
+        analyze(engine, enabled=options.analyze)
         warm_up(engine, counting)
 
         first, steady, edit = Comparison("first sync"), Comparison("steady state"), Comparison("after an edit")
         run_pass(engine, counting, mixed, first)
+        analyze(engine, enabled=options.analyze)
         for _ in range(options.repeats):
             forget_decisions(engine)  # decided in full, each sync recording its decision (docs/sync.md §8.6)
             run_pass(engine, counting, mixed, steady)
@@ -135,6 +138,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         for copies in scale:
             point = ScalePoint(Comparison("first sync"), Comparison("steady state"), Comparison("steady state, reused"))
             run_pass(engine, counting, copies, point.first)
+            analyze(engine, enabled=options.analyze)
             run_pass(engine, counting, copies, point.steady)
             assert point.reused is not None
             run_pass(engine, counting, copies, point.reused)
@@ -146,7 +150,12 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         # issue 15: a credit_only subscription per size, at least one counted and one timed copy each
         settle()  # bench/credits.py times its own passes: start them without the scaling syncs' garbage
         credit_sizes = credits.measure(
-            engine, counting, options.credit_months, max(2, options.subscriptions // 5), options.repeats
+            engine,
+            counting,
+            options.credit_months,
+            max(2, options.subscriptions // 5),
+            options.repeats,
+            analyzed=options.analyze,
         )
     finally:
         counting.close()
@@ -157,6 +166,9 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"M={options.months} months per phase ({first.lines} lines each); {options.repeats} steady/edit pass(es); "
         f"K={options.workers} worker process(es) x {options.threads} thread(s)",
         f"machine: {load} at the start (8 sessions share it: compare ratios, counts and CPU times, not wall times)",
+        "planner statistics: "
+        + ("ANALYZE after seeding and after each first-sync pass" if options.analyze else "left to autovacuum")
+        + " (bench.measure.analyze)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
     results.decide = decide_cpu
@@ -234,6 +246,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="A/B: run this tree and git revision REV interleaved (same options, same servers) and print each "
         "figure's ratio current/REV with its spread over the rounds",
     )
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="do not ANALYZE after seeding and after each first-sync pass (planner statistics left to autovacuum)",
+    )
     parser.add_argument("--rounds", type=int, help=f"interleaved rounds per side of --compare (default {d.rounds})")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else d
@@ -256,7 +274,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         )
         if getattr(args, name) is not None
     }
-    options = dataclasses.replace(base, **values, keep=args.keep, startup_only=args.startup, json_path=args.json)
+    options = dataclasses.replace(
+        base, **values, analyze=args.analyze, keep=args.keep, startup_only=args.startup, json_path=args.json
+    )
     if options.subscriptions < 2 or options.phases < 1 or options.items < 1 or options.months < 1:
         parser.error("need N >= 2 and P, I, M >= 1")
     if options.repeats < 1 or options.scale_repeats < 1 or options.workers < 0 or options.threads < 1:

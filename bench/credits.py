@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 
 from bench.database import CountingEngine
 from bench.floor import decided
-from bench.measure import Comparison, forget_decisions
+from bench.measure import Comparison, analyze, forget_decisions
 from bench.seeding import FLOOR, KINDS, NAMESPACES, REAL, Seeded, _add_months, _apply, _document, _rate_card, _version
 from worker.app.sync import sync_subscription
 from worker.domain.charges import Charge
@@ -265,14 +265,17 @@ def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[S
 
 
 def measure(
-    engine: Engine, counting: CountingEngine, months: Sequence[int], count: int, repeats: int
+    engine: Engine, counting: CountingEngine, months: Sequence[int], count: int, repeats: int, *, analyzed: bool = True
 ) -> list[CreditSize]:
-    """Seed `count` subscriptions per size, then the first, steady-state and after-edit passes."""
+    """Seed `count` subscriptions per size, then the first, steady-state and after-edit passes (the statistics
+    brought up to date after seeding and after the first pass: `bench.measure.analyze`)."""
     sizes = []
     for m in months:
         seeded = seed(engine, m, count)
+        analyze(engine, enabled=analyzed)
         size = CreditSize(m)
         run_pass(engine, counting, seeded, size.first)
+        analyze(engine, enabled=analyzed)
         for _ in range(repeats):
             forget_decisions(engine)  # decided in full, each sync recording its decision (docs/sync.md §8.6)
             run_pass(engine, counting, seeded, size.steady)

@@ -73,7 +73,7 @@ def _profile_syncs(args: argparse.Namespace) -> None:
 
         def run() -> None:
             for c in copies:
-                sync_subscription(engine, seeding.REAL, c.subscription_id, as_of=c.as_of)
+                sync_subscription(engine, seeding.REAL, c.subscription_id, as_of=c.as_of, reuse=args.reuse)
 
         _sampled(args, run)
         engine.dispose()
@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("-r", "--repeats", type=int, default=3, help="profiled syncs (default 3)")
     parser.add_argument("-n", "--subscriptions", type=int, default=200, help="worker: subscriptions (default 200)")
     parser.add_argument("--seconds", type=int, default=20, help="worker: seconds sampled (default 20)")
+    parser.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", help="decide every sync in full (docs/sync.md §8.6)"
+    )
     parser.add_argument("--html", help="write pyinstrument's HTML report to this file")
     parser.add_argument("--svg", help="write a py-spy flame graph (SVG) to this file instead")
     args = parser.parse_args()

@@ -38,13 +38,16 @@ from worker.store.tables import invoice_validation_issues
 # Charge lines (`charge_id` set) are never sync items (docs/credits.md §3.3).
 #   'gathering' the customer's live gathering invoice of the currency (docs/sync.md §6.2), id only;
 #   'charges'   present when the subscription has a live charge: only then are the charges read
-#               (docs/credits.md §3.3), so an invoice_only sync reads no charge table (bench/).
+#               (docs/credits.md §3.3), so an invoice_only sync reads no charge table (bench/). Only
+#               `PERSISTED_SQL` asks: a credit-mode sync reads its charges anyway (`PERSISTED_LINES_SQL`), and
+#               on analyzed tables Postgres answered the EXISTS by a sequential scan of the namespace's charges
+#               (1,752 rows filtered, 0.26 ms; docs/performance.md "Planner statistics in the benchmark").
 # `row_version` (worker.store.row_versions) names the version of the row read: docs/sync.md §8.6 digests it instead
 # of the row's columns (Postgres never changes a row version in place; a rewritten table only looks changed).
 # Empty annotations (nearly every line) come back as NULL: no JSON to decode (~2 µs a line). Prices come
 # back as text, each distinct one decoded and parsed once (a subscription has a few prices over thousands
 # of lines: -28% of a 10,000-line steady sync, bench/).
-PERSISTED_SQL = """
+PERSISTED_LINES_SQL = """
     WITH live_groups AS (
         SELECT id, unique_reference_id, service_period_start, service_period_end, ROW_VERSION AS row_version
         FROM split_line_groups
@@ -83,14 +86,18 @@ PERSISTED_SQL = """
     FROM invoices
     WHERE namespace = :namespace AND customer_id = :customer_id AND currency = :currency AND type = 'gathering'
         AND deleted_at IS NULL
-    UNION ALL
+""".replace("ROW_VERSION", row_version())
+PERSISTED_SQL = (
+    PERSISTED_LINES_SQL
+    + """    UNION ALL
     SELECT 'charges', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'charges', NULL,
         NULL, NULL
     WHERE EXISTS (
         SELECT 1 FROM charges
         WHERE namespace = :namespace AND subscription_id = :subscription_id AND deleted_at IS NULL
     )
-""".replace("ROW_VERSION", row_version())
+"""
+)
 _PERSISTED = text(PERSISTED_SQL)
 
 _v = invoice_validation_issues

@@ -35,7 +35,7 @@ from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows,
 from worker.store.credits import load_sync_ledgers
 from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
-from worker.store.persisted import PERSISTED_SQL, load_issue_keys, persisted_rows_from
+from worker.store.persisted import PERSISTED_LINES_SQL, PERSISTED_SQL, load_issue_keys, persisted_rows_from
 from worker.store.row_versions import without_row_versions
 from worker.store.view import PHASES_SELECT, LoadedSubscription, load_and_lock_subscription, phases_from_rows
 
@@ -50,10 +50,15 @@ def _sql(statement: Select[Any]) -> str:
 # cost of building statements per call.
 _charged = SUBSCRIPTION_CHARGES_SELECT.subquery("c")
 _CHARGES_SQL = _sql(select(*[c.label(f"c_{c.name}") for c in _charged.c]))
-_PARTS_SQL = "WITH persisted AS (" + PERSISTED_SQL + "), phased AS (" + _sql(PHASES_SELECT) + ")"
-_READ_SQL = _PARTS_SQL + " SELECT * FROM persisted FULL JOIN phased ON false"
-_READ_WITH_CHARGES_SQL = (
-    _PARTS_SQL
+_PHASED_SQL = "phased AS (" + _sql(PHASES_SELECT) + ")"
+_READ_SQL = (
+    "WITH persisted AS (" + PERSISTED_SQL + "), " + _PHASED_SQL + " SELECT * FROM persisted FULL JOIN phased ON false"
+)
+_READ_WITH_CHARGES_SQL = (  # the charges themselves, not whether there are any (worker.store.persisted)
+    "WITH persisted AS ("
+    + PERSISTED_LINES_SQL
+    + "), "
+    + _PHASED_SQL
     + ", charged AS ("
     + _CHARGES_SQL
     + ") SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
