@@ -81,6 +81,7 @@ def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None
 
     report = render(results)
     assert "decide step alone" in report
+    assert "planner statistics: ANALYZE after seeding and after each first-sync pass" in report  # bench.measure.analyze
     assert "ratio to floor" in report and "fitted exponent" in report and "Targets:" in report
     assert "Targets of issue 16" in report and "[PASS]" in report
     assert "Targets of issue 15" in report and f"({large.first.lines} charges)" in report
@@ -98,6 +99,7 @@ def test_quick_path_produces_every_figure(db: Engine, database_url: str) -> None
 
 def test_options() -> None:
     assert parse_args([]) == Options()
+    assert Options().analyze and not parse_args(["--no-analyze"]).analyze
     quick = parse_args(["--quick", "-k", "0", "--scale-days", "1,10"])
     assert quick.subscriptions < Options().subscriptions and quick.workers == 0 and quick.scale_days == (1, 10)
     assert parse_args(["--credit-months", "6,12"]).credit_months == (6, 12)

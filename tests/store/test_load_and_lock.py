@@ -53,7 +53,7 @@ def test_it_share_locks_the_subscription_row(db: Engine) -> None:
     [("invoice_only", "auto"), ("credit_only", "force_generic_plan"), ("credit_then_invoice", "force_generic_plan")],
 )
 def test_a_credit_mode_transaction_runs_on_generic_plans(db: Engine, mode: str, expected: str) -> None:
-    """docs/performance.md "Generic plans for the credit read": the lock statement of a credit-mode subscription sets
+    """docs/performance.md "Planner statistics in the benchmark": the lock statement of a credit-mode subscription sets
     `plan_cache_mode` for the rest of its transaction only; an invoice_only one leaves Postgres's default."""
     seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")))
     with db.begin() as conn:

@@ -77,7 +77,7 @@ _SUBSCRIPTION = (
 # CTE, so the customer lock is taken once, after the row lock, in the order of `load_subscription` then
 # `lock_customer`; `set_config` comes first, so the customer-lock wait is bounded like `lock_customer`'s.
 # The second `set_config` makes the rest of a credit-mode subscription's transaction run its prepared statements on
-# generic plans (docs/performance.md "Generic plans for the credit read"): left to itself, Postgres planned that
+# generic plans (docs/performance.md "Planner statistics in the benchmark"): left to itself, Postgres planned that
 # sync's one read again at every execution (~1 ms), because its generic row estimates — averages over subscriptions
 # of every size — cost more than the custom ones, although both plans have the same shape. The invoice_only read
 # keeps the default: Postgres settles on its generic plan by itself.
