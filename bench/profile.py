@@ -3,6 +3,7 @@
     python -m bench.profile first --days 1000            # the first sync of a ~10,000-line subscription
     python -m bench.profile steady --days 1000 -r 20 --svg docs/img/steady-10k.svg
     python -m bench.profile credit-steady --months 24 -r 200 --svg docs/img/credit-steady.svg
+    python -m bench.profile credit-steady --months 24 -r 300 --no-reuse   # decided in full (docs/sync.md §8.6)
     python -m bench.profile worker -n 200 --seconds 20 --svg docs/img/worker-message.svg
 
 Seeds a scratch database like `python -m bench` does, then profiles: `first` / `steady` (the daily

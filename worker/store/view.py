@@ -79,8 +79,9 @@ _SUBSCRIPTION = (
 # The second `set_config` makes the rest of a credit-mode subscription's transaction run its prepared statements on
 # generic plans (docs/performance.md "Planner statistics in the benchmark"): left to itself, Postgres planned that
 # sync's one read again at every execution (~1 ms), because its generic row estimates — averages over subscriptions
-# of every size — cost more than the custom ones, although both plans have the same shape. The invoice_only read
-# keeps the default: Postgres settles on its generic plan by itself.
+# of every size — cost more than the custom ones, although both plans have the same shape. An invoice_only
+# transaction keeps the session's setting: forced generic plans were measured to slow its first syncs down while
+# `invoice_lines` fills faster than it is analyzed (same section, "Tried and not kept").
 _LOCKED_ROW = _SUBSCRIPTION.cte("subscription").prefix_with("MATERIALIZED")
 _SUBSCRIPTION_AND_LOCK = select(
     _LOCKED_ROW,
