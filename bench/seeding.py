@@ -169,6 +169,26 @@ def edit_mixed(engine: Engine, seeded: list[Seeded], shape: Shape, *, edited: bo
         _apply(engine, docs[start : start + 100])
 
 
+def seed_background(engine: Engine, shape: Shape, count: int, days: int) -> list[Seeded]:
+    """The other tenants of a live database, synced once and never measured: `count` default subscriptions and one
+    daily subscription of `days` (~10 lines a day), in both namespaces. The planner's statistics then count many
+    subscriptions of very different sizes, as a production database's do (bench.measure.analyze)."""
+    from worker.app.sync import sync_subscription  # only the benchmark's set-up syncs here
+
+    seeded = [Seeded(f"bg_{n:05d}", f"cust_bg_{n:05d}", shape.as_of) for n in range(count)]
+    docs = [
+        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=False) for s in seeded for ns in NAMESPACES
+    ]
+    large = Seeded(f"bg_daily_{days}", f"cust_bg_daily_{days}", scale_as_of(days))
+    docs += [scale_document(ns, large.subscription_id, large.customer_id) for ns in NAMESPACES]
+    for start in range(0, len(docs), 100):
+        _apply(engine, docs[start : start + 100])
+    for s in [*seeded, large]:
+        for ns in NAMESPACES:
+            sync_subscription(engine, ns, s.subscription_id, as_of=s.as_of)
+    return [*seeded, large]
+
+
 def seed_scale(engine: Engine, days: int, repeats: int) -> list[Seeded]:
     """`repeats` copies of the daily subscription with `days` of history (each copy synced once first)."""
     seeded = [Seeded(f"scale_{days}_{r}", f"cust_scale_{days}_{r}", scale_as_of(days)) for r in range(repeats)]
