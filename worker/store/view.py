@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, case, func, literal_column, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select
 
 from worker.domain.prices import price_from_json
 from worker.domain.reuse import DecisionToken
@@ -76,12 +76,10 @@ _SUBSCRIPTION = (
 # (~0.4 ms of a small steady-state sync, measured with bench/). The share-locked row is a MATERIALIZED
 # CTE, so the customer lock is taken once, after the row lock, in the order of `load_subscription` then
 # `lock_customer`; `set_config` comes first, so the customer-lock wait is bounded like `lock_customer`'s.
-# The second `set_config` makes the rest of a credit-mode subscription's transaction run its prepared statements on
-# generic plans (docs/performance.md "Planner statistics in the benchmark"): left to itself, Postgres planned that
-# sync's one read again at every execution (~1 ms), because its generic row estimates — averages over subscriptions
-# of every size — cost more than the custom ones, although both plans have the same shape. An invoice_only
-# transaction keeps the session's setting: forced generic plans were measured to slow its first syncs down while
-# `invoice_lines` fills faster than it is analyzed (same section, "Tried and not kept").
+# The second `set_config` makes the rest of the sync's transaction run its prepared statements on generic plans
+# (docs/performance.md "Generic plans for the sync's read"): left to itself, Postgres planned the sync's one read
+# again at every execution (0.5-1 ms), because on tables holding subscriptions of very different sizes its generic
+# row estimates — averages over them — cost more than the custom ones, although both plans have the same shape.
 _LOCKED_ROW = _SUBSCRIPTION.cte("subscription").prefix_with("MATERIALIZED")
 _SUBSCRIPTION_AND_LOCK = select(
     _LOCKED_ROW,
@@ -90,13 +88,7 @@ _SUBSCRIPTION_AND_LOCK = select(
     ),
     func.set_config(
         literal_column("'plan_cache_mode'"),
-        case(
-            (
-                _LOCKED_ROW.c.settlement_mode == literal_column("'invoice_only'"),
-                func.current_setting(literal_column("'plan_cache_mode'")),
-            ),
-            else_=literal_column("'force_generic_plan'"),
-        ),
+        literal_column("'force_generic_plan'"),
         literal_column("true"),
     ).label("plan_cache_mode"),
     func.pg_advisory_xact_lock(customer_lock_key_sql(_LOCKED_ROW.c.namespace, _LOCKED_ROW.c.customer_id)).label(
