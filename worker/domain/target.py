@@ -353,8 +353,9 @@ def flat_price(view: SubscriptionView, c: Candidate, price: FlatPrice) -> FlatPr
     return _rounded(price, view.record.currency)
 
 
-def expected_line(view: SubscriptionView, c: Candidate) -> TargetLine | None:
-    """The expected line of a candidate, or None when it is not billable or its amount is zero."""
+def expected_line(view: SubscriptionView, c: Candidate, identity: str | None = None) -> TargetLine | None:
+    """The expected line of a candidate, or None when it is not billable or its amount is zero. `identity`: the
+    candidate's `full_identity`, when the caller has it already."""
     if not is_billable(c):
         return None
     price: Price = c.price
@@ -363,19 +364,20 @@ def expected_line(view: SubscriptionView, c: Candidate) -> TargetLine | None:
         if price.amount == 0:
             return None
     card = c.item.rate_card
+    # Positional, in `TargetLine`'s field order (keyword arguments cost more per line).
     return TargetLine(
-        identity=c.full_identity(view.id),
-        subscription_id=view.id,
-        phase_id=c.phase.id,
-        item_id=c.item.record.id,
-        currency=view.record.currency,
-        name=card.name,
-        description=card.description,
-        service_period=c.service,
-        billing_period=c.billing,
-        invoice_at=c.invoice_at(),
-        price=price,
-        feature_key=card.feature_key,
-        discounts=card.discounts,
-        tax_config=card.tax_config,
+        c.full_identity(view.id) if identity is None else identity,
+        view.id,
+        c.phase.id,
+        c.item.record.id,
+        view.record.currency,
+        card.name,
+        card.description,
+        c.service,
+        c.billing,
+        c.invoice_at(),
+        price,
+        card.feature_key,
+        card.discounts,
+        card.tax_config,
     )

@@ -115,7 +115,7 @@ def route_targets(
         identity = c.full_identity(view.id)
         held = charges.get(identity)
         if route(identity, mode, persisted.items.get(identity), held.charge.id if held else None) == "line":
-            if (line := expected_line(view, c)) is not None:
+            if (line := expected_line(view, c, identity)) is not None:
                 lines.append(line)
             continue
         charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
