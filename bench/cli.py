@@ -95,6 +95,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         measured_startup = startup.measure(url, repeats=options.startup_repeats)
     engine = timing_engine(url)
     counting = CountingEngine(url)
+    background_days = max(options.scale_days, default=100)  # the large tenant of seeding.seed_background
     try:
         with engine.connect() as conn:
             version = conn.execute(text("SHOW server_version")).scalar_one()
@@ -109,7 +110,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
             for days in options.scale_days
         ]
         # The other tenants of a live database, then its statistics (bench.measure.analyze)
-        seeding.seed_background(engine, shape, options.subscriptions, max(options.scale_days, default=100))
+        seeding.seed_background(engine, shape, options.subscriptions, background_days)
         analyze(engine, enabled=options.analyze)
         warm_up(engine, counting)
 
@@ -170,7 +171,7 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         f"machine: {load} at the start (8 sessions share it: compare ratios, counts and CPU times, not wall times)",
         "planner statistics: "
         + ("ANALYZE after seeding and after each first-sync pass" if options.analyze else "left to autovacuum")
-        + f"; {options.subscriptions} default and one {max(options.scale_days, default=100)}-day subscription"
+        + f"; {options.subscriptions} default and one {background_days}-day subscription"
         + " synced beforehand, never measured (bench.seeding.seed_background)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)

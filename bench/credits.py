@@ -93,8 +93,7 @@ def edit(engine: Engine, seeded: Sequence[Seeded], months: int, *, edited: bool)
         for s in seeded
         for ns in NAMESPACES
     ]
-    for start in range(0, len(docs), 100):
-        _apply(engine, docs[start : start + 100])
+    _apply(engine, docs)
 
 
 # --- the floor ------------------------------------------------------------------------------------------

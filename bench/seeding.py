@@ -143,30 +143,38 @@ def _document(
 
 
 def _apply(engine: Engine, documents: list[dict[str, Any]]) -> None:
-    with engine.begin() as conn:
-        for doc in documents:
-            upsert_customer(conn, doc["namespace"], doc["customer_id"])
-            apply_subscription(conn, validate_document(doc))
+    """Store `documents` with their customers, in transactions of at most 100 documents."""
+    for start in range(0, len(documents), 100):
+        with engine.begin() as conn:
+            for doc in documents[start : start + 100]:
+                upsert_customer(conn, doc["namespace"], doc["customer_id"])
+                apply_subscription(conn, validate_document(doc))
 
 
-def seed_mixed(engine: Engine, count: int, shape: Shape) -> list[Seeded]:
-    """`count` customers, each with one default subscription, in both namespaces."""
-    seeded = [Seeded(f"sub_{n:05d}", f"cust_{n:05d}", shape.as_of) for n in range(count)]
-    docs = [
-        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=False) for s in seeded for ns in NAMESPACES
-    ]
-    for start in range(0, len(docs), 100):
-        _apply(engine, docs[start : start + 100])
+def seed_mixed(engine: Engine, count: int, shape: Shape, prefix: str = "sub") -> list[Seeded]:
+    """`count` customers, each with one default subscription, in both namespaces (`prefix`_n of cust_`prefix`_n)."""
+    seeded = [Seeded(f"{prefix}_{n:05d}", f"cust_{prefix}_{n:05d}", shape.as_of) for n in range(count)]
+    _apply(
+        engine,
+        [
+            mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=False)
+            for s in seeded
+            for ns in NAMESPACES
+        ],
+    )
     return seeded
 
 
 def edit_mixed(engine: Engine, seeded: list[Seeded], shape: Shape, *, edited: bool) -> None:
     """Change (or change back) one item of every default subscription, mid-period (not timed)."""
-    docs = [
-        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=edited) for s in seeded for ns in NAMESPACES
-    ]
-    for start in range(0, len(docs), 100):
-        _apply(engine, docs[start : start + 100])
+    _apply(
+        engine,
+        [
+            mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=edited)
+            for s in seeded
+            for ns in NAMESPACES
+        ],
+    )
 
 
 def seed_background(engine: Engine, shape: Shape, count: int, days: int) -> list[Seeded]:
@@ -175,14 +183,9 @@ def seed_background(engine: Engine, shape: Shape, count: int, days: int) -> list
     subscriptions of very different sizes, as a production database's do (bench.measure.analyze)."""
     from worker.app.sync import sync_subscription  # only the benchmark's set-up syncs here
 
-    seeded = [Seeded(f"bg_{n:05d}", f"cust_bg_{n:05d}", shape.as_of) for n in range(count)]
-    docs = [
-        mixed_document(ns, s.subscription_id, s.customer_id, shape, edited=False) for s in seeded for ns in NAMESPACES
-    ]
+    seeded = seed_mixed(engine, count, shape, prefix="bg")
     large = Seeded(f"bg_daily_{days}", f"cust_bg_daily_{days}", scale_as_of(days))
-    docs += [scale_document(ns, large.subscription_id, large.customer_id) for ns in NAMESPACES]
-    for start in range(0, len(docs), 100):
-        _apply(engine, docs[start : start + 100])
+    _apply(engine, [scale_document(ns, large.subscription_id, large.customer_id) for ns in NAMESPACES])
     for s in [*seeded, large]:
         for ns in NAMESPACES:
             sync_subscription(engine, ns, s.subscription_id, as_of=s.as_of)
