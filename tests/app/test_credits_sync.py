@@ -15,6 +15,11 @@ from tests.builders import flat, item, phase, seed_subscription, set_subscriptio
 from worker.app.charges import advance_customer
 from worker.app.credits import GrantRequest, grant_credit
 from worker.app.sync import sync_subscription
+from worker.domain.charges.items import ChargeIndex
+from worker.domain.decide import SyncPlan, decide
+from worker.infra.clock import utcnow
+from worker.infra.ids import new_id
+from worker.store.snapshot import load_snapshot
 from worker.store.tables import subscriptions
 
 
@@ -152,3 +157,27 @@ def test_credit_only_conserves_credit_and_converges(
         assert state(db, namespace) == before
         results.append(before)
     assert results[0] == results[1]
+
+
+def test_a_decision_builds_only_the_charges_it_patches(db: Engine) -> None:
+    """docs/performance.md "Charges built when needed": routing and the diff read each charge's head; a charge is
+    built from its row only for a patch, so a steady decision builds none."""
+    namespace = unique("built")
+    seed(db, namespace, "credit_only")
+    as_of = t("2001-06-15")
+    sync_subscription(db, namespace, "sub_01", as_of=as_of)
+    now = utcnow()
+
+    def decided() -> tuple[SyncPlan, ChargeIndex]:
+        with db.begin() as conn:
+            snapshot = load_snapshot(conn, namespace, "sub_01", now=now)
+        return decide(snapshot, as_of=as_of, now=now, ids=new_id), snapshot.charges
+
+    plan, charges = decided()
+    assert plan.is_empty and len(charges) > 12
+    assert charges.built == 0
+    set_subscription_end(db, "2001-06-10", namespace=namespace)
+    plan, charges = decided()
+    touched = [p for p in plan.charges.patches if p.op != "charge_create"]
+    assert {p.op for p in touched} >= {"charge_shrink"}
+    assert charges.built == len(touched) < len(charges)

@@ -71,7 +71,7 @@ def _derive(
     )
     candidate = next((c for c in candidates if f"{capped.id}/{c.phase.key}/{c.identity}" == identity), None)
     line = next((t for t in target.lines if t.identity == identity), None)
-    charge = next((t for t in charge_targets if t.identity == identity), None)
+    charge = next((t.target() for t in charge_targets if t.identity == identity), None)
     routed: str | None = None
     if identity is not None:
         held = charges.get(identity)

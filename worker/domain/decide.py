@@ -22,12 +22,12 @@ from worker.domain.charges import (
     ChargeCreate,
     ChargeEngine,
     ChargePrintedPatch,
-    ChargeTarget,
     plan_charges,
     route_targets,
 )
 from worker.domain.charges.diff import ChargePatch
 from worker.domain.charges.routing import SettlementMode
+from worker.domain.charges.targets import ChargeCandidate
 from worker.domain.credit_allocation import AllocationRow
 from worker.domain.errors import DomainError
 from worker.domain.planner import Plan
@@ -216,7 +216,7 @@ def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_line
         customer_deleted_at = snapshot.customer_deleted_at
     persisted = snapshot.persisted
     lines_target: tuple[TargetLine, ...] = ()
-    charge_targets: tuple[ChargeTarget, ...] = ()
+    charge_targets: tuple[ChargeCandidate, ...] = ()
     max_limit: datetime | None = None
     holds_until: datetime | None = None
     if view is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from worker.domain.charges import ChargeItem
+from worker.domain.charges.items import ChargeIndex
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.credit_allocation import AllocationRow, Grant, Ledger
 from worker.domain.persisted import PersistedState
@@ -52,7 +52,8 @@ class Snapshot:
     phases: tuple[PhaseRecord, ...] | None
     persisted: PersistedState
     gathering_invoice_id: str | None
-    charges: Mapping[str, ChargeItem]
+    charges: ChargeIndex
+    """Live charges by identity, each built from its row when first read (docs/credits.md §3.3)."""
     ledgers: Mapping[str, LedgerData]
     sync_state: SyncState | None = None
     input_digest: str | None = None

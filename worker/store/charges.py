@@ -16,6 +16,7 @@ from sqlalchemy import ARRAY, Connection, Integer, Text, any_, bindparam, litera
 from sqlalchemy.dialects.postgresql import JSONB
 
 from worker.domain.charges import Charge, ChargeItem, ChargeLine, ChargeRun, index_charges
+from worker.domain.charges.items import ChargeHead, ChargeIndex
 from worker.domain.persisted import Invoice
 from worker.domain.prices import Price
 from worker.domain.timeutil import Period, trunc
@@ -400,11 +401,36 @@ SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION.order_by(None).add_columns(
 )
 
 
-def charges_from_rows(rows: Iterable[Any], prefix: str = "") -> dict[str, ChargeItem]:
+#: The columns of a `ChargeHead` (docs/credits.md §3.3), and those that check a run's invoice exists.
+_HEAD: tuple[str, ...] = ("id", "unique_reference_id", "settlement_mode", "currency", "service_period_end")
+_HEAD += ("deleted_at", "r_id", "r_invoice_id", "ri_type", "ri_immutable")
+
+
+def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
     """Live charges by identity from rows of `SUBSCRIPTION_CHARGES_SELECT` (columns labelled `prefix` + name), in
-    charge id order like `load_subscription_charges`."""
-    items = list(_items(rows, prefix))
-    return index_charges(sorted(items, key=lambda i: i.charge.id))
+    charge id order like `load_subscription_charges`. Only each charge's `ChargeHead` is taken from its row now;
+    the `ChargeItem` is built when the sync asks for it (`ChargeIndex`). The checks of `index_charges` and `_item`
+    are made here, on every row: a missing run invoice raises whether the charge changes or not."""
+    if not rows:
+        return ChargeIndex(())
+    position = {name: i for i, name in enumerate(rows[0]._fields)}
+    head_of = itemgetter(*(position[prefix + name] for name in _HEAD))
+    values_of = itemgetter(*(position[prefix + name] for name in _COLUMNS))
+    heads: list[tuple[ChargeHead, Any]] = []
+    for row in rows:
+        charge_id, identity, mode, currency, service_end, deleted_at, r_id, r_invoice_id, ri_type, immutable = head_of(
+            row
+        )
+        if deleted_at is not None:
+            continue
+        if r_invoice_id is not None and ri_type is None:  # as `_item` says it
+            raise MissingInvoiceError(f"charge run {r_id} references missing invoice {r_invoice_id}")
+        run_immutable = r_invoice_id is not None and bool(immutable)
+        head = ChargeHead(charge_id, identity, mode, currency, trunc(service_end), r_id, r_invoice_id, run_immutable)
+        heads.append((head, row))
+    heads.sort(key=lambda pair: pair[0].id)
+    prices: dict[str, Price | None] = {}  # each distinct price of the read parsed once, as in `_items`
+    return ChargeIndex(heads, lambda row: _item(values_of(row), prices))
 
 
 def load_subscription_charges(conn: Connection, namespace: str, subscription_id: str) -> dict[str, ChargeItem]:

@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
-from worker.domain.charges import ChargeItem
+from worker.domain.charges.items import ChargeIndex
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.decide import touched_runs
 from worker.domain.reuse import DecisionToken
@@ -191,23 +191,22 @@ def _load(
     phases = None
     if not loaded.is_deleted(now):
         phases = tuple(phases_from_rows([r for r in rows if r.phase_id is not None], subscription_id))
-    charges: dict[str, ChargeItem] = {}
+    charges = ChargeIndex(())
     if mode != "invoice_only":
         charges = charges_from_rows([r for r in rows if r.c_id is not None], "c_")
     elif persisted.has_charges:
-        charges = load_subscription_charges(conn, namespace, subscription_id)
+        charges = ChargeIndex.of(load_subscription_charges(conn, namespace, subscription_id))
         digest = None  # read apart, not digested: such a decision is never reused
     immutable = {i.id for i in persisted.invoices if i.immutable}
     runs: dict[str, set[str]] = {}
-    for item in charges.values():
-        run = item.run
-        if run is None:
+    for head in charges.heads.values():
+        if head.run_id is None:
             continue
-        if item.run_immutable:
-            assert run.invoice_id is not None
-            immutable.add(run.invoice_id)
+        if head.run_immutable:
+            assert head.run_invoice_id is not None
+            immutable.add(head.run_invoice_id)
         else:
-            runs.setdefault(item.charge.currency, set()).add(run.id)
+            runs.setdefault(head.currency, set()).add(head.run_id)
     issues = load_issue_keys(conn, namespace, immutable)
     snapshot = Snapshot(
         namespace=namespace,

@@ -6,10 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.domain.charges.items import ChargeItem
-from worker.domain.charges.targets import ChargeTarget
+from worker.domain.charges.items import ChargeIndex, ChargeItem
+from worker.domain.charges.targets import ChargeCandidate, ChargeTarget
 from worker.domain.errors import DuplicateIdentityError
-from worker.domain.timeutil import trunc
 
 # --- diff (docs/credits.md §3.4) --------------------------------------------------------------------------
 
@@ -41,25 +40,31 @@ class ChargeDelete:
 ChargePatch = ChargeCreate | ChargeUpdate | ChargeDelete
 
 
-def plan_charges(targets: Iterable[ChargeTarget], charges: Mapping[str, ChargeItem]) -> tuple[ChargePatch, ...]:
+def plan_charges(
+    targets: Iterable[ChargeTarget | ChargeCandidate], charges: Mapping[str, ChargeItem]
+) -> tuple[ChargePatch, ...]:
     """Deletes, shrinks and extends in docs/sync.md §5.2 order (removed identities ascending, then targeted ones),
-    then creates in ascending identity order (upstream: a delete may free an identity a create reuses)."""
-    by_identity: dict[str, ChargeTarget] = {}
+    then creates in ascending identity order (upstream: a delete may free an identity a create reuses). Only the
+    identity and the truncated service end are compared: a target or a charge is built only for a patch
+    (`ChargeCandidate`, `ChargeIndex`)."""
+    index = ChargeIndex.of(charges)
+    by_identity: dict[str, ChargeTarget | ChargeCandidate] = {}
     for t in targets:
         if t.identity in by_identity:
             raise DuplicateIdentityError(f"two charge targets have the unique reference id {t.identity!r}")
         by_identity[t.identity] = t
-    changes: list[ChargePatch] = [ChargeDelete(i, charges[i]) for i in sorted(charges) if i not in by_identity]
+    changes: list[ChargePatch] = [ChargeDelete(i, index[i]) for i in sorted(index) if i not in by_identity]
     creates: list[ChargePatch] = []
+    heads = index.heads
     for identity in sorted(by_identity):
-        target = by_identity[identity]
-        item = charges.get(identity)
-        if item is None:
-            creates.append(ChargeCreate(identity, target))
+        wanted = by_identity[identity]
+        head = heads.get(identity)
+        if head is None:
+            creates.append(ChargeCreate(identity, wanted.target()))
             continue
-        new_end, old_end = trunc(target.service_period.end), trunc(item.charge.service_period.end)
+        new_end, old_end = wanted.service_end, head.service_end
         if new_end < old_end:
-            changes.append(ChargeUpdate(identity, item, target, "shrink"))
+            changes.append(ChargeUpdate(identity, index[identity], wanted.target(), "shrink"))
         elif new_end > old_end:
-            changes.append(ChargeUpdate(identity, item, target, "extend"))
+            changes.append(ChargeUpdate(identity, index[identity], wanted.target(), "extend"))
     return tuple(changes + creates)

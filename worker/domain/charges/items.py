@@ -3,7 +3,7 @@ live charge with its run and line, and the live charges indexed by identity."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +15,7 @@ from worker.domain.credit_allocation import CreditCharge
 from worker.domain.errors import DuplicateIdentityError, PlanningError
 from worker.domain.persisted import Invoice
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.timeutil import Period
+from worker.domain.timeutil import Period, trunc
 
 ChargeType = Literal["flat_fee", "usage_based"]
 ChargeStatus = Literal["created", "active", "final", "deleted"]
@@ -183,3 +183,98 @@ def index_charges(items: Iterable[ChargeItem]) -> dict[str, ChargeItem]:
             raise PlanningError(f"{item.identity}: run {item.run.id} is on invoice {item.run.invoice_id}, not found")
         out[item.identity] = item
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeHead:
+    """The few fields of a live charge that a sync's routing, diff and ledger read need (docs/credits.md §3.1,
+    §3.3, §3.4), taken from its row without building the `ChargeItem`. `service_end` is truncated like
+    `Charge.service_period`; `run_immutable` is `ChargeItem.run_immutable`."""
+
+    id: str
+    identity: str
+    settlement_mode: CreditMode
+    currency: str
+    service_end: datetime
+    run_id: str | None
+    run_invoice_id: str | None
+    run_immutable: bool
+
+    @staticmethod
+    def of(item: ChargeItem) -> ChargeHead:
+        c = item.charge
+        run = item.run
+        return ChargeHead(
+            c.id,
+            c.identity,
+            c.settlement_mode,
+            c.currency,
+            trunc(c.service_period.end),
+            run.id if run is not None else None,
+            run.invoice_id if run is not None else None,
+            item.run_immutable,
+        )
+
+
+class ChargeIndex(Mapping[str, ChargeItem]):
+    """A subscription's live charges by identity, each `ChargeItem` built from its row only when first asked for.
+
+    A steady sync routes and diffs every charge but changes few (docs/credits.md §3.4 compares the identity and
+    the service end alone), so the store hands the rows over with their `ChargeHead`s and a `build` function
+    (worker.store.charges) instead of building ~60 fields per charge (issue 23; docs/performance.md "Charges
+    built when needed"). Iterates in the order the heads were given (the store: charge id). Pure: `build` is a
+    deterministic function of the row, and an item, once built, is kept."""
+
+    __slots__ = ("_build", "_heads", "_items", "_rows")
+
+    def __init__(
+        self, heads: Iterable[tuple[ChargeHead, Any]], build: Callable[[Any], ChargeItem] | None = None
+    ) -> None:
+        self._heads: dict[str, ChargeHead] = {}
+        self._rows: dict[str, Any] = {}
+        self._items: dict[str, ChargeItem] = {}
+        self._build = build
+        for head, row in heads:
+            if head.identity in self._heads:
+                raise DuplicateIdentityError(f"two charges have the unique reference id {head.identity!r}")
+            self._heads[head.identity] = head
+            self._rows[head.identity] = row
+
+    @classmethod
+    def of(cls, items: Mapping[str, ChargeItem]) -> ChargeIndex:
+        """An index of items already built (by identity, as `index_charges` gives them)."""
+        if isinstance(items, ChargeIndex):
+            return items
+        index = cls((ChargeHead.of(item), None) for item in items.values())
+        index._items.update(items)
+        return index
+
+    @property
+    def heads(self) -> Mapping[str, ChargeHead]:
+        """The heads by identity (a per-candidate `heads.get` costs less than a method call)."""
+        return self._heads
+
+    @property
+    def built(self) -> int:
+        """How many items have been built so far (tests and diagnostics)."""
+        return len(self._items)
+
+    def __getitem__(self, identity: str) -> ChargeItem:
+        item = self._items.get(identity)
+        if item is None:
+            if identity not in self._heads or self._build is None:
+                raise KeyError(identity)
+            item = self._items[identity] = self._build(self._rows[identity])
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._heads
+
+    def __repr__(self) -> str:
+        return f"ChargeIndex({len(self._heads)} charges, {len(self._items)} built)"

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from worker.domain.charges.amounts import flat_charge_amount
-from worker.domain.charges.items import ChargeItem, ChargeType
+from worker.domain.charges.items import ChargeIndex, ChargeItem, ChargeType
 from worker.domain.charges.routing import CreditMode, SettlementMode, route
 from worker.domain.persisted import PersistedState
 from worker.domain.prices import FlatPrice, Price
@@ -47,6 +47,34 @@ class ChargeTarget:
     invoice_at: datetime
     amount_before_proration: Decimal | None
     amount_after_proration: Decimal | None
+
+    @property
+    def service_end(self) -> datetime:
+        return trunc(self.service_period.end)
+
+    def target(self) -> ChargeTarget:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeCandidate:
+    """A billable candidate routed to a charge, its `ChargeTarget` not built yet: the diff compares only the
+    identity and the service end (docs/credits.md §3.4), so a steady sync builds the target of no charge it leaves
+    alone (issue 23; docs/performance.md "Charges built when needed"). `target()` builds it."""
+
+    identity: str
+    view: SubscriptionView
+    candidate: Candidate
+    mode: CreditMode
+
+    @property
+    def service_end(self) -> datetime:
+        return trunc(self.candidate.service.end)
+
+    def target(self) -> ChargeTarget:
+        built = charge_target(self.view, self.candidate, self.mode, self.identity)
+        assert built is not None  # routed to a charge only when billable (`route_targets`)
+        return built
 
 
 def charge_target(
@@ -100,27 +128,30 @@ def route_targets(
     *,
     customer_deleted_at: datetime | None = None,
     max_lines: int | None = None,
-) -> tuple[Target, tuple[ChargeTarget, ...]]:
+) -> tuple[Target, tuple[ChargeCandidate, ...]]:
     """docs/credits.md §3.1-§3.2: one generation of docs/sync.md §3 (one `max_lines` budget), each identity routed to its
     backend — a persisted line or group keeps lines, a persisted charge keeps charges, a new identity follows
     `mode` — then the line targets (docs/sync.md §3.9) and the charge targets (every billable candidate). An identity
-    held by a charge and by a line or group is an error (docs/credits.md §3.1 rule 3), targeted or not."""
-    for identity in sorted(charges.keys() & persisted.items.keys()):
-        route(identity, mode, persisted.items[identity], charges[identity].charge.id)
+    held by a charge and by a line or group is an error (docs/credits.md §3.1 rule 3), targeted or not. The charge
+    targets come as `ChargeCandidate`s, built by `plan_charges` only where a charge changes."""
+    index = ChargeIndex.of(charges)
+    for identity in sorted(index.keys() & persisted.items.keys()):
+        route(identity, mode, persisted.items[identity], index[identity].charge.id)
     generation = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
     view, candidates = generation.view, generation.candidates
     lines: list[TargetLine] = []
-    charge_targets: list[ChargeTarget] = []
+    charge_targets: list[ChargeCandidate] = []
+    heads = index.heads
     for c in candidates:
         identity = c.full_identity(view.id)
-        held = charges.get(identity)
-        if route(identity, mode, persisted.items.get(identity), held.charge.id if held else None) == "line":
+        held = heads.get(identity)
+        if route(identity, mode, persisted.items.get(identity), held.id if held else None) == "line":
             if (line := expected_line(view, c, identity)) is not None:
                 lines.append(line)
             continue
-        charge_mode = held.charge.settlement_mode if held is not None else cast(CreditMode, mode)
-        if (target := charge_target(view, c, charge_mode, identity)) is not None:
-            charge_targets.append(target)
+        if is_billable(c):
+            charge_mode = held.settlement_mode if held is not None else cast(CreditMode, mode)
+            charge_targets.append(ChargeCandidate(identity, view, c, charge_mode))
     return Target(tuple(lines), generation.max_limit, generation.holds_until), tuple(charge_targets)
 
 
@@ -135,4 +166,5 @@ def build_charge_targets(
     """The charge targets of a credit-mode subscription with no persisted line (`route_targets` without
     lines or charges: every identity is new and goes to a charge)."""
     state = line_state if line_state is not None else PersistedState({}, {})
-    return route_targets(view, as_of, mode, state, {}, customer_deleted_at=customer_deleted_at)[1]
+    routed = route_targets(view, as_of, mode, state, {}, customer_deleted_at=customer_deleted_at)[1]
+    return tuple(c.target() for c in routed)
