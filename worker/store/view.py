@@ -3,12 +3,14 @@ for a sync, the customer lock), then its live phases with their live items."""
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select
+from sqlalchemy import Connection, Text, and_, bindparam, func, literal_column, or_, select
 
 from worker.domain.prices import price_from_json
 from worker.domain.reuse import DecisionToken
@@ -17,6 +19,7 @@ from worker.domain.timeutil import Duration
 from worker.domain.view import ItemRecord, PhaseRecord, RateCard, SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError
 from worker.store.db import execute_on_cursor
+from worker.store.json_text import object_from_text
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT, customer_lock_key_sql
 from worker.store.row_versions import row_versions
 from worker.store.sync_state import recorded_decision
@@ -164,8 +167,8 @@ _PHASE_ITEM_COLUMNS = (
     _i.c.key.label("item_key"),
     _i.c.active_from.label("item_from"),
     _i.c.active_to.label("item_to"),
-    _i.c.annotations.label("item_annotations"),
-    _i.c.rate_card.label("item_rate_card"),
+    _i.c.annotations.cast(Text).label("item_annotations"),  # JSON as text: worker.store.json_text
+    _i.c.rate_card.cast(Text).label("item_rate_card"),  # as text: `rate_card_from_text`
 )
 _LIVE_PHASE = or_(_p.c.deleted_at.is_(None), _p.c.deleted_at > bindparam("now"))
 _LIVE_ITEM = and_(
@@ -208,12 +211,12 @@ def phases_from_rows(rows: Iterable[Any], subscription_id: str) -> list[PhaseRec
                     active_from=row.item_from,
                     active_to=row.item_to,
                     rate_card=_stored(
-                        rate_card_from_json,
+                        rate_card_from_text,
                         row.item_rate_card,
                         subscription_id,
                         f"phases[key={row.phase_key}].items.{row.item_key}[id={row.item_id}].rate_card",
                     ),
-                    annotations=row.item_annotations or {},
+                    annotations=object_from_text(row.item_annotations),
                 )
             )
     return [
@@ -236,6 +239,15 @@ def _stored(read: Callable[[_V], _T], value: _V, subscription_id: str, field: st
             f"subscription {subscription_id!r} cannot be synced: stored {field} {exc} "
             "(docs/contract.md §3 limits); apply a corrected document"
         ) from None
+
+
+@functools.lru_cache(maxsize=2048)
+def rate_card_from_text(text: str) -> RateCard:
+    """A stored rate card (a `jsonb` cell read as text), parsed once per distinct text in this process: a sync
+    reads every item version's card, and subscriptions of one plan share theirs, so a worker parses each once
+    instead of at every sync (docs/performance.md "Rate cards parsed once per process"). Shared between syncs and threads:
+    a `RateCard` is frozen and nothing mutates the mappings it holds (the domain is pure)."""
+    return rate_card_from_json(json.loads(text))
 
 
 def rate_card_from_json(data: Mapping[str, Any]) -> RateCard:
