@@ -38,6 +38,25 @@ def test_format_decimal_shortest_exact(value: str, text: str) -> None:
     assert format_decimal(Decimal(value)) == text
 
 
+@given(st.decimals(allow_nan=False, allow_infinity=False), st.integers(0, 30))
+def test_format_decimal_depends_on_the_value_alone(value: Decimal, zeros: int) -> None:
+    """`format_decimal` is memoised by value (docs/performance.md "Rows written with fewer conversions"): equal values in
+    other forms (`10`, `10.00`, `1E+1`) are one key, so they must format alike, whichever was formatted first."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    other = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))  # the same value, `zeros` more digits
+    assert other == value
+    text = format_decimal(value)
+    assert format_decimal(other) == text
+    assert Decimal(text) == value and "E" not in text and "e" not in text
+
+
+def test_format_decimal_refuses_what_is_not_finite() -> None:
+    for bad in ("NaN", "sNaN", "Infinity", "-Infinity"):
+        with pytest.raises(ValueError, match="not finite"):
+            format_decimal(Decimal(bad))
+
+
 def test_38_digit_amounts_are_exact() -> None:
     from worker.domain.money import prorate
 

@@ -62,3 +62,20 @@ def test_a_sync_transaction_runs_on_generic_plans(db: Engine, mode: str) -> None
             load_and_lock_subscription(conn, "acme", "sub_01")
             assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
         assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
+
+
+def test_a_stored_rate_card_is_parsed_once_per_process() -> None:
+    """docs/performance.md "Rate cards parsed once per process": equal stored texts give the one frozen `RateCard`;
+    a card that breaks a rule is still refused each time it is read (nothing cached)."""
+    import json
+
+    from worker.store.view import rate_card_from_text
+
+    card = {"name": "Seats", "billing_cadence": "P1M", "price": {"type": "flat", "amount": "10"}}
+    first = rate_card_from_text(json.dumps(card))
+    assert rate_card_from_text(json.dumps(card)) is first
+    assert first.name == "Seats" and first.price is not None and first.price.is_flat
+    bad = json.dumps({**card, "billing_cadence": "P1Ｍ"})
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            rate_card_from_text(bad)

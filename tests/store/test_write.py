@@ -56,3 +56,17 @@ def test_a_plan_is_written_in_one_pipeline_and_a_steady_one_is_the_upsert_alone(
         assert steady.is_empty and steady.patches == ()
         seen, _ = written(conn, steady)
     assert seen == [("INSERT INTO subscription_sync_states", False)]
+
+
+def test_time_text_is_whole_seconds_and_one_text_per_instant() -> None:
+    """`time_text` (memoised: docs/performance.md "Charges built when needed") truncates like the stored times
+    (docs/sync.md §6.3), and an instant written with another offset still names the same instant."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from worker.store.db import time_text
+
+    t = datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert time_text(t) == "2024-02-29T23:59:59+00:00"
+    shifted = t.astimezone(timezone(timedelta(hours=2)))
+    assert datetime.fromisoformat(time_text(shifted)) == datetime.fromisoformat(time_text(t))
+    assert time_text(t + timedelta(microseconds=1)) == "2024-03-01T00:00:00+00:00"

@@ -134,6 +134,14 @@ def format_decimal(value: Decimal) -> str:
     never rounded by the decimal context."""
     if not value.is_finite():
         raise ValueError("decimal is not finite")
+    return _format_finite(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_finite(value: Decimal) -> str:
+    """`format_decimal` of a finite value, memoised: the text depends on the value alone (`10`, `10.00` and `1E+1`
+    are one key and one text), and a write formats the same few amounts over and over (docs/performance.md
+    "Rows written with fewer conversions")."""
     if value.is_zero():
         return "0"
     sign, digit_tuple, exponent = value.as_tuple()

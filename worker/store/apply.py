@@ -30,7 +30,7 @@ from worker.domain.timeutil import trunc
 from worker.domain.updater import Changes, NewIssue
 from worker.errors import ConcurrentWriteError
 from worker.infra.ids import new_id
-from worker.store.db import execute_on_cursor, json_dumps
+from worker.store.db import execute_on_cursor, json_dumps, time_text
 from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 _TS_ARRAY = ARRAY(TIMESTAMP(timezone=True))
@@ -170,11 +170,11 @@ def _insert_lines(conn: Connection, namespace: str, changes: Changes, now: datet
                 "subscription_id": t.subscription_id,
                 "phase_id": t.phase_id,
                 "item_id": t.item_id,
-                "billing_start": trunc(t.billing_period.start).isoformat(),
-                "billing_end": trunc(t.billing_period.end).isoformat(),
-                "service_start": trunc(t.service_period.start).isoformat(),
-                "service_end": trunc(t.service_period.end).isoformat(),
-                "invoice_at": trunc(t.invoice_at).isoformat(),
+                "billing_start": time_text(t.billing_period.start),
+                "billing_end": time_text(t.billing_period.end),
+                "service_start": time_text(t.service_period.start),
+                "service_end": time_text(t.service_period.end),
+                "invoice_at": time_text(t.invoice_at),
                 "price": t.price.to_json(),
                 "feature_key": t.feature_key,
                 "discounts": dict(t.discounts) if t.discounts is not None else None,

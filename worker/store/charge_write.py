@@ -15,10 +15,9 @@ from sqlalchemy import ARRAY, Connection, Text, any_, bindparam, text, update
 from worker.domain.charges import Charge, ChargeChanges, ChargeLine, ChargeRun
 from worker.domain.credit_allocation import AllocationRow
 from worker.domain.money import format_decimal
-from worker.domain.timeutil import trunc
 from worker.store.apply import delete_emptied_invoices, insert_validation_issues
 from worker.store.credits import insert_allocation_rows
-from worker.store.db import execute_on_cursor, json_dumps
+from worker.store.db import execute_on_cursor, json_dumps, time_text
 from worker.store.tables import invoice_lines
 
 
@@ -33,7 +32,7 @@ class NewAllocationRows(Protocol):
 
 
 def _ts(t: datetime | None) -> str | None:
-    return None if t is None else trunc(t).isoformat()
+    return None if t is None else time_text(t)
 
 
 def _num(v: Decimal | None) -> str | None:

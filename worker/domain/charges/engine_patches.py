@@ -14,7 +14,7 @@ from worker.domain.charges.changes import (
 )
 from worker.domain.charges.diff import ChargeCreate, ChargeDelete, ChargePatch, ChargeUpdate
 from worker.domain.charges.engine_state import EngineState
-from worker.domain.charges.items import Charge, ChargeItem, ChargeLine, ChargeRun
+from worker.domain.charges.items import Charge, ChargeItem, ChargeLine, ChargeRun, start_at
 from worker.domain.charges.targets import ChargeTarget
 from worker.domain.credit_allocation import Ledger
 from worker.domain.errors import PlanningError
@@ -50,34 +50,35 @@ class PatchingEngine(EngineState):
             )
         if target.type == "usage_based" and not target.feature_key:
             raise PlanningError(f"{target.identity}: a usage-based charge needs the rate card's feature_key")
-        charge = self._created(
-            Charge(
-                id=self.new_id("chg"),
-                customer_id=self.customer_id,
-                subscription_id=target.subscription_id,
-                phase_id=target.phase_id,
-                item_id=target.item_id,
-                identity=target.identity,
-                type=target.type,
-                settlement_mode=target.settlement_mode,
-                status="created",
-                currency=target.currency,
-                name=target.name,
-                description=target.description,
-                feature_key=target.feature_key,
-                price=target.price,
-                discounts=target.discounts,
-                tax_config=target.tax_config,
-                annotations=target.annotations,
-                pro_rating_enabled=target.pro_rating_enabled,
-                pro_rating_mode=target.pro_rating_mode,
-                service_period=target.service_period.truncated(),
-                full_service_period=target.full_service_period.truncated(),
-                billing_period=target.billing_period.truncated(),
-                invoice_at=trunc(target.invoice_at),
-                amount_before_proration=target.amount_before_proration,
-                amount_after_proration=target.amount_after_proration,
-            )
+        service, invoice_at = target.service_period.truncated(), trunc(target.invoice_at)
+        # Built `created` at once (`_created`'s rule through `start_at`): a `replace` afterwards cost ~5 µs a charge.
+        charge = Charge(
+            id=self.new_id("chg"),
+            customer_id=self.customer_id,
+            subscription_id=target.subscription_id,
+            phase_id=target.phase_id,
+            item_id=target.item_id,
+            identity=target.identity,
+            type=target.type,
+            settlement_mode=target.settlement_mode,
+            status="created",
+            currency=target.currency,
+            name=target.name,
+            description=target.description,
+            feature_key=target.feature_key,
+            price=target.price,
+            discounts=target.discounts,
+            tax_config=target.tax_config,
+            annotations=target.annotations,
+            pro_rating_enabled=target.pro_rating_enabled,
+            pro_rating_mode=target.pro_rating_mode,
+            service_period=service,
+            full_service_period=target.full_service_period.truncated(),
+            billing_period=target.billing_period.truncated(),
+            invoice_at=invoice_at,
+            amount_before_proration=target.amount_before_proration,
+            amount_after_proration=target.amount_after_proration,
+            advance_after=start_at(target.type, invoice_at, service),
         )
         self.changes.new_charges[charge.id] = charge
         if not charge.credit_only and not (charge.is_flat and charge.amount == 0):

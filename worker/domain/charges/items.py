@@ -24,6 +24,12 @@ ChargeStatus = Literal["created", "active", "final", "deleted"]
 # --- persisted charges (docs/credits.md §3.3) -------------------------------------------------------------
 
 
+def start_at(type_: ChargeType, invoice_at: datetime, service_period: Period) -> datetime:
+    """docs/credits.md §3.6: when a `created` charge becomes due — `invoice_at` for a flat charge, the service start
+    for a usage charge (`Charge.start_at`)."""
+    return invoice_at if type_ == "flat_fee" else service_period.start
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
     """A row of `charges`; periods and `invoice_at` truncated (docs/sync.md §4.4)."""
@@ -88,8 +94,7 @@ class Charge:
 
     @property
     def start_at(self) -> datetime:
-        """docs/credits.md §3.6: `invoice_at` for a flat charge, the service start for a usage charge."""
-        return self.invoice_at if self.is_flat else self.service_period.start
+        return start_at(self.type, self.invoice_at, self.service_period)
 
     @property
     def amount(self) -> Decimal | None:
