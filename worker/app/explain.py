@@ -70,7 +70,7 @@ def _derive(
         view, max(as_of, reach), persisted, deleted_at, max_lines=DEFAULT_MAX_TARGET_LINES
     )
     candidate = next((c for c in candidates if f"{capped.id}/{c.phase.key}/{c.identity}" == identity), None)
-    line = next((t for t in target.lines if t.identity == identity), None)
+    line = next((t.target() for t in target.lines if t.identity == identity), None)
     charge = next((t.target() for t in charge_targets if t.identity == identity), None)
     routed: str | None = None
     if identity is not None:

@@ -36,7 +36,7 @@ from worker.domain.reuse import DecisionToken
 from worker.domain.snapshot import Snapshot
 from worker.domain.structure import stored_violations
 from worker.domain.sync_state import NOTHING_TO_BILL, SyncState, after_sync, customer_deleted_before_start
-from worker.domain.target import TargetLine
+from worker.domain.target import WantedLine
 from worker.domain.updater import Changes, PrintedPatch, needs_gathering_invoice, resolve
 from worker.domain.view import SubscriptionRecord, SubscriptionView, build_view
 
@@ -215,7 +215,7 @@ def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_line
             return _Prepared(stopped, None, None, Plan((), ()), (), None)
         customer_deleted_at = snapshot.customer_deleted_at
     persisted = snapshot.persisted
-    lines_target: tuple[TargetLine, ...] = ()
+    lines_target: tuple[WantedLine, ...] = ()
     charge_targets: tuple[ChargeCandidate, ...] = ()
     max_limit: datetime | None = None
     holds_until: datetime | None = None

@@ -7,6 +7,7 @@ invoice of a given kind is the invoice updater's business (`worker.domain.update
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -21,7 +22,7 @@ from worker.domain.persisted import (
     PersistedState,
 )
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.target import TargetLine
+from worker.domain.target import TargetLine, WantedLine
 from worker.domain.timeutil import Period
 
 Reason = Literal["create", "delete", "shrink", "extend", "prorate"]
@@ -98,9 +99,9 @@ class Plan:
         return not self.line_patches and not self.hierarchy_patches
 
 
-def plan(targets: tuple[TargetLine, ...], persisted: PersistedState) -> Plan:
-    """docs/sync.md §5.1-§5.2."""
-    by_identity: dict[str, TargetLine] = {}
+def plan(targets: Sequence[WantedLine], persisted: PersistedState) -> Plan:
+    """docs/sync.md §5.1-§5.2. A `LineCandidate` is built into its `TargetLine` only for a create."""
+    by_identity: dict[str, WantedLine] = {}
     for t in targets:
         if t.identity in by_identity:
             raise DuplicateIdentityError(f"two target lines have the unique reference id {t.identity!r}")
@@ -118,7 +119,7 @@ def plan(targets: tuple[TargetLine, ...], persisted: PersistedState) -> Plan:
         target = by_identity[identity]
         existing = persisted.get(identity)
         if existing is None:
-            line_patches.append(CreateLine(identity, target))
+            line_patches.append(CreateLine(identity, target.target()))
         elif isinstance(existing, LineItem):
             line_patches += _diff_line(target, existing.line, persisted)
         else:
@@ -140,7 +141,7 @@ def _delete_line_item(identity: str, item: LineItem) -> list[Patch]:
     return [DeleteLine(identity, line, "delete")]
 
 
-def _diff_line(target: TargetLine, line: PersistedLine, persisted: PersistedState) -> list[Patch]:
+def _diff_line(target: WantedLine, line: PersistedLine, persisted: PersistedState) -> list[Patch]:
     gathering = persisted.invoice_of(line).is_gathering
     if (
         isinstance(target.price, FlatPrice)
@@ -156,7 +157,7 @@ def _diff_line(target: TargetLine, line: PersistedLine, persisted: PersistedStat
 
 
 def _prorate(
-    target: TargetLine, line: PersistedLine, gathering: bool, current: FlatPrice, wanted: FlatPrice
+    target: WantedLine, line: PersistedLine, gathering: bool, current: FlatPrice, wanted: FlatPrice
 ) -> list[Patch]:
     """Flat lines: period and amount move together; `invoice_at` only on a gathering invoice."""
     if _skip(line):
@@ -171,7 +172,7 @@ def _prorate(
     return [UpdateLine(target.identity, line, period, invoice_at, price, "prorate")]
 
 
-def _usage_update(target: TargetLine, line: PersistedLine, gathering: bool, reason: Reason) -> list[Patch]:
+def _usage_update(target: WantedLine, line: PersistedLine, gathering: bool, reason: Reason) -> list[Patch]:
     """Shrink / extend: the whole service period moves; an emptied line is deleted."""
     if _skip(line):
         return []
@@ -194,7 +195,7 @@ def _delete_hierarchy(identity: str, item: HierarchyItem) -> list[Patch]:
     return patches
 
 
-def _diff_hierarchy(target: TargetLine, item: HierarchyItem, persisted: PersistedState) -> list[Patch]:
+def _diff_hierarchy(target: WantedLine, item: HierarchyItem, persisted: PersistedState) -> list[Patch]:
     if target.is_flat:
         raise PlanningError(f"{target.identity}: a flat fee target cannot be applied to a split line group")
     group = item.group
@@ -219,7 +220,7 @@ def _diff_hierarchy(target: TargetLine, item: HierarchyItem, persisted: Persiste
     return patches
 
 
-def _shrink_child(target: TargetLine, group: PersistedGroup, child: PersistedLine, gathering: bool) -> list[Patch]:
+def _shrink_child(target: WantedLine, group: PersistedGroup, child: PersistedLine, gathering: bool) -> list[Patch]:
     new_end = target.service_period.end
     start, end = child.service_period.start, child.service_period.end
     if end <= new_end:

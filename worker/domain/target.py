@@ -85,10 +85,63 @@ class TargetLine:
     def is_flat(self) -> bool:
         return self.price.is_flat
 
+    def target(self) -> TargetLine:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LineCandidate:
+    """A billable candidate's expected line before it is built: its identity, its price (the §3.9 amount for a
+    flat fee) and the candidate. The diff (docs/sync.md §5.3-§5.4) reads the identity, the price, the service
+    period and, for a patch, `invoice_at`; `target()` builds the `TargetLine` only for a create (docs/performance.md
+    "Lines built when needed")."""
+
+    identity: str
+    view: SubscriptionView
+    candidate: Candidate
+    price: Price
+
+    @property
+    def service_period(self) -> Period:
+        return self.candidate.service
+
+    @property
+    def invoice_at(self) -> datetime:
+        return self.candidate.invoice_at()
+
+    @property
+    def is_flat(self) -> bool:
+        return self.price.is_flat
+
+    def target(self) -> TargetLine:
+        view, c = self.view, self.candidate
+        card = c.item.rate_card
+        # Positional, in `TargetLine`'s field order (keyword arguments cost more per line).
+        return TargetLine(
+            self.identity,
+            view.id,
+            c.phase.id,
+            c.item.record.id,
+            view.record.currency,
+            card.name,
+            card.description,
+            c.service,
+            c.billing,
+            c.invoice_at(),
+            self.price,
+            card.feature_key,
+            card.discounts,
+            card.tax_config,
+        )
+
+
+#: What the planner diffs: an expected line, built (`TargetLine`) or not yet (`LineCandidate`).
+WantedLine = TargetLine | LineCandidate
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    lines: tuple[TargetLine, ...]
+    lines: tuple[WantedLine, ...]
     max_limit: datetime | None
     """The largest horizon of a processed phase; becomes `next_sync_after` (docs/sync.md §7)."""
     holds_until: datetime | None = None
@@ -356,6 +409,13 @@ def flat_price(view: SubscriptionView, c: Candidate, price: FlatPrice) -> FlatPr
 def expected_line(view: SubscriptionView, c: Candidate, identity: str | None = None) -> TargetLine | None:
     """The expected line of a candidate, or None when it is not billable or its amount is zero. `identity`: the
     candidate's `full_identity`, when the caller has it already."""
+    wanted = line_candidate(view, c, c.full_identity(view.id) if identity is None else identity)
+    return wanted.target() if wanted is not None else None
+
+
+def line_candidate(view: SubscriptionView, c: Candidate, identity: str) -> LineCandidate | None:
+    """`expected_line` without building the line (docs/sync.md §3.9): None when the candidate is not billable or
+    its amount is zero."""
     if not is_billable(c):
         return None
     price: Price = c.price
@@ -363,21 +423,4 @@ def expected_line(view: SubscriptionView, c: Candidate, identity: str | None = N
         price = flat_price(view, c, price)
         if price.amount == 0:
             return None
-    card = c.item.rate_card
-    # Positional, in `TargetLine`'s field order (keyword arguments cost more per line).
-    return TargetLine(
-        c.full_identity(view.id) if identity is None else identity,
-        view.id,
-        c.phase.id,
-        c.item.record.id,
-        view.record.currency,
-        card.name,
-        card.description,
-        c.service,
-        c.billing,
-        c.invoice_at(),
-        price,
-        card.feature_key,
-        card.discounts,
-        card.tax_config,
-    )
+    return LineCandidate(identity, view, c, price)

@@ -14,7 +14,7 @@ from worker.domain.charges.items import ChargeIndex, ChargeItem, ChargeType
 from worker.domain.charges.routing import CreditMode, SettlementMode, route
 from worker.domain.persisted import PersistedState
 from worker.domain.prices import FlatPrice, Price
-from worker.domain.target import Candidate, Target, TargetLine, expected_line, generate_candidates, is_billable
+from worker.domain.target import Candidate, Target, WantedLine, generate_candidates, is_billable, line_candidate
 from worker.domain.timeutil import Period, trunc
 from worker.domain.view import SubscriptionView
 
@@ -139,14 +139,14 @@ def route_targets(
         route(identity, mode, persisted.items[identity], index[identity].charge.id)
     generation = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
     view, candidates = generation.view, generation.candidates
-    lines: list[TargetLine] = []
+    lines: list[WantedLine] = []
     charge_targets: list[ChargeCandidate] = []
     heads = index.heads
     for c in candidates:
         identity = c.full_identity(view.id)
         held = heads.get(identity)
         if route(identity, mode, persisted.items.get(identity), held.id if held else None) == "line":
-            if (line := expected_line(view, c, identity)) is not None:
+            if (line := line_candidate(view, c, identity)) is not None:
                 lines.append(line)
             continue
         if is_billable(c):
