@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from worker.domain.errors import DuplicateIdentityError
 from worker.domain.prices import Price
+from worker.domain.records import value
 from worker.domain.timeutil import Period, trunc
 
 IGNORE = "billing.subscription.sync.ignore"
@@ -26,7 +27,7 @@ def annotation_true(annotations: Mapping[str, Any] | None, key: str) -> bool:
     return annotations is not None and annotations.get(key) is True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Invoice:
     id: str
     type: Literal["gathering", "standard"]
@@ -50,7 +51,7 @@ class IssueKey:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PersistedLine:
     id: str
     invoice_id: str
@@ -94,7 +95,7 @@ class PersistedItem(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LineItem:
     line: PersistedLine
 
@@ -196,21 +197,30 @@ def build_persisted_state(
 ) -> PersistedState:
     """Index lines and groups by identity; two items with one identity is an error (docs/sync.md §4.6)."""
     items: dict[str, Item] = {}
-
-    def add(identity: str, item: Item) -> None:
+    for line in lines:
+        identity = line.unique_reference_id
+        if identity is None:
+            continue
         if identity in items:
             raise DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
-        items[identity] = item
-
-    for line in lines:
-        if line.unique_reference_id is not None:
-            add(line.unique_reference_id, LineItem(normalise_line(line)))
+        s, b = line.service_period, line.billing_period
+        if (
+            s.start.microsecond
+            or s.end.microsecond
+            or b.start.microsecond
+            or b.end.microsecond
+            or line.invoice_at.microsecond
+        ):
+            line = normalise_line(line)  # whole seconds already (as sync writes them): no call, no copy
+        items[identity] = LineItem(line)
     for group in groups:
-        if group.unique_reference_id is None:
+        identity = group.unique_reference_id
+        if identity is None:
             continue
+        if identity in items:
+            raise DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
         children = tuple(sorted((normalise_line(c) for c in group.children), key=_child_order))
-        normalised = PersistedGroup(group.id, group.unique_reference_id, group.service_period.truncated(), children)
-        add(group.unique_reference_id, HierarchyItem(normalised))
+        items[identity] = HierarchyItem(PersistedGroup(group.id, identity, group.service_period.truncated(), children))
     return PersistedState(items, {i.id: i for i in invoices}, frozenset(existing_issues))
 
 

@@ -20,13 +20,14 @@ from worker.domain.identity import line_identity, version_identity
 from worker.domain.money import prorate, proration_ratio, round_cur
 from worker.domain.persisted import FORCE_CONTINUOUS, IGNORE, PersistedState
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.records import value
 from worker.domain.timeutil import BeyondRangeError, Period, format_instant, trunc
 from worker.domain.view import ItemVersion, PhaseView, SubscriptionView
 
 MAX_PERIODS_PER_VERSION = 1001
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Candidate:
     """One generated period of one item version, before billability (docs/sync.md §3.4, §3.5)."""
 
@@ -62,7 +63,7 @@ class Candidate:
         return max(self.service.end, self.billing.end)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TargetLine:
     """The expected line of a billable candidate (docs/sync.md §3.9)."""
 
@@ -89,7 +90,7 @@ class TargetLine:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LineCandidate:
     """A billable candidate's expected line before it is built: its identity, its price (the §3.9 amount for a
     flat fee) and the candidate. The diff (docs/sync.md §5.3-§5.4) reads the identity, the price, the service

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from worker.domain.errors import DomainError
+from worker.domain.records import value
 
 MIN_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
 MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -52,7 +53,7 @@ def format_instant(t: datetime) -> str:
     return text + "Z"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Period:
     """A half-open period `[start, end)`; `end <= start` means empty."""
 

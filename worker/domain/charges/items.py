@@ -15,6 +15,7 @@ from worker.domain.credit_allocation import CreditCharge
 from worker.domain.errors import DuplicateIdentityError, PlanningError
 from worker.domain.persisted import Invoice
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.records import value
 from worker.domain.timeutil import Period, trunc
 
 ChargeType = Literal["flat_fee", "usage_based"]
@@ -30,7 +31,7 @@ def start_at(type_: ChargeType, invoice_at: datetime, service_period: Period) ->
     return invoice_at if type_ == "flat_fee" else service_period.start
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Charge:
     """A row of `charges`; periods and `invoice_at` truncated (docs/sync.md §4.4)."""
 
@@ -190,7 +191,7 @@ def index_charges(items: Iterable[ChargeItem]) -> dict[str, ChargeItem]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeHead:
     """The few fields of a live charge that a sync's routing, diff and ledger read need (docs/credits.md §3.1,
     §3.3, §3.4), taken from its row without building the `ChargeItem`. `service_end` is truncated like

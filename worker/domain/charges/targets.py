@@ -4,7 +4,6 @@ identity of one generation to its backend (docs/credits.md §3.1)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -14,6 +13,7 @@ from worker.domain.charges.items import ChargeIndex, ChargeItem, ChargeType
 from worker.domain.charges.routing import CreditMode, SettlementMode, route
 from worker.domain.persisted import PersistedState
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.records import value
 from worker.domain.target import Candidate, Target, WantedLine, generate_candidates, is_billable, line_candidate
 from worker.domain.timeutil import Period, trunc
 from worker.domain.view import SubscriptionView
@@ -21,7 +21,7 @@ from worker.domain.view import SubscriptionView
 # --- targets (docs/credits.md §3.2) -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeTarget:
     """What a charge of this identity should be (the fields of the `charges` table sync decides)."""
 
@@ -56,7 +56,7 @@ class ChargeTarget:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeCandidate:
     """A billable candidate routed to a charge, its `ChargeTarget` not built yet: the diff compares only the
     identity and the service end (docs/credits.md §3.4), so a steady sync builds the target of no charge it leaves
