@@ -31,6 +31,7 @@ def test_the_type_checker_refuses_assigning_to_a_value(tmp_path: Path) -> None:
         "p = Period(datetime.now(UTC), datetime.now(UTC))\n"
         "p.start = datetime.now(UTC)\n"
     )
+    # mypy's own cache may name the snippet by an earlier run's path: the line and the message are what count
     out, _, status = api.run([str(snippet), "--strict", "--no-error-summary"])
     assert status == 1, out
-    assert f"{snippet}:4: error" in out and "read-only" in out, out
+    assert "assign.py:4: error" in out and 'Property "start" defined in "Period" is read-only' in out, out
