@@ -167,13 +167,16 @@ class PersistedState:
 
 def normalise_line(line: PersistedLine) -> PersistedLine:
     """Truncate every period and `invoice_at` to seconds (docs/sync.md §4.4)."""
+    s, b = line.service_period, line.billing_period
+    if not (s.start.microsecond or s.end.microsecond or b.start.microsecond or b.end.microsecond) and not (
+        line.invoice_at.microsecond
+    ):
+        return line  # already whole seconds, as sync writes them: no copy (one per loaded line)
     service, billing, invoice_at = (
         line.service_period.truncated(),
         line.billing_period.truncated(),
         trunc(line.invoice_at),
     )
-    if service is line.service_period and billing is line.billing_period and invoice_at is line.invoice_at:
-        return line  # already whole seconds, as sync writes them: no copy (one per loaded line)
     return PersistedLine(
         id=line.id,
         invoice_id=line.invoice_id,
@@ -202,26 +205,21 @@ def build_persisted_state(
         if identity is None:
             continue
         if identity in items:
-            raise DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
-        s, b = line.service_period, line.billing_period
-        if (
-            s.start.microsecond
-            or s.end.microsecond
-            or b.start.microsecond
-            or b.end.microsecond
-            or line.invoice_at.microsecond
-        ):
-            line = normalise_line(line)  # whole seconds already (as sync writes them): no call, no copy
-        items[identity] = LineItem(line)
+            raise _duplicate(identity)
+        items[identity] = LineItem(normalise_line(line))
     for group in groups:
         identity = group.unique_reference_id
         if identity is None:
             continue
         if identity in items:
-            raise DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
+            raise _duplicate(identity)
         children = tuple(sorted((normalise_line(c) for c in group.children), key=_child_order))
         items[identity] = HierarchyItem(PersistedGroup(group.id, identity, group.service_period.truncated(), children))
     return PersistedState(items, {i.id: i for i in invoices}, frozenset(existing_issues))
+
+
+def _duplicate(identity: str) -> DuplicateIdentityError:
+    return DuplicateIdentityError(f"two persisted items have the unique reference id {identity!r}")
 
 
 def _child_order(line: PersistedLine) -> tuple[datetime, datetime, str]:

@@ -248,6 +248,11 @@ def _items(rows: Iterable[Any], prefix: str = "") -> Iterator[ChargeItem]:
         yield _item(getter(row), prices)
 
 
+def _missing_run_invoice(run_id: str, invoice_id: str) -> MissingInvoiceError:
+    """docs/credits.md §3.3: an error, like a line's missing invoice (docs/sync.md §4)."""
+    return MissingInvoiceError(f"charge run {run_id} references missing invoice {invoice_id}")
+
+
 def _item(values: tuple[Any, ...], prices: dict[str, Price | None]) -> ChargeItem:
     (
         charge_id,
@@ -366,8 +371,7 @@ def _item(values: tuple[Any, ...], prices: dict[str, Price | None]) -> ChargeIte
         )
         if r_invoice_id is not None:
             if ri_type is None:
-                # docs/credits.md §3.3: an error, like a line's missing invoice (docs/sync.md §4)
-                raise MissingInvoiceError(f"charge run {r_id} references missing invoice {r_invoice_id}")
+                raise _missing_run_invoice(r_id, r_invoice_id)
             run_invoice = Invoice(r_invoice_id, ri_type, ri_status, ri_immutable, ri_deleted_at is not None)
     if l_id is not None:
         line = ChargeLine(
@@ -423,8 +427,8 @@ def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
         )
         if deleted_at is not None:
             continue
-        if r_invoice_id is not None and ri_type is None:  # as `_item` says it
-            raise MissingInvoiceError(f"charge run {r_id} references missing invoice {r_invoice_id}")
+        if r_invoice_id is not None and ri_type is None:  # `_item`'s check, on every row
+            raise _missing_run_invoice(r_id, r_invoice_id)
         run_immutable = r_invoice_id is not None and bool(immutable)
         head = ChargeHead(charge_id, identity, mode, currency, trunc(service_end), r_id, r_invoice_id, run_immutable)
         heads.append((head, row))

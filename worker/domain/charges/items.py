@@ -184,11 +184,16 @@ def index_charges(items: Iterable[ChargeItem]) -> dict[str, ChargeItem]:
         if item.charge.deleted_at is not None:
             continue
         if item.identity in out:
-            raise DuplicateIdentityError(f"two charges have the unique reference id {item.identity!r}")
+            raise _duplicate(item.identity)
         if item.run is not None and item.run.invoice_id is not None and item.run_invoice is None:
             raise PlanningError(f"{item.identity}: run {item.run.id} is on invoice {item.run.invoice_id}, not found")
         out[item.identity] = item
     return out
+
+
+def _duplicate(identity: str) -> DuplicateIdentityError:
+    """docs/sync.md §4.6, docs/credits.md §3.3: two live charges with one identity (`index_charges`, `ChargeIndex`)."""
+    return DuplicateIdentityError(f"two charges have the unique reference id {identity!r}")
 
 
 @value
@@ -242,7 +247,7 @@ class ChargeIndex(Mapping[str, ChargeItem]):
         self._build = build
         for head, row in heads:
             if head.identity in self._heads:
-                raise DuplicateIdentityError(f"two charges have the unique reference id {head.identity!r}")
+                raise _duplicate(head.identity)
             self._heads[head.identity] = head
             self._rows[head.identity] = row
 
