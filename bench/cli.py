@@ -111,6 +111,8 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         ]
         # The other tenants of a live database, then its statistics (bench.measure.analyze)
         seeding.seed_background(engine, shape, options.subscriptions, background_days)
+        if options.credit_months:
+            credits.seed_background(engine, max(2, options.subscriptions // 5))
         analyze(engine, enabled=options.analyze)
         warm_up(engine, counting)
 
@@ -172,7 +174,8 @@ def _run_on(url: str, options: Options, where: str) -> Results:
         "planner statistics: "
         + ("ANALYZE after seeding and after each first-sync pass" if options.analyze else "left to autovacuum")
         + f"; {options.subscriptions} default and one {background_days}-day subscription"
-        + " synced beforehand, never measured (bench.seeding.seed_background)",
+        + (f" and {max(2, options.subscriptions // 5)} credit_only ones" if options.credit_months else "")
+        + " synced beforehand, never measured (bench.seeding.seed_background, bench.credits.seed_background)",
     ]
     results = Results(header, [first, steady, edit], e2e, e2e_error, points, credits=credit_sizes)
     results.decide = decide_cpu

@@ -32,6 +32,7 @@ from typing import Any
 
 from bench import credits, seeding
 from bench.database import scratch_database, server_url, timing_engine
+from bench.measure import analyze
 from worker.app.sync import sync_subscription
 from worker.infra.logging import configure_logging
 
@@ -65,7 +66,9 @@ def _profile_syncs(args: argparse.Namespace) -> None:
     with scratch_database(server_url()) as url:
         engine = timing_engine(url)
         if args.scenario.startswith("credit"):
+            credits.seed_background(engine, 40)  # the charge tables lived in, then analyzed, as `python -m bench` does
             copies = credits.seed(engine, args.months, args.repeats if args.scenario == "credit-first" else 1)
+            analyze(engine)
         else:
             copies = seeding.seed_scale(engine, args.days, args.repeats if args.scenario == "first" else 1)
         if args.scenario.endswith("steady"):
