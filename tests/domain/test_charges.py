@@ -20,6 +20,7 @@ from tests.domain.strategies import subscriptions
 from worker.domain.charges import (
     Charge,
     ChargeChanges,
+    ChargeCreate,
     ChargeEngine,
     ChargeError,
     ChargeItem,
@@ -310,6 +311,38 @@ def test_targets_keep_zero_amounts_and_carry_the_charge_fields() -> None:
     assert api.settlement_mode == "credit_only" and api.pro_rating_enabled
 
 
+def test_a_created_charge_carries_its_targets_fields_by_name() -> None:
+    """The engine builds a new charge positionally (issue 23): each field must still come from the target's field
+    of the same name."""
+    view = sub(
+        phase(
+            "default",
+            "2024-01-01",
+            item("fee", flat("30"), "2024-01-10"),
+            item("api", unit("0.10"), "2024-01-01", feature_key="api"),
+        )
+    )
+    world = World("credit_then_invoice")
+    targets = {x.identity: x for x in build_charge_targets(view, t("2024-02-15"), "credit_then_invoice")}
+    created = world.sync(view, "2024-02-15").new_charges.values()
+    assert sorted(c.identity for c in created) == sorted(targets)
+    for c in created:
+        x = targets[c.identity]
+        shared = ["subscription_id", "phase_id", "item_id", "type", "settlement_mode", "currency", "name"]
+        shared += ["description", "feature_key", "price", "discounts", "tax_config", "annotations"]
+        shared += ["pro_rating_enabled", "pro_rating_mode", "amount_before_proration", "amount_after_proration"]
+        assert [getattr(c, f) for f in shared] == [getattr(x, f) for f in shared]
+        assert (c.service_period, c.full_service_period, c.billing_period, c.invoice_at) == (
+            x.service_period.truncated(),
+            x.full_service_period.truncated(),
+            x.billing_period.truncated(),
+            x.invoice_at,
+        )
+        assert (c.status, c.quantity, c.rated_amount, c.deleted_at) == ("created", None, None, None)
+        assert c.customer_id == "cust_01" and c.id.startswith("chg")
+        assert c.advance_after == (c.invoice_at if c.type == "flat_fee" else c.service_period.start)
+
+
 def test_only_the_service_end_is_compared_and_creates_come_last() -> None:
     world = World("credit_only")
     world.sync(platform_fee(), "2024-01-01T00:01")
@@ -332,11 +365,11 @@ def test_creation_checks_of_spec_6_2_apply_to_charges() -> None:
     engine = ChargeEngine(customer_id="cust_01", now=t("2024-01-01"), new_id=lambda p: p)
     (target,) = build_charge_targets(view, t("2024-01-01T00:01"), "credit_only")
     with pytest.raises(PlanningError, match="needs the rate card's feature_key"):
-        engine.create(target)
+        engine.apply_plan([ChargeCreate(target.identity, target)])
     capped = ChargeEngine(customer_id="c", now=t("2024-01-01"), new_id=lambda p: p, customer_deleted_at=t("2024-01-15"))
     (fee, _) = build_charge_targets(platform_fee(), t("2024-01-01T00:01"), "credit_only")
     with pytest.raises(PlanningError, match="after the customer was deleted"):
-        capped.create(fee)
+        capped.apply_plan([ChargeCreate(fee.identity, fee)])
 
 
 # --- E1, E2: credit_only --------------------------------------------------------------------------

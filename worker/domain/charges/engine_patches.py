@@ -31,17 +31,17 @@ class PatchingEngine(EngineState):
     def apply_plan(self, patches: Iterable[ChargePatch]) -> ChargeChanges:
         for patch in patches:
             if isinstance(patch, ChargeCreate):
-                self.create(patch.target)
+                self._create(patch.target)
             elif isinstance(patch, ChargeUpdate):
                 self.update(patch)
             else:
                 self.delete(patch)
         return self.changes
 
-    @exact
-    def create(self, target: ChargeTarget) -> Charge:
+    def _create(self, target: ChargeTarget) -> Charge:
         """docs/credits.md §3.2 creation checks, then the charge row (`created`) and, for credit_then_invoice, its
-        gathering line unless flat with `A = 0`."""
+        gathering line unless flat with `A = 0`. Called by `apply_plan` only, in its exact context (one
+        `exact_context` per plan, not one more per charge: ~1 µs each)."""
         end = target.service_period.end
         if self.customer_deleted_at is not None and end > self.customer_deleted_at:
             raise PlanningError(
@@ -52,33 +52,36 @@ class PatchingEngine(EngineState):
             raise PlanningError(f"{target.identity}: a usage-based charge needs the rate card's feature_key")
         service, invoice_at = target.service_period.truncated(), trunc(target.invoice_at)
         # Built `created` at once (`_created`'s rule through `start_at`): a `replace` afterwards cost ~5 µs a charge.
+        # Positional, in `Charge`'s field order: 29 keyword arguments cost ~0.9 µs more a charge.
         charge = Charge(
-            id=self.new_id("chg"),
-            customer_id=self.customer_id,
-            subscription_id=target.subscription_id,
-            phase_id=target.phase_id,
-            item_id=target.item_id,
-            identity=target.identity,
-            type=target.type,
-            settlement_mode=target.settlement_mode,
-            status="created",
-            currency=target.currency,
-            name=target.name,
-            description=target.description,
-            feature_key=target.feature_key,
-            price=target.price,
-            discounts=target.discounts,
-            tax_config=target.tax_config,
-            annotations=target.annotations,
-            pro_rating_enabled=target.pro_rating_enabled,
-            pro_rating_mode=target.pro_rating_mode,
-            service_period=service,
-            full_service_period=target.full_service_period.truncated(),
-            billing_period=target.billing_period.truncated(),
-            invoice_at=invoice_at,
-            amount_before_proration=target.amount_before_proration,
-            amount_after_proration=target.amount_after_proration,
-            advance_after=start_at(target.type, invoice_at, service),
+            self.new_id("chg"),  # id
+            self.customer_id,
+            target.subscription_id,
+            target.phase_id,
+            target.item_id,
+            target.identity,
+            target.type,
+            target.settlement_mode,
+            "created",  # status
+            target.currency,
+            target.name,
+            target.description,
+            target.feature_key,
+            target.price,
+            target.discounts,
+            target.tax_config,
+            target.annotations,
+            target.pro_rating_enabled,
+            target.pro_rating_mode,
+            service,  # service_period
+            target.full_service_period.truncated(),
+            target.billing_period.truncated(),
+            invoice_at,
+            target.amount_before_proration,
+            target.amount_after_proration,
+            None,  # quantity
+            None,  # rated_amount
+            start_at(target.type, invoice_at, service),  # advance_after
         )
         self.changes.new_charges[charge.id] = charge
         if not charge.credit_only and not (charge.is_flat and charge.amount == 0):
