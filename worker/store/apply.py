@@ -7,8 +7,9 @@ Statements are built once, at import (building a SQLAlchemy construct costs 60-1
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -27,10 +28,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from worker.domain.timeutil import trunc
-from worker.domain.updater import Changes, NewIssue
+from worker.domain.updater import Changes, NewIssue, NewLine
 from worker.errors import ConcurrentWriteError
 from worker.infra.ids import new_id
-from worker.store.db import execute_on_cursor, json_dumps, time_text
+from worker.store.db import execute_on_cursor, json_dumps, json_str, json_str_or_null, json_time, time_text
 from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 _TS_ARRAY = ARRAY(TIMESTAMP(timezone=True))
@@ -154,34 +155,84 @@ _INSERT_LINES = text(
 )
 
 
-def _insert_lines(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
-    """docs/sync.md §6.2: every new line on its gathering invoice, fields of §3.9, times truncated."""
+def _line_row(new: NewLine) -> dict[str, Any]:
+    """A new line's row (docs/sync.md §6.2: fields of §3.9, times truncated), as `new_line_rows_json` writes it."""
+    t = new.target
+    return {
+        "id": new.id,
+        "invoice_id": new.invoice_id,
+        "currency": t.currency,
+        "name": t.name,
+        "description": t.description,
+        "unique_reference_id": t.identity,
+        "subscription_id": t.subscription_id,
+        "phase_id": t.phase_id,
+        "item_id": t.item_id,
+        "billing_start": time_text(t.billing_period.start),
+        "billing_end": time_text(t.billing_period.end),
+        "service_start": time_text(t.service_period.start),
+        "service_end": time_text(t.service_period.end),
+        "invoice_at": time_text(t.invoice_at),
+        "price": t.price.to_json(),
+        "feature_key": t.feature_key,
+        "discounts": dict(t.discounts) if t.discounts is not None else None,
+        "tax_config": t.tax_config,
+    }
+
+
+def new_line_rows_json(new_lines: Iterable[NewLine]) -> str:
+    """`json_dumps([_line_row(n) for n in new_lines])`, the same JSON value built as text, as
+    `worker.store.charge_write.charge_rows_json` does for charges (docs/performance.md "Charge rows as JSON text"):
+    the fields a line shares with its item version's other lines encoded once per write, each distinct price object
+    once, the others formatted into the row. `tests/store/test_rows_json.py` checks it against `_line_row`."""
+    heads: dict[tuple[Any, ...], str] = {}
+    prices: dict[int, str] = {}
     rows = []
-    for new in changes.new_lines:
+    for new in new_lines:
         t = new.target
-        rows.append(
-            {
-                "id": new.id,
-                "invoice_id": new.invoice_id,
+        # The mappings and prices by identity: every line of the write holds them, so no id is reused meanwhile.
+        key = (
+            t.currency,
+            t.name,
+            t.description,
+            t.subscription_id,
+            t.phase_id,
+            t.item_id,
+            t.feature_key,
+            id(t.discounts),
+            id(t.tax_config),
+        )
+        head = heads.get(key)
+        if head is None:
+            shared = {
                 "currency": t.currency,
                 "name": t.name,
                 "description": t.description,
-                "unique_reference_id": t.identity,
                 "subscription_id": t.subscription_id,
                 "phase_id": t.phase_id,
                 "item_id": t.item_id,
-                "billing_start": time_text(t.billing_period.start),
-                "billing_end": time_text(t.billing_period.end),
-                "service_start": time_text(t.service_period.start),
-                "service_end": time_text(t.service_period.end),
-                "invoice_at": time_text(t.invoice_at),
-                "price": t.price.to_json(),
                 "feature_key": t.feature_key,
                 "discounts": dict(t.discounts) if t.discounts is not None else None,
                 "tax_config": t.tax_config,
             }
+            head = heads[key] = json_dumps(shared)[:-1]
+        price = prices.get(id(t.price))
+        if price is None:
+            price = prices[id(t.price)] = json_dumps(t.price.to_json())
+        rows.append(
+            f'{head},"id":{json_str(new.id)},"invoice_id":{json_str_or_null(new.invoice_id)},'
+            f'"unique_reference_id":{json_str(t.identity)},'
+            f'"billing_start":{json_time(t.billing_period.start)},"billing_end":{json_time(t.billing_period.end)},'
+            f'"service_start":{json_time(t.service_period.start)},"service_end":{json_time(t.service_period.end)},'
+            f'"invoice_at":{json_time(t.invoice_at)},"price":{price}}}'
         )
-    execute_on_cursor(conn, _INSERT_LINES, {"namespace": namespace, "now": now, "rows": json_dumps(rows)}, rows=False)
+    return "[" + ",".join(rows) + "]"
+
+
+def _insert_lines(conn: Connection, namespace: str, changes: Changes, now: datetime) -> None:
+    """docs/sync.md §6.2: every new line on its gathering invoice, fields of §3.9, times truncated."""
+    rows = new_line_rows_json(changes.new_lines)
+    execute_on_cursor(conn, _INSERT_LINES, {"namespace": namespace, "now": now, "rows": rows}, rows=False)
 
 
 _DELETE_LINES = (

@@ -5,7 +5,6 @@ transaction, under the customer lock (docs/credits.md §3.15)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +17,7 @@ from worker.domain.credit_allocation import AllocationRow
 from worker.domain.money import format_decimal
 from worker.store.apply import delete_emptied_invoices, insert_validation_issues
 from worker.store.credits import insert_allocation_rows
-from worker.store.db import execute_on_cursor, json_dumps, time_text
+from worker.store.db import execute_on_cursor, json_amount, json_dumps, json_str, json_time, time_text
 from worker.store.tables import invoice_lines
 
 
@@ -188,11 +187,6 @@ def _charge_row(c: Charge) -> dict[str, Any]:
     }
 
 
-# The fields a charge shares with every charge of its item version (`_charge_rows_json`'s memo key); the names are
-# the keys of `_charge_row`.
-_quoted = json.encoder.encode_basestring  # json's C encoder of one str: quoted, escaped
-
-
 def _charge_head(c: Charge) -> str:
     """The opening of `c`'s JSON object, up to its per-charge fields: `json_dumps` of the shared fields without the
     closing brace."""
@@ -218,19 +212,11 @@ def _charge_head(c: Charge) -> str:
     return json_dumps(shared)[:-1]
 
 
-def _jt(t: datetime | None) -> str:
-    return "null" if t is None else f'"{time_text(t)}"'  # ISO 8601: nothing to escape
-
-
-def _jn(v: Decimal | None) -> str:
-    return "null" if v is None else f'"{format_decimal(v)}"'  # digits, sign and point: nothing to escape
-
-
 def charge_rows_json(charges: Iterable[Charge]) -> str:
     """`json_dumps([_charge_row(c) for c in charges])`, the same JSON value built as text: the fields a charge shares
     with its item version's other charges (names, price, discounts, ...) are encoded once per write, the others
     formatted straight into the row (~3 µs a charge against ~13 for the dict and its encoding: docs/performance.md
-    "Charge rows as JSON text"). `tests/store/test_charge_rows_json.py` checks it against `_charge_row`."""
+    "Charge rows as JSON text"). `tests/store/test_rows_json.py` checks it against `_charge_row`."""
     heads: dict[tuple[Any, ...], str] = {}
     rows = []
     for c in charges:
@@ -258,14 +244,14 @@ def charge_rows_json(charges: Iterable[Charge]) -> str:
         if head is None:
             head = heads[key] = _charge_head(c)
         rows.append(
-            f'{head},"id":{_quoted(c.id)},"unique_reference_id":{_quoted(c.identity)},'
-            f'"service_start":{_jt(c.service_period.start)},"service_end":{_jt(c.service_period.end)},'
-            f'"full_start":{_jt(c.full_service_period.start)},"full_end":{_jt(c.full_service_period.end)},'
-            f'"billing_start":{_jt(c.billing_period.start)},"billing_end":{_jt(c.billing_period.end)},'
-            f'"invoice_at":{_jt(c.invoice_at)},"amount_before":{_jn(c.amount_before_proration)},'
-            f'"amount_after":{_jn(c.amount_after_proration)},"quantity":{_jn(c.quantity)},'
-            f'"rated_amount":{_jn(c.rated_amount)},"advance_after":{_jt(c.advance_after)},'
-            f'"deleted_at":{_jt(c.deleted_at)}}}'
+            f'{head},"id":{json_str(c.id)},"unique_reference_id":{json_str(c.identity)},'
+            f'"service_start":{json_time(c.service_period.start)},"service_end":{json_time(c.service_period.end)},'
+            f'"full_start":{json_time(c.full_service_period.start)},"full_end":{json_time(c.full_service_period.end)},'
+            f'"billing_start":{json_time(c.billing_period.start)},"billing_end":{json_time(c.billing_period.end)},'
+            f'"invoice_at":{json_time(c.invoice_at)},"amount_before":{json_amount(c.amount_before_proration)},'
+            f'"amount_after":{json_amount(c.amount_after_proration)},"quantity":{json_amount(c.quantity)},'
+            f'"rated_amount":{json_amount(c.rated_amount)},"advance_after":{json_time(c.advance_after)},'
+            f'"deleted_at":{json_time(c.deleted_at)}}}'
         )
     return "[" + ",".join(rows) + "]"
 

@@ -62,6 +62,25 @@ def json_dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
 
 
+# The JSON text of one value of a row a write sends, for rows built as text (docs/performance.md "Charge rows as
+# JSON text"): each gives what `json_dumps` gives for the value in that row's dictionary.
+json_str = json.encoder.encode_basestring  # json's own C encoder of one str: quoted and escaped, not ASCII-only
+
+
+def json_str_or_null(s: str | None) -> str:
+    return "null" if s is None else json_str(s)
+
+
+def json_time(t: datetime | None) -> str:
+    """`time_text(t)` as a JSON string (ISO 8601: nothing to escape), or null."""
+    return "null" if t is None else f'"{time_text(t)}"'
+
+
+def json_amount(v: Decimal | None) -> str:
+    """`format_decimal(v)` as a JSON string (digits, sign and point: nothing to escape), or null."""
+    return "null" if v is None else f'"{format_decimal(v)}"'
+
+
 def make_engine(
     url: str,
     *,

@@ -1,5 +1,5 @@
-"""The new charges' rows as JSON text (docs/performance.md "Charge rows as JSON text"): the same JSON value as the
-row dicts encoded by `json_dumps`, whatever the text, amounts and times, and whether charges share an item version."""
+"""New rows as JSON text (docs/performance.md "Charge rows as JSON text"), charges and lines: the same JSON value as
+the row dicts encoded by `json_dumps`, whatever the text, amounts and times, and whether rows share an item version."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from worker.domain.charges import Charge
 from worker.domain.prices import FlatPrice, UsagePrice
+from worker.domain.target import TargetLine
 from worker.domain.timeutil import Period
+from worker.domain.updater import NewLine
+from worker.store.apply import _line_row, new_line_rows_json
 from worker.store.charge_write import _charge_row, charge_rows_json
 from worker.store.db import json_dumps
 
@@ -127,3 +130,37 @@ def test_charges_of_one_item_version_share_its_fields_and_keep_their_own() -> No
         ("chg_1", 'Fee "A" \\ \u00e9\n', "1", {"type": "flat", "amount": "10.5", "payment_term": "in_advance"}),
     ]
     assert rows[0]["service_start"] == "2024-01-01T00:00:00+00:00" and rows[0]["deleted_at"] is None
+
+
+@st.composite
+def new_lines(draw: Any) -> list[NewLine]:
+    shared = draw(st.lists(item_versions(), min_size=1, max_size=3))
+    price_pool = draw(st.lists(prices, min_size=1, max_size=3))  # lines may share a price object or not
+    out = []
+    for n in range(draw(st.integers(0, 6))):
+        v = draw(st.sampled_from(shared))
+        start, end = sorted(draw(st.lists(instants, min_size=2, max_size=2)))
+        target = TargetLine(
+            draw(texts),  # identity
+            v["subscription_id"],
+            v["phase_id"],
+            v["item_id"],
+            v["currency"],
+            v["name"],
+            v["description"],
+            Period(start, end),
+            Period(start, end + timedelta(days=draw(st.integers(0, 3)))),
+            draw(instants),
+            draw(st.sampled_from(price_pool) | prices),
+            v["feature_key"],
+            v["discounts"],
+            v["tax_config"],
+        )
+        out.append(NewLine(f"il_{n}", draw(st.none() | texts), target))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(new_lines())
+def test_new_lines_text_is_the_row_dicts_json(built: list[NewLine]) -> None:
+    assert json.loads(new_line_rows_json(built)) == json.loads(json_dumps([_line_row(n) for n in built]))
