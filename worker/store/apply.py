@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 
+from worker.domain.target import TargetLine
 from worker.domain.timeutil import trunc
 from worker.domain.updater import Changes, NewIssue, NewLine
 from worker.errors import ConcurrentWriteError
@@ -155,28 +156,36 @@ _INSERT_LINES = text(
 )
 
 
+def _line_shared(t: TargetLine) -> dict[str, Any]:
+    """The fields of a new line's row it shares with every line of its item version (`new_line_rows_json` encodes
+    them once)."""
+    return {
+        "currency": t.currency,
+        "name": t.name,
+        "description": t.description,
+        "subscription_id": t.subscription_id,
+        "phase_id": t.phase_id,
+        "item_id": t.item_id,
+        "feature_key": t.feature_key,
+        "discounts": dict(t.discounts) if t.discounts is not None else None,
+        "tax_config": t.tax_config,
+    }
+
+
 def _line_row(new: NewLine) -> dict[str, Any]:
     """A new line's row (docs/sync.md §6.2: fields of §3.9, times truncated), as `new_line_rows_json` writes it."""
     t = new.target
     return {
         "id": new.id,
         "invoice_id": new.invoice_id,
-        "currency": t.currency,
-        "name": t.name,
-        "description": t.description,
         "unique_reference_id": t.identity,
-        "subscription_id": t.subscription_id,
-        "phase_id": t.phase_id,
-        "item_id": t.item_id,
+        **_line_shared(t),
         "billing_start": time_text(t.billing_period.start),
         "billing_end": time_text(t.billing_period.end),
         "service_start": time_text(t.service_period.start),
         "service_end": time_text(t.service_period.end),
         "invoice_at": time_text(t.invoice_at),
         "price": t.price.to_json(),
-        "feature_key": t.feature_key,
-        "discounts": dict(t.discounts) if t.discounts is not None else None,
-        "tax_config": t.tax_config,
     }
 
 
@@ -204,18 +213,7 @@ def new_line_rows_json(new_lines: Iterable[NewLine]) -> str:
         )
         head = heads.get(key)
         if head is None:
-            shared = {
-                "currency": t.currency,
-                "name": t.name,
-                "description": t.description,
-                "subscription_id": t.subscription_id,
-                "phase_id": t.phase_id,
-                "item_id": t.item_id,
-                "feature_key": t.feature_key,
-                "discounts": dict(t.discounts) if t.discounts is not None else None,
-                "tax_config": t.tax_config,
-            }
-            head = heads[key] = json_dumps(shared)[:-1]
+            head = heads[key] = json_dumps(_line_shared(t))[:-1]  # without the closing brace
         price = prices.get(id(t.price))
         if price is None:
             price = prices[id(t.price)] = json_dumps(t.price.to_json())

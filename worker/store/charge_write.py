@@ -150,14 +150,13 @@ _DELETE_LINES = (
 )
 
 
-def _charge_row(c: Charge) -> dict[str, Any]:
+def _charge_shared(c: Charge) -> dict[str, Any]:
+    """The fields of `c`'s row it shares with every charge of its item version (`charge_rows_json` encodes them once)."""
     return {
-        "id": c.id,
         "customer_id": c.customer_id,
         "subscription_id": c.subscription_id,
         "phase_id": c.phase_id,
         "item_id": c.item_id,
-        "unique_reference_id": c.identity,
         "type": c.type,
         "settlement_mode": c.settlement_mode,
         "status": c.status,
@@ -171,6 +170,14 @@ def _charge_row(c: Charge) -> dict[str, Any]:
         "annotations": dict(c.annotations),
         "pro_rating_enabled": c.pro_rating_enabled,
         "pro_rating_mode": c.pro_rating_mode,
+    }
+
+
+def _charge_row(c: Charge) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "unique_reference_id": c.identity,
+        **_charge_shared(c),
         "service_start": _ts(c.service_period.start),
         "service_end": _ts(c.service_period.end),
         "full_start": _ts(c.full_service_period.start),
@@ -185,31 +192,6 @@ def _charge_row(c: Charge) -> dict[str, Any]:
         "advance_after": _ts(c.advance_after),
         "deleted_at": _ts(c.deleted_at),
     }
-
-
-def _charge_head(c: Charge) -> str:
-    """The opening of `c`'s JSON object, up to its per-charge fields: `json_dumps` of the shared fields without the
-    closing brace."""
-    shared = {
-        "customer_id": c.customer_id,
-        "subscription_id": c.subscription_id,
-        "phase_id": c.phase_id,
-        "item_id": c.item_id,
-        "type": c.type,
-        "settlement_mode": c.settlement_mode,
-        "status": c.status,
-        "currency": c.currency,
-        "name": c.name,
-        "description": c.description,
-        "feature_key": c.feature_key,
-        "price": c.price.to_json(),
-        "discounts": dict(c.discounts) if c.discounts is not None else None,
-        "tax_config": c.tax_config,
-        "annotations": dict(c.annotations),
-        "pro_rating_enabled": c.pro_rating_enabled,
-        "pro_rating_mode": c.pro_rating_mode,
-    }
-    return json_dumps(shared)[:-1]
 
 
 def charge_rows_json(charges: Iterable[Charge]) -> str:
@@ -242,7 +224,7 @@ def charge_rows_json(charges: Iterable[Charge]) -> str:
         )
         head = heads.get(key)
         if head is None:
-            head = heads[key] = _charge_head(c)
+            head = heads[key] = json_dumps(_charge_shared(c))[:-1]  # without the closing brace
         rows.append(
             f'{head},"id":{json_str(c.id)},"unique_reference_id":{json_str(c.identity)},'
             f'"service_start":{json_time(c.service_period.start)},"service_end":{json_time(c.service_period.end)},'
