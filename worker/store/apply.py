@@ -32,7 +32,7 @@ from worker.domain.timeutil import trunc
 from worker.domain.updater import Changes, NewIssue, NewLine
 from worker.errors import ConcurrentWriteError
 from worker.infra.ids import new_id
-from worker.store.db import execute_on_cursor, json_dumps, json_str, json_str_or_null, json_time, time_text
+from worker.store.db import execute_on_cursor, json_dumps, json_str, json_str_or_null, json_time
 from worker.store.tables import invoice_lines, invoice_validation_issues, invoices, split_line_groups
 
 _TS_ARRAY = ARRAY(TIMESTAMP(timezone=True))
@@ -172,28 +172,12 @@ def _line_shared(t: TargetLine) -> dict[str, Any]:
     }
 
 
-def _line_row(new: NewLine) -> dict[str, Any]:
-    """A new line's row (docs/sync.md §6.2: fields of §3.9, times truncated), as `new_line_rows_json` writes it."""
-    t = new.target
-    return {
-        "id": new.id,
-        "invoice_id": new.invoice_id,
-        "unique_reference_id": t.identity,
-        **_line_shared(t),
-        "billing_start": time_text(t.billing_period.start),
-        "billing_end": time_text(t.billing_period.end),
-        "service_start": time_text(t.service_period.start),
-        "service_end": time_text(t.service_period.end),
-        "invoice_at": time_text(t.invoice_at),
-        "price": t.price.to_json(),
-    }
-
-
 def new_line_rows_json(new_lines: Iterable[NewLine]) -> str:
-    """`json_dumps([_line_row(n) for n in new_lines])`, the same JSON value built as text, as
-    `worker.store.charge_write.charge_rows_json` does for charges (docs/performance.md "Charge rows as JSON text"):
+    """The new lines' rows (docs/sync.md §6.2: fields of §3.9, times truncated) as one JSON array, built as text as
+    `worker.store.charge_write.charge_rows_json` builds charges' (docs/performance.md "Charge rows as JSON text"):
     the fields a line shares with its item version's other lines encoded once per write, each distinct price object
-    once, the others formatted into the row. `tests/store/test_rows_json.py` checks it against `_line_row`."""
+    once, the others formatted into the row. `tests/store/test_rows_json.py` checks it against the rows as
+    dictionaries encoded by `json_dumps`."""
     heads: dict[tuple[Any, ...], str] = {}
     prices: dict[int, str] = {}
     rows = []

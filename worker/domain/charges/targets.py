@@ -134,14 +134,13 @@ def route_targets(
     `mode` — then the line targets (docs/sync.md §3.9) and the charge targets (every billable candidate). An identity
     held by a charge and by a line or group is an error (docs/credits.md §3.1 rule 3), targeted or not. The charge
     targets come as `ChargeCandidate`s, built by `plan_charges` only where a charge changes."""
-    index = ChargeIndex.of(charges)
-    for identity in sorted(index.keys() & persisted.items.keys()):
-        route(identity, mode, persisted.items[identity], index[identity].charge.id)
+    heads = ChargeIndex.of(charges).heads
+    for identity in sorted(heads.keys() & persisted.items.keys()):
+        route(identity, mode, persisted.items[identity], heads[identity].id)
     generation = generate_candidates(view, as_of, persisted, customer_deleted_at, max_lines)
     view, candidates = generation.view, generation.candidates
     lines: list[WantedLine] = []
     charge_targets: list[ChargeCandidate] = []
-    heads = index.heads
     for c in candidates:
         identity = c.full_identity(view.id)
         held = heads.get(identity)
