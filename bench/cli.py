@@ -29,7 +29,7 @@ from sqlalchemy import text
 from bench import credits, decide, seeding, startup
 from bench.database import CountingEngine, scratch_database, server_url, timing_engine
 from bench.e2e import EndToEnd, run_end_to_end
-from bench.measure import Comparison, analyze, forget_decisions, run_pass, settle, warm_up
+from bench.measure import Comparison, analyze, as_a_worker_process, forget_decisions, run_pass, settle, warm_up
 from bench.queue_report import machine_load
 from bench.report import Results, ScalePoint, render
 from worker.config import describe_url
@@ -315,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(compare(options.compare, sys.argv[1:] if argv is None else list(argv), options.rounds))
         return
     configure_logging("console", level=logging.WARNING)  # the sync's info lines would drown the report
+    as_a_worker_process()  # the collector as a worker process sets it (bench.measure.as_a_worker_process)
     results = run(options)
     if options.json_path:
         import json

@@ -143,12 +143,37 @@ def run_pass(engine: Engine, counting: CountingEngine, subscriptions: Sequence[S
     into.lines = live_lines(engine, subscriptions[-1].subscription_id)
 
 
+_frozen_between_passes = False
+
+
+def as_a_worker_process() -> None:
+    """The benchmark's process collects garbage as a booted worker process does (worker.infra.gc_policy): the young
+    threshold of the policy, and what the process holds frozen out of collections. On a worker, that is what it
+    holds once booted; here, also what `settle` finds alive before each pass (the seeded subscriptions, the
+    floor's prepared writes, earlier figures: the benchmark's bookkeeping, which no worker holds), so a collection
+    inside a timed sync or floor scans what that run allocated, as it would in a worker (docs/performance.md "The
+    garbage collector in a large sync"). A revision from before the policy (`--compare`): CPython's thresholds, the
+    same freezing. The process entries call this (`python -m bench`, `python -m bench.profile`); the test suite's
+    in-process run does not."""
+    global _frozen_between_passes
+    _frozen_between_passes = True
+    try:
+        from worker.infra.gc_policy import apply_gc_policy
+    except ImportError:
+        gc.freeze()
+        return
+    apply_gc_policy()
+
+
 def settle() -> None:
     """Collect the garbage of what ran before (seeding, dry runs, earlier scenarios), untimed: a full
     collection triggered by someone else's garbage (~150 ms after the 10,000-line syncs) would otherwise land
     in whichever timed sync crosses the threshold — the same one in every run, since the work is the same
-    (issue 23: a credit sync measured 10x slower by one such pause)."""
+    (issue 23: a credit sync measured 10x slower by one such pause). Then, in a process set up by
+    `as_a_worker_process`, what is left is frozen out of later collections."""
     gc.collect()
+    if _frozen_between_passes:
+        gc.freeze()
 
 
 def warm_up(engine: Engine, counting: CountingEngine) -> None:

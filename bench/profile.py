@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import credits, seeding
 from bench.database import scratch_database, server_url, timing_engine
-from bench.measure import analyze
+from bench.measure import analyze, as_a_worker_process
 from worker.app.sync import sync_subscription
 from worker.infra.logging import configure_logging
 
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--svg", help="write a py-spy flame graph (SVG) to this file instead")
     args = parser.parse_args()
     configure_logging("console", level=logging.WARNING)
+    as_a_worker_process()  # the collector as in a worker process (bench.measure.as_a_worker_process)
     (_profile_worker if args.scenario == "worker" else _profile_syncs)(args)
 
 

@@ -11,14 +11,17 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from worker.cli.runtime import pause_gc, resume_gc
+from worker.infra.gc_policy import YOUNG_THRESHOLD
 
 cli_main = importlib.import_module("worker.cli.main")  # the module: `worker.cli.main` is also its function
 
 
 @pytest.fixture
 def collector_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # what resume_gc froze goes back to the collector of this (long-lived) test process
+    gc.set_threshold(*thresholds)  # and its thresholds (worker.infra.gc_policy)
     gc.enable()
 
 
@@ -64,5 +67,7 @@ def test_resume_without_a_pause_leaves_the_collector_as_it_was(collector_restore
     assert not gc.isenabled()
     resume_gc()
     assert gc.isenabled()
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # the policy of a booted process (worker.infra.gc_policy)
+    assert gc.get_freeze_count() > 0
     resume_gc()  # a second resume changes nothing
     assert gc.isenabled()

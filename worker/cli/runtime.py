@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from worker.infra.gc_policy import apply_gc_policy
+
 if TYPE_CHECKING:
     from dramatiq.brokers.redis import RedisBroker
     from sqlalchemy.engine import Engine
@@ -38,12 +40,13 @@ def pause_gc() -> None:
 
 def resume_gc() -> None:
     """Collection back on if `pause_gc` turned it off: once the engine or broker exists, or when a
-    long-running command starts. What start-up allocated is frozen first (`gc.freeze`: modules,
-    classes and functions live as long as the process) so the first collections do not scan it all."""
+    long-running command starts. What start-up allocated is frozen first, and young collections run
+    less often (`worker.infra.gc_policy`: modules, classes and functions live as long as the process,
+    so the first collections do not scan it all, and a large sync is not collected over and over)."""
     global _gc_paused
     if _gc_paused:
         _gc_paused = False
-        gc.freeze()
+        apply_gc_policy()
         gc.enable()
 
 

@@ -10,6 +10,7 @@ from dramatiq.middleware import Middleware
 
 from worker.config import LogFormat
 from worker.contract.events import QUEUE_NAME
+from worker.infra.gc_policy import apply_gc_policy
 from worker.infra.logging import configure_logging, get_logger
 from worker.queue import metrics
 
@@ -43,6 +44,7 @@ class WorkerBoot(Middleware):
                 self.on_boot()
             except Exception as exc:  # the messages will meet (and classify) the same problem
                 log.warning("worker process warm-up failed", error=f"{type(exc).__name__}: {exc}")
+        apply_gc_policy()  # booted: what the process holds now lives as long as it (docs/operations.md §2)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: object) -> None:
         # After every middleware's process boot (SyncMetrics enables the metrics there) and once the

@@ -1,0 +1,86 @@
+"""The collector of a booted process (worker.infra.gc_policy, docs/operations.md §2 "Garbage collection"): a worker
+process applies it once booted, after its warm-up; the policy freezes what the process holds and raises only the
+young threshold."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from worker.infra import gc_policy
+from worker.infra.gc_policy import YOUNG_THRESHOLD, apply_gc_policy
+from worker.queue.middleware import worker_boot
+from worker.queue.middleware.worker_boot import WorkerBoot
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[tuple[int, int, int]]:
+    """This test process's thresholds, restored afterwards with everything the test froze unfrozen."""
+    before = gc.get_threshold()
+    gc.unfreeze()
+    yield before
+    gc.set_threshold(*before)
+    gc.unfreeze()
+
+
+def test_the_policy_freezes_what_the_process_holds_and_raises_the_young_threshold_only(
+    collector_restored: tuple[int, int, int],
+) -> None:
+    held = [[n] for n in range(1_000)]  # tracked containers alive now
+    assert gc.get_freeze_count() == 0
+    apply_gc_policy()
+    assert gc.get_freeze_count() >= len(held)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, *collector_restored[1:])
+    assert collector_restored[0] < YOUNG_THRESHOLD
+    frozen = gc.get_freeze_count()
+    later = [[n] for n in range(100)]
+    apply_gc_policy()  # again: what was allocated since is frozen too, the thresholds stay
+    assert gc.get_freeze_count() >= frozen + len(later)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, *collector_restored[1:])
+
+
+def test_a_frozen_object_is_still_freed_when_its_last_reference_goes(collector_restored: tuple[int, int, int]) -> None:
+    import weakref
+
+    class Held:
+        pass
+
+    held = Held()
+    alive = weakref.ref(held)
+    apply_gc_policy()
+    del held
+    assert alive() is None  # reference counting frees it: freezing only hides it from the cyclic collector
+
+
+def test_a_worker_process_applies_the_policy_once_booted_after_its_warm_up(
+    collector_restored: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+    monkeypatch.setattr(worker_boot, "configure_logging", lambda *args, **kwargs: None)  # keep the test's logging
+    real_apply = gc_policy.apply_gc_policy
+
+    def applying() -> None:
+        order.append("policy")
+        real_apply()
+
+    monkeypatch.setattr(worker_boot, "apply_gc_policy", applying)
+    boot = WorkerBoot("json", {"database": "db"}, on_boot=lambda: order.append("warm-up"))
+    boot.after_process_boot(StubBroker())
+    assert order == ["warm-up", "policy"]
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+    assert gc.get_freeze_count() > 0
+
+
+def test_a_failed_warm_up_still_applies_the_policy(
+    collector_restored: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_boot, "configure_logging", lambda *args, **kwargs: None)
+
+    def failing() -> None:
+        raise ConnectionError("database down at boot")
+
+    WorkerBoot("json", {}, on_boot=failing).after_process_boot(StubBroker())
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
