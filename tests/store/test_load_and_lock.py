@@ -10,7 +10,7 @@ from tests.builders import flat, item, phase, seed_subscription, t
 from worker.errors import NotFoundError
 from worker.store.locks import lock_customer
 from worker.store.tables import subscriptions
-from worker.store.view import load_and_lock_subscription, load_subscription
+from worker.store.view import SYNC_WORK_MEM, load_and_lock_subscription, load_subscription
 
 
 def test_same_row_as_load_subscription(db: Engine) -> None:
@@ -62,6 +62,21 @@ def test_a_sync_transaction_runs_on_generic_plans(db: Engine, mode: str) -> None
             load_and_lock_subscription(conn, "acme", "sub_01")
             assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
         assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
+
+
+def test_a_sync_transaction_has_the_work_memory_of_its_read(db: Engine) -> None:
+    """docs/performance.md "The digest of a read with nothing to compare": the lock statement sets `work_mem` for the
+    rest of its transaction only; the session's own value is back afterwards."""
+    seed_subscription(db, phase("default", "2024-01-01", item("fee", flat("10"), "2024-01-01")))
+    with db.connect() as conn:
+        conn.execute(text("SET work_mem = '3MB'"))  # the session's own value
+        conn.commit()
+        with conn.begin():
+            load_and_lock_subscription(conn, "acme", "sub_01")
+            assert conn.execute(text("SHOW work_mem")).scalar_one() == SYNC_WORK_MEM
+        assert conn.execute(text("SHOW work_mem")).scalar_one() == "3MB"
+        conn.execute(text("RESET work_mem"))
+        conn.commit()
 
 
 def test_a_stored_rate_card_is_parsed_once_per_process() -> None:

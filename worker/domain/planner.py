@@ -142,17 +142,17 @@ def _delete_line_item(identity: str, item: LineItem) -> list[Patch]:
 
 
 def _diff_line(target: WantedLine, line: PersistedLine, persisted: PersistedState) -> list[Patch]:
-    gathering = persisted.invoice_of(line).is_gathering
+    # Whether the line is on a gathering invoice is looked up only for a patch (most lines have none).
     if (
         isinstance(target.price, FlatPrice)
         and isinstance(line.price, FlatPrice)
         and (line.price.amount != target.price.amount or line.service_period != target.service_period)
     ):
-        return _prorate(target, line, gathering, line.price, target.price)
+        return _prorate(target, line, persisted.invoice_of(line).is_gathering, line.price, target.price)
     if target.service_period.end < line.service_period.end:
-        return _usage_update(target, line, gathering, "shrink")
+        return _usage_update(target, line, persisted.invoice_of(line).is_gathering, "shrink")
     if target.service_period.end > line.service_period.end:
-        return _usage_update(target, line, gathering, "extend")
+        return _usage_update(target, line, persisted.invoice_of(line).is_gathering, "extend")
     return []
 
 

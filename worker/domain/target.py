@@ -327,7 +327,8 @@ def _may_continue(persisted: PersistedState) -> bool:
     correction leaves every candidate as it is, and the ~3 µs per candidate it costs are saved."""
     for item in persisted.items.values():
         source = item.continuity_source()
-        if source is not None and source.has_annotation(FORCE_CONTINUOUS):
+        # `annotations` first: nearly every line has none, and an empty mapping cannot carry the flag.
+        if source is not None and source.annotations and source.has_annotation(FORCE_CONTINUOUS):
             return True
     return False
 

@@ -75,6 +75,9 @@ _SUBSCRIPTION = (
     # this read or waits for this transaction, so phases and items are read from one version.
     .with_for_update(read=True, of=_s)
 )
+#: `work_mem` of a sync's transaction (see `_SUBSCRIPTION_AND_LOCK`): a 10,004-line read fits with room to spare.
+SYNC_WORK_MEM = "16MB"
+
 # The same read, then the customer lock (docs/sync.md §6.1) in the same statement: one round trip less
 # (~0.4 ms of a small steady-state sync, measured with bench/). The share-locked row is a MATERIALIZED
 # CTE, so the customer lock is taken once, after the row lock, in the order of `load_subscription` then
@@ -94,6 +97,13 @@ _SUBSCRIPTION_AND_LOCK = select(
         literal_column("'force_generic_plan'"),
         literal_column("true"),
     ).label("plan_cache_mode"),
+    # The sync's read materializes its lines, and a digested read all its rows (worker.store.snapshot). With
+    # Postgres' default 4 MB, a 10,004-line read put both through temporary files (5 MB written and read again,
+    # ~4 ms of server time; docs/performance.md "The digest of a read with nothing to compare"). For this
+    # transaction only.
+    func.set_config(literal_column("'work_mem'"), literal_column(f"'{SYNC_WORK_MEM}'"), literal_column("true")).label(
+        "work_mem"
+    ),
     func.pg_advisory_xact_lock(customer_lock_key_sql(_LOCKED_ROW.c.namespace, _LOCKED_ROW.c.customer_id)).label(
         "locked"
     ),
