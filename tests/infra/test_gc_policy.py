@@ -18,10 +18,12 @@ from worker.queue.middleware.worker_boot import WorkerBoot
 
 @pytest.fixture
 def collector_restored() -> Iterator[tuple[int, int, int]]:
-    """This test process's thresholds, restored afterwards with everything the test froze unfrozen."""
+    """CPython's default thresholds for the test (the suite may run with others), then this process's own restored,
+    with everything the test froze unfrozen."""
     before = gc.get_threshold()
     gc.unfreeze()
-    yield before
+    gc.set_threshold(700, 10, 10)
+    yield gc.get_threshold()
     gc.set_threshold(*before)
     gc.unfreeze()
 
