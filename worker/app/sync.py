@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 from worker.config import DEFAULT_MAX_TARGET_LINES
 from worker.domain.charges import ChargePrintedPatch
 from worker.domain.charges.routing import SettlementMode
-from worker.domain.decide import Refusal, SyncPlan, SyncRefused, decide, reused
+from worker.domain.decide import ChargeItemsNeeded, Refusal, SyncPlan, SyncRefused, decide, reused
 from worker.domain.snapshot import Snapshot
 from worker.domain.sync_state import SyncState
 from worker.domain.updater import PrintedPatch
@@ -26,6 +26,7 @@ from worker.errors import InvalidSubscriptionError, NotFoundError, SubsyncError
 from worker.infra.clock import utcnow
 from worker.infra.ids import new_id
 from worker.infra.logging import get_logger
+from worker.store.charges import load_charge_items
 from worker.store.db import run_transaction
 from worker.store.snapshot import Reused, load_for_sync, load_snapshot
 from worker.store.write import write_plan
@@ -68,14 +69,25 @@ def _error(refusal: Refusal) -> SubsyncError:
 
 
 def decide_sync(
-    snapshot: Snapshot, *, as_of: AsOf, now: datetime, max_target_lines: int | None = DEFAULT_MAX_TARGET_LINES
+    snapshot: Snapshot,
+    *,
+    as_of: AsOf,
+    now: datetime,
+    max_target_lines: int | None = DEFAULT_MAX_TARGET_LINES,
+    conn: Connection | None = None,
 ) -> SyncPlan:
-    """`decide` with production ids, `as_of` resolved against the locked row, refusals raised as project errors."""
+    """`decide` with production ids, `as_of` resolved against the locked row, refusals raised as project errors.
+    With `conn` (a sync's transaction), the charges a patch changes of which `snapshot` holds only the heads are
+    read in full there, and the decision goes on (`ChargeItemsNeeded`)."""
     at = as_of(snapshot.subscription) if callable(as_of) else (as_of or now)
     try:
         return decide(snapshot, as_of=at, now=now, ids=new_id, max_target_lines=max_target_lines)
     except SyncRefused as refused:
         raise _error(refused.refusal) from None
+    except ChargeItemsNeeded as needed:
+        if conn is None:
+            raise
+        return needed.resume(load_charge_items(conn, snapshot.namespace, snapshot.charges, needed.identities))
 
 
 def load_and_decide(
@@ -116,7 +128,7 @@ def load_and_decide(
             now=now,
             input_head=loaded.input_head,
         )
-    return decide_sync(loaded, as_of=at, now=now, max_target_lines=max_target_lines)
+    return decide_sync(loaded, as_of=at, now=now, max_target_lines=max_target_lines, conn=conn)
 
 
 def plan_sync(

@@ -12,20 +12,19 @@ next sync state (docs/sync.md §7).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from worker.domain.charges import (
     ChargeChanges,
-    ChargeCreate,
     ChargeEngine,
     ChargePrintedPatch,
-    plan_charges,
     route_targets,
 )
-from worker.domain.charges.diff import ChargePatch
+from worker.domain.charges.diff import ChargeChange, charge_changes, patches_of
+from worker.domain.charges.items import ChargeIndex, ChargeItem
 from worker.domain.charges.routing import SettlementMode
 from worker.domain.charges.targets import ChargeCandidate
 from worker.domain.credit_allocation import AllocationRow
@@ -60,6 +59,18 @@ class SyncRefused(DomainError):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
+
+
+class ChargeItemsNeeded(Exception):
+    """Raised by `decide` when a patch changes a charge of which the snapshot holds only the head (a sync reads the
+    heads alone: worker.store.snapshot). The caller reads those charges in full (`identities`) and calls `resume`
+    with them by identity: the decision goes on from where it stopped, with the same result as on a full
+    snapshot. Pure: nothing was decided that depends on the missing rows."""
+
+    def __init__(self, identities: tuple[str, ...], resume: Callable[[Mapping[str, ChargeItem]], SyncPlan]) -> None:
+        super().__init__(f"{len(identities)} charge(s) to read in full: {', '.join(identities[:3])}")
+        self.identities = identities
+        self.resume = resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +191,7 @@ class _Prepared:
     view: SubscriptionView | None
     customer_deleted_at: datetime | None
     patch_plan: Plan
-    charge_patches: tuple[ChargePatch, ...]
+    charge_changes: tuple[ChargeChange, ...]
     max_limit: datetime | None
     holds_until: datetime | None = None
 
@@ -231,8 +242,12 @@ def _prepare(snapshot: Snapshot, as_of: datetime, now: datetime, max_target_line
         )
         lines_target, max_limit, holds_until = target.lines, target.max_limit, target.holds_until
     patch_plan = make_plan(lines_target, persisted)
-    charge_patches = plan_charges(charge_targets, snapshot.charges) if snapshot.charges or charge_targets else ()
-    return _Prepared(nothing, view, customer_deleted_at, patch_plan, tuple(charge_patches), max_limit, holds_until)
+    changes = (
+        charge_changes(charge_targets, ChargeIndex.of(snapshot.charges).heads)
+        if snapshot.charges or charge_targets
+        else ()
+    )
+    return _Prepared(nothing, view, customer_deleted_at, patch_plan, changes, max_limit, holds_until)
 
 
 def touched_runs(
@@ -241,10 +256,12 @@ def touched_runs(
     """By currency, the live runs on mutable invoices that this decision's charge patches touch: the only runs whose
     allocation rows `decide` needs in `Snapshot.ledgers` (docs/credits.md §3.3). Pure; raises as `decide` does."""
     out: dict[str, set[str]] = {}
-    for patch in _prepare(snapshot, as_of, now, max_target_lines).charge_patches:
-        if isinstance(patch, ChargeCreate) or patch.item.run is None or patch.item.run_immutable:
+    heads = ChargeIndex.of(snapshot.charges).heads
+    for change in _prepare(snapshot, as_of, now, max_target_lines).charge_changes:
+        head = heads.get(change.identity) if change.reason != "create" else None
+        if head is None or head.run_id is None or head.run_immutable:
             continue
-        out.setdefault(patch.item.charge.currency, set()).add(patch.item.run.id)
+        out.setdefault(head.currency, set()).add(head.run_id)
     return {currency: frozenset(runs) for currency, runs in out.items()}
 
 
@@ -260,11 +277,23 @@ def decide(
     charge engine's effects, the next sync state. Raises `SyncRefused` (see `Refusal`) or a `DomainError` (among
     them: a touched run whose currency has no ledger in the snapshot, see `touched_runs`)."""
     prepared = _prepare(snapshot, as_of, now, max_target_lines)
+    if prepared.nothing.stopped is not None:
+        return prepared.nothing
+    missing = snapshot.charges.missing(c.identity for c in prepared.charge_changes if c.reason != "create")
+    if missing:
+        charges = snapshot.charges
+        raise ChargeItemsNeeded(
+            missing, lambda items: _decided(replace(snapshot, charges=charges.with_items(items)), prepared, now, ids)
+        )
+    return _decided(snapshot, prepared, now, ids)
+
+
+def _decided(snapshot: Snapshot, prepared: _Prepared, now: datetime, ids: IdSource) -> SyncPlan:
+    """`decide` once the targets and both diffs are made (`_prepare`) and every charge a patch changes is built."""
     nothing, view = prepared.nothing, prepared.view
-    if nothing.stopped is not None:
-        return nothing
     record, persisted = snapshot.subscription, snapshot.persisted
-    patch_plan, charge_patches = prepared.patch_plan, prepared.charge_patches
+    patch_plan = prepared.patch_plan
+    charge_patches = patches_of(prepared.charge_changes, snapshot.charges)
 
     # docs/sync.md §6.2: the live gathering invoice, or one to create; decided here once for lines and charge lines.
     gathering_id = snapshot.gathering_invoice_id
@@ -319,7 +348,7 @@ def _reusable(snapshot: Snapshot, prepared: _Prepared, plan: SyncPlan) -> Decisi
     digest, until = snapshot.input_digest, prepared.holds_until
     if digest is None or until is None or prepared.view is None or snapshot.deleted_at is not None:
         return None
-    if prepared.patch_plan.patches or prepared.charge_patches or not plan.is_empty:
+    if prepared.patch_plan.patches or prepared.charge_changes or not plan.is_empty:
         return None
     if plan.state.has_billables and prepared.max_limit is None:
         return None

@@ -20,13 +20,19 @@ from worker.domain.charges.items import ChargeHead, ChargeIndex
 from worker.domain.persisted import Invoice
 from worker.domain.prices import Price
 from worker.domain.timeutil import Period, trunc
-from worker.errors import MissingInvoiceError
+from worker.errors import ConcurrentWriteError, MissingInvoiceError
 from worker.store.charge_write import write_charge_changes
 from worker.store.json_text import json_from_text, object_from_text, price_from_text
 from worker.store.row_versions import row_version
 from worker.store.tables import charge_runs, charges, invoice_lines, invoices
 
-__all__ = ["load_charges", "load_due_charges", "load_subscription_charges", "write_charge_changes"]
+__all__ = [
+    "load_charge_items",
+    "load_charges",
+    "load_due_charges",
+    "load_subscription_charges",
+    "write_charge_changes",
+]
 
 # One row per live charge: the charge, its live run (uq_charge_runs_live), its live line (uq_invoice_lines_charge)
 # and the invoices of both. Every lookup repeats the namespace. Each is a LATERAL subquery of at most one row
@@ -408,6 +414,10 @@ SUBSCRIPTION_CHARGES_SELECT = _BY_SUBSCRIPTION.order_by(None).add_columns(
 #: The columns of a `ChargeHead` (docs/credits.md §3.3), and those that check a run's invoice exists.
 _HEAD: tuple[str, ...] = ("id", "unique_reference_id", "settlement_mode", "currency", "service_period_end")
 _HEAD += ("deleted_at", "r_id", "r_invoice_id", "ri_type", "ri_immutable")
+#: The columns of `SUBSCRIPTION_CHARGES_SELECT` a sync reads (worker.store.snapshot): the heads and the row versions.
+#: The other ~55 are read only for the charges a patch changes (`load_charge_items`; docs/performance.md "The
+#: charges' heads alone").
+HEAD_COLUMNS: tuple[str, ...] = (*_HEAD, "row_version")
 
 
 def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
@@ -419,7 +429,8 @@ def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
         return ChargeIndex(())
     position = {name: i for i, name in enumerate(rows[0]._fields)}
     head_of = itemgetter(*(position[prefix + name] for name in _HEAD))
-    values_of = itemgetter(*(position[prefix + name] for name in _COLUMNS))
+    full = all(prefix + name in position for name in _COLUMNS)  # else heads alone (HEAD_COLUMNS)
+    values_of = itemgetter(*(position[prefix + name] for name in _COLUMNS)) if full else None
     heads: list[tuple[ChargeHead, Any]] = []
     for row in rows:
         charge_id, identity, mode, currency, service_end, deleted_at, r_id, r_invoice_id, ri_type, immutable = head_of(
@@ -433,8 +444,28 @@ def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
         head = ChargeHead(charge_id, identity, mode, currency, trunc(service_end), r_id, r_invoice_id, run_immutable)
         heads.append((head, row))
     heads.sort(key=lambda pair: pair[0].id)
+    if values_of is None:
+        return ChargeIndex(heads)  # items read when a decision needs them (`load_charge_items`)
     prices: dict[str, Price | None] = {}  # each distinct price of the read parsed once, as in `_items`
-    return ChargeIndex(heads, lambda row: _item(values_of(row), prices))
+    getter = values_of
+    return ChargeIndex(heads, lambda row: _item(getter(row), prices))
+
+
+def load_charge_items(
+    conn: Connection, namespace: str, charges: ChargeIndex, identities: Sequence[str]
+) -> dict[str, ChargeItem]:
+    """The live charges `identities` of `charges` (read by their heads alone) in full, by identity, in one statement
+    (`worker.domain.decide.ChargeItemsNeeded`). Under the customer lock the sync holds, each is the charge its head
+    was read from; ConcurrentWriteError when one is not (a writer without the lock changed it)."""
+    heads = charges.heads
+    found = load_charges(conn, namespace, [heads[i].id for i in identities])
+    out: dict[str, ChargeItem] = {}
+    for identity in identities:
+        item = found.get(heads[identity].id)
+        if item is None or item.identity != identity or item.charge.deleted_at is not None:
+            raise ConcurrentWriteError(f"charge {heads[identity].id} ({identity}) changed while it was being synced")
+        out[identity] = item
+    return out
 
 
 def load_subscription_charges(conn: Connection, namespace: str, subscription_id: str) -> dict[str, ChargeItem]:

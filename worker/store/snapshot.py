@@ -31,7 +31,12 @@ from worker.domain.reuse import DecisionToken
 from worker.domain.snapshot import Snapshot
 from worker.domain.view import SubscriptionRecord
 from worker.infra.fingerprint import code_fingerprint
-from worker.store.charges import SUBSCRIPTION_CHARGES_SELECT, charges_from_rows, load_subscription_charges
+from worker.store.charges import (
+    HEAD_COLUMNS,
+    SUBSCRIPTION_CHARGES_SELECT,
+    charges_from_rows,
+    load_subscription_charges,
+)
 from worker.store.credits import load_sync_ledgers
 from worker.store.db import execute_on_cursor
 from worker.store.locks import DEFAULT_LOCK_TIMEOUT
@@ -50,6 +55,9 @@ def _sql(statement: Select[Any]) -> str:
 # cost of building statements per call.
 _charged = SUBSCRIPTION_CHARGES_SELECT.subquery("c")
 _CHARGES_SQL = _sql(select(*[c.label(f"c_{c.name}") for c in _charged.c]))
+# A sync reads the charges' heads alone (docs/performance.md "The charges' heads alone"); the laterals stay, for
+# the heads' run columns and the row versions.
+_CHARGE_HEADS_SQL = _sql(select(*[c.label(f"c_{c.name}") for c in _charged.c if c.name in HEAD_COLUMNS]))
 _PHASED_SQL = "phased AS (" + _sql(PHASES_SELECT) + ")"
 _READ_SQL = (
     "WITH persisted AS (" + PERSISTED_SQL + "), " + _PHASED_SQL + " SELECT * FROM persisted FULL JOIN phased ON false"
@@ -63,6 +71,7 @@ _READ_WITH_CHARGES_SQL = (  # the charges themselves, not whether there are any 
     + _CHARGES_SQL
     + ") SELECT * FROM persisted FULL JOIN phased ON false FULL JOIN charged ON false"
 )
+_READ_WITH_CHARGE_HEADS_SQL = _READ_WITH_CHARGES_SQL.replace(_CHARGES_SQL, _CHARGE_HEADS_SQL)
 
 
 def _digested(read_sql: str, *, charges: bool) -> str:
@@ -109,11 +118,12 @@ def rows_digest(decision_head: str, rows: Sequence[Any], *, charges: bool) -> st
 
 # Run on the psycopg cursor (worker.store.db.execute_on_cursor): no SQLAlchemy result for ~50-100 wide rows.
 _READ = text(without_row_versions(_READ_SQL))
-_READ_WITH_CHARGES = text(without_row_versions(_READ_WITH_CHARGES_SQL))
+_READ_WITH_CHARGES = text(without_row_versions(_READ_WITH_CHARGES_SQL))  # every column: dry runs, previews
+_READ_WITH_CHARGE_HEADS = text(without_row_versions(_READ_WITH_CHARGE_HEADS_SQL))  # a sync's
 _READ_VERSIONED = text(_READ_SQL)
-_READ_WITH_CHARGES_VERSIONED = text(_READ_WITH_CHARGES_SQL)
+_READ_WITH_CHARGES_VERSIONED = text(_READ_WITH_CHARGE_HEADS_SQL)
 _READ_DIGESTED = text(_digested(_READ_SQL, charges=False))
-_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGES_SQL, charges=True))
+_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGE_HEADS_SQL, charges=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +225,8 @@ def _load(
                 if digest == known.digest:
                     return Reused(loaded, known, at, input_head)
     if rows is None:  # nothing recorded or reusable: read without the versions
-        rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else _READ_WITH_CHARGES, params)
+        charged = _READ_WITH_CHARGE_HEADS if reuse else _READ_WITH_CHARGES  # a sync reads the charges' heads alone
+        rows = execute_on_cursor(conn, _READ if mode == "invoice_only" else charged, params)
     persisted = persisted_rows_from([r for r in rows if r.kind is not None])
     phases = None
     if not loaded.is_deleted(now):

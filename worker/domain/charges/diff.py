@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.domain.charges.items import ChargeIndex, ChargeItem
+from worker.domain.charges.items import ChargeHead, ChargeIndex, ChargeItem
 from worker.domain.charges.targets import ChargeCandidate, ChargeTarget
 from worker.domain.errors import DuplicateIdentityError
 
@@ -40,31 +40,64 @@ class ChargeDelete:
 ChargePatch = ChargeCreate | ChargeUpdate | ChargeDelete
 
 
-def plan_charges(
-    targets: Iterable[ChargeTarget | ChargeCandidate], charges: Mapping[str, ChargeItem]
-) -> tuple[ChargePatch, ...]:
+@dataclass(frozen=True, slots=True)
+class ChargeChange:
+    """One entry of the diff before any persisted charge is built (docs/credits.md §3.4): what happens to `identity`,
+    and the target (none for a delete). `patches_of` turns changes into patches, building the persisted charges a
+    shrink, an extend or a delete changes."""
+
+    identity: str
+    reason: Literal["create", "shrink", "extend", "delete"]
+    wanted: ChargeTarget | ChargeCandidate | None = None
+
+
+def charge_changes(
+    targets: Iterable[ChargeTarget | ChargeCandidate], heads: Mapping[str, ChargeHead]
+) -> tuple[ChargeChange, ...]:
     """Deletes, shrinks and extends in docs/sync.md §5.2 order (removed identities ascending, then targeted ones),
     then creates in ascending identity order (upstream: a delete may free an identity a create reuses). Only the
-    identity and the truncated service end are compared: a target or a charge is built only for a patch
-    (`ChargeCandidate`, `ChargeIndex`)."""
-    index = ChargeIndex.of(charges)
+    identity and the truncated service end are compared, so the live charges' heads are enough."""
     by_identity: dict[str, ChargeTarget | ChargeCandidate] = {}
     for t in targets:
         if t.identity in by_identity:
             raise DuplicateIdentityError(f"two charge targets have the unique reference id {t.identity!r}")
         by_identity[t.identity] = t
-    changes: list[ChargePatch] = [ChargeDelete(i, index[i]) for i in sorted(index) if i not in by_identity]
-    creates: list[ChargePatch] = []
-    heads = index.heads
+    changes = [ChargeChange(i, "delete") for i in sorted(heads) if i not in by_identity]
+    creates: list[ChargeChange] = []
     for identity in sorted(by_identity):
         wanted = by_identity[identity]
         head = heads.get(identity)
         if head is None:
-            creates.append(ChargeCreate(identity, wanted.target()))
+            creates.append(ChargeChange(identity, "create", wanted))
             continue
         new_end, old_end = wanted.service_end, head.service_end
         if new_end < old_end:
-            changes.append(ChargeUpdate(identity, index[identity], wanted.target(), "shrink"))
+            changes.append(ChargeChange(identity, "shrink", wanted))
         elif new_end > old_end:
-            changes.append(ChargeUpdate(identity, index[identity], wanted.target(), "extend"))
+            changes.append(ChargeChange(identity, "extend", wanted))
     return tuple(changes + creates)
+
+
+def patches_of(changes: Iterable[ChargeChange], charges: Mapping[str, ChargeItem]) -> tuple[ChargePatch, ...]:
+    """The patches of `changes`, in their order: a target or a charge is built only here, for a patch
+    (`ChargeCandidate`, `ChargeIndex`)."""
+    out: list[ChargePatch] = []
+    for change in changes:
+        identity, wanted = change.identity, change.wanted
+        if change.reason == "delete":
+            out.append(ChargeDelete(identity, charges[identity]))
+        elif change.reason == "create":
+            assert wanted is not None
+            out.append(ChargeCreate(identity, wanted.target()))
+        else:
+            assert wanted is not None
+            out.append(ChargeUpdate(identity, charges[identity], wanted.target(), change.reason))
+    return tuple(out)
+
+
+def plan_charges(
+    targets: Iterable[ChargeTarget | ChargeCandidate], charges: Mapping[str, ChargeItem]
+) -> tuple[ChargePatch, ...]:
+    """docs/credits.md §3.4: `charge_changes` of the live charges, as patches."""
+    index = ChargeIndex.of(charges)
+    return patches_of(charge_changes(targets, index.heads), index)

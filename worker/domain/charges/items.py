@@ -270,6 +270,25 @@ class ChargeIndex(Mapping[str, ChargeItem]):
         """How many items have been built so far (tests and diagnostics)."""
         return len(self._items)
 
+    def missing(self, identities: Iterable[str]) -> tuple[str, ...]:
+        """Those of `identities` (live charges of the index) whose item is neither built nor buildable here: the
+        store read only their heads (worker.store.snapshot), and reads them in full when a decision needs them
+        (`worker.domain.decide.ChargeItemsNeeded`)."""
+        return tuple(
+            i for i in identities if i not in self._items and (self._build is None or self._rows.get(i) is None)
+        )
+
+    def with_items(self, items: Mapping[str, ChargeItem]) -> ChargeIndex:
+        """The same index with `items` (by identity, each the live charge of its head) built already."""
+        for identity, item in items.items():
+            head = self._heads.get(identity)
+            if head is None or head.id != item.charge.id:
+                raise PlanningError(f"{identity}: charge {item.charge.id} is not the live charge of that identity")
+        index = ChargeIndex((), self._build)
+        index._heads, index._rows = self._heads, self._rows
+        index._items = {**self._items, **items}
+        return index
+
     def __getitem__(self, identity: str) -> ChargeItem:
         item = self._items.get(identity)
         if item is None:
