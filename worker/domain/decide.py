@@ -275,7 +275,8 @@ def decide(
 ) -> SyncPlan:
     """docs/sync.md §3-§7 and docs/credits.md §3.1-§3.7 on a snapshot: targets, the diff, how each patch lands, the
     charge engine's effects, the next sync state. Raises `SyncRefused` (see `Refusal`) or a `DomainError` (among
-    them: a touched run whose currency has no ledger in the snapshot, see `touched_runs`)."""
+    them: a touched run whose currency has no ledger in the snapshot, see `touched_runs`); `ChargeItemsNeeded` when
+    a patch changes a charge the snapshot holds by its head alone (a sync's read: the caller reads it and resumes)."""
     prepared = _prepare(snapshot, as_of, now, max_target_lines)
     if prepared.nothing.stopped is not None:
         return prepared.nothing
