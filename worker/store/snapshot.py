@@ -4,11 +4,13 @@ an immutable `Snapshot` (worker.domain.snapshot).
 Two statements whatever the number of lines and charges: the subscription with its stored sync state and the
 customer lock (docs/sync.md §6.1), then one read of everything else, taken after the lock so that it sees what the lock holder committed:
 the phases and items, the persisted lines, groups and invoices with the gathering invoice (docs/sync.md §4), and,
-for a credit-mode subscription, its charges (docs/credits.md §3.3). An invoice_only subscription's read only says
-whether it has live charges (one it had before a mode change); they are then read by a statement of their own.
-Only when needed come the sync issues of immutable invoices (one, when a line or a charge run is on one) and the
-credit ledgers (one, when the decision's charge patches touch a live run on a mutable invoice: docs/credits.md
-§3.3 reads allocation rows only for charges a patch touches).
+for a credit-mode subscription, its charges (docs/credits.md §3.3) — a sync (`load_for_sync`) their heads alone,
+the others every column. An invoice_only subscription's read only says whether it has live charges (one it had
+before a mode change); they are then read by a statement of their own. Only when needed come the sync issues of
+immutable invoices (one, when a line or a charge run is on one) and the credit ledgers (one, when the decision's
+charge patches touch a live run on a mutable invoice: docs/credits.md §3.3 reads allocation rows only for charges a
+patch touches); after this load, a sync whose patches change charges read by their heads reads those in full (one:
+`worker.store.charges.load_charge_items`, asked by `worker.domain.decide.ChargeItemsNeeded`).
 
 The one read puts each part's rows side by side (`FULL JOIN … ON false`): a row is a persisted row (`kind` set),
 a phase row (`phase_id` set) or a charge row (`c_id` set), the other parts' columns null."""
