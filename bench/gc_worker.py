@@ -34,6 +34,7 @@ def _child(url: str, subscription_id: str, as_of: str, mode: str, syncs: int) ->
     from sqlalchemy import text
 
     import worker.queue.actors  # noqa: F401
+    from bench.measure import forget_decisions
     from bench.seeding import REAL
     from worker import bootstrap
     from worker.app.sync import sync_subscription
@@ -51,14 +52,7 @@ def _child(url: str, subscription_id: str, as_of: str, mode: str, syncs: int) ->
     walls: list[float] = []
     cpus: list[float] = []
     for n in range(syncs + 1):
-        with engine.begin() as conn:  # decided in full: no recorded decision (bench.measure.forget_decisions)
-            conn.execute(
-                text(
-                    "UPDATE subscription_sync_states SET decision_digest = split_part(decision_digest, ':', 1),"
-                    " decision_holds_from = NULL, decision_holds_until = NULL WHERE namespace = :ns"
-                ),
-                {"ns": REAL},
-            )
+        forget_decisions(engine)  # decided in full: no recorded decision
         began, cpu = time.perf_counter(), time.process_time()
         sync_subscription(engine, REAL, subscription_id, as_of=datetime.fromisoformat(as_of))
         if n:  # the first warms the caches

@@ -13,7 +13,7 @@ from worker.app import sync as sync_module
 from worker.app.sync import sync_subscription
 from worker.domain.charges.items import ChargeIndex
 from worker.errors import ConcurrentWriteError
-from worker.store.charges import load_charge_items
+from worker.store.charges import charges_from_rows, load_charge_items
 from worker.store.db import execute_on_cursor
 from worker.store.snapshot import _READ_WITH_CHARGE_HEADS
 from worker.store.tables import charges
@@ -75,8 +75,6 @@ def test_a_charge_changed_behind_the_lock_is_a_concurrent_write(db: Engine) -> N
         "currency": "USD",
         "now": t("2024-06-15"),
     }
-    from worker.store.charges import charges_from_rows
-
     with db.begin() as conn:
         rows = execute_on_cursor(conn, _READ_WITH_CHARGE_HEADS, params)
         index = charges_from_rows([r for r in rows if r.c_id is not None], "c_")

@@ -18,8 +18,8 @@ from worker.store.db import execute_on_cursor
 from worker.store.snapshot import (
     _READ_DIGESTED,
     _READ_VERSIONED,
-    _READ_WITH_CHARGES_DIGESTED,
-    _READ_WITH_CHARGES_VERSIONED,
+    _READ_WITH_CHARGE_HEADS_DIGESTED,
+    _READ_WITH_CHARGE_HEADS_VERSIONED,
     rows_digest,
 )
 from worker.store.tables import subscriptions
@@ -51,8 +51,8 @@ def _seed(db: Engine, mode: str, subscription_id: str) -> dict[str, Any]:
 def test_postgres_and_the_worker_digest_the_same_rows_alike(db: Engine, mode: str) -> None:
     params = _seed(db, mode, f"sub_{mode}")
     charges = mode != "invoice_only"
-    versioned = _READ_WITH_CHARGES_VERSIONED if charges else _READ_VERSIONED
-    digested = _READ_WITH_CHARGES_DIGESTED if charges else _READ_DIGESTED
+    versioned = _READ_WITH_CHARGE_HEADS_VERSIONED if charges else _READ_VERSIONED
+    digested = _READ_WITH_CHARGE_HEADS_DIGESTED if charges else _READ_DIGESTED
     with db.begin() as conn:
         rows = execute_on_cursor(conn, versioned, params)
         server = execute_on_cursor(conn, digested, {**params, "decision_head": HEAD, "known_digest": None})

@@ -429,8 +429,6 @@ def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
         return ChargeIndex(())
     position = {name: i for i, name in enumerate(rows[0]._fields)}
     head_of = itemgetter(*(position[prefix + name] for name in _HEAD))
-    full = all(prefix + name in position for name in _COLUMNS)  # else heads alone (HEAD_COLUMNS)
-    values_of = itemgetter(*(position[prefix + name] for name in _COLUMNS)) if full else None
     heads: list[tuple[ChargeHead, Any]] = []
     for row in rows:
         charge_id, identity, mode, currency, service_end, deleted_at, r_id, r_invoice_id, ri_type, immutable = head_of(
@@ -444,11 +442,11 @@ def charges_from_rows(rows: Sequence[Any], prefix: str = "") -> ChargeIndex:
         head = ChargeHead(charge_id, identity, mode, currency, trunc(service_end), r_id, r_invoice_id, run_immutable)
         heads.append((head, row))
     heads.sort(key=lambda pair: pair[0].id)
-    if values_of is None:
+    if not all(prefix + name in position for name in _COLUMNS):  # heads alone (HEAD_COLUMNS)
         return ChargeIndex(heads)  # items read when a decision needs them (`load_charge_items`)
+    values_of = itemgetter(*(position[prefix + name] for name in _COLUMNS))
     prices: dict[str, Price | None] = {}  # each distinct price of the read parsed once, as in `_items`
-    getter = values_of
-    return ChargeIndex(heads, lambda row: _item(getter(row), prices))
+    return ChargeIndex(heads, lambda row: _item(values_of(row), prices))
 
 
 def load_charge_items(

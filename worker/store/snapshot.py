@@ -102,7 +102,7 @@ def _digested(read_sql: str, *, charges: bool) -> str:
 
 def rows_digest(decision_head: str, rows: Sequence[Any], *, charges: bool) -> str | None:
     """The digest `_digested` computes in SQL, of the rows of the versioned read (`_READ_VERSIONED`,
-    `_READ_WITH_CHARGES_VERSIONED`): a sync with no recorded decision to compare reads its rows without the digest
+    `_READ_WITH_CHARGE_HEADS_VERSIONED`): a sync with no recorded decision to compare reads its rows without the digest
     and digests their versions here (~0.3 µs a row, where the SQL digest made the server keep and read again every
     row: +17 ms of a 10,004-line read; docs/performance.md "The digest of a read with nothing to compare"). None
     when a row has no version (the SQL digests such a row as a random text): nothing is recorded then."""
@@ -123,9 +123,9 @@ _READ = text(without_row_versions(_READ_SQL))
 _READ_WITH_CHARGES = text(without_row_versions(_READ_WITH_CHARGES_SQL))  # every column: dry runs, previews
 _READ_WITH_CHARGE_HEADS = text(without_row_versions(_READ_WITH_CHARGE_HEADS_SQL))  # a sync's
 _READ_VERSIONED = text(_READ_SQL)
-_READ_WITH_CHARGES_VERSIONED = text(_READ_WITH_CHARGE_HEADS_SQL)
+_READ_WITH_CHARGE_HEADS_VERSIONED = text(_READ_WITH_CHARGE_HEADS_SQL)
 _READ_DIGESTED = text(_digested(_READ_SQL, charges=False))
-_READ_WITH_CHARGES_DIGESTED = text(_digested(_READ_WITH_CHARGE_HEADS_SQL, charges=True))
+_READ_WITH_CHARGE_HEADS_DIGESTED = text(_digested(_READ_WITH_CHARGE_HEADS_SQL, charges=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +216,12 @@ def _load(
             known = recorded if recorded is not None and not loaded.is_deleted(now) else None
             decision_head = f"{core}|{stored}"
             if known is None:  # nothing to compare: digest the rows here, to record (`rows_digest`)
-                versioned = _READ_VERSIONED if mode == "invoice_only" else _READ_WITH_CHARGES_VERSIONED
+                versioned = _READ_VERSIONED if mode == "invoice_only" else _READ_WITH_CHARGE_HEADS_VERSIONED
                 rows = execute_on_cursor(conn, versioned, params)
                 digest = rows_digest(decision_head, rows, charges=mode != "invoice_only")
             else:
                 params["decision_head"], params["known_digest"] = decision_head, known.digest
-                statement = _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGES_DIGESTED
+                statement = _READ_DIGESTED if mode == "invoice_only" else _READ_WITH_CHARGE_HEADS_DIGESTED
                 rows = execute_on_cursor(conn, statement, params)
                 digest = rows[0].input_digest
                 if digest == known.digest:
