@@ -184,7 +184,8 @@ def sync_subscription(
             max_target_lines=max_target_lines,
             reuse=reuse and not dry_run,
         )
-        maybe_due = None if dry_run else write_plan(conn, plan, due_at=due_at)
+        # The last thing this transaction does: its COMMIT goes with the write (worker.store.write.write_plan).
+        maybe_due = None if dry_run else write_plan(conn, plan, due_at=due_at, commit=True)
         return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)
 
     result = run_transaction(engine, work)

@@ -9,7 +9,9 @@ the test needs to kill the worker, terminate its connection or restart a server.
 the transaction sets its `application_name` to `subsync-fault:<os pid>` (transaction-local), so the
 test finds the blocked backend in `pg_stat_activity` and the worker process by its pid.
 
-The lock is re-entrant within the transaction, so later writes of the same transaction pass.
+The lock is re-entrant within the transaction, so later writes of the same transaction pass. The hook waits for
+the lock client-side too (it fetches the lock's result): inside the sync's write pipeline, which also carries the
+transaction's COMMIT (worker.store.write), nothing after the write reaches the server while the test holds the lock.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def install_block_after_write(engine: Engine, key: int) -> None:
         dbapi_connection.execute(
             "SELECT set_config('application_name', %s, true)", (f"{APPLICATION_NAME_PREFIX}{os.getpid()}",)
         )
-        dbapi_connection.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        # Fetched: inside a pipeline (worker.store.write) the client too waits here, so the statements after the
+        # write, the sync's COMMIT included, are not sent before the test lets it go on.
+        dbapi_connection.execute("SELECT pg_advisory_xact_lock(%s)", (key,)).fetchall()
 
     event.listen(engine, "after_cursor_execute", after_cursor_execute)

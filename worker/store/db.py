@@ -183,6 +183,9 @@ def is_stale(exc: BaseException) -> bool:
 
 # --- statements on the connection's psycopg cursor (docs/performance.md "Hot statements on the psycopg cursor") --
 
+#: The statement `commit_in_pipeline` sends (listeners that count statements tell it apart by this text).
+COMMIT = "COMMIT"
+
 _PSYCOPG_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 #: Each statement's SQL with `%(name)s` placeholders and the values it binds itself (literals such as a CASE's
 #: constants), compiled on its first execution; statements are module constants built once at import, so the
@@ -249,6 +252,21 @@ def as_dbapi_error(conn: Connection, error: psycopg.Error) -> DBAPIError:
     if closed and not used:
         setattr(wrapped, "subsync_stale", True)  # noqa: B010
     return wrapped
+
+
+def commit_in_pipeline(conn: Connection) -> None:
+    """Queue COMMIT in the psycopg pipeline `conn` is in (worker.store.write.pipelined): the transaction ends in
+    the pipeline's one round trip, not in one of its own (docs/performance.md "COMMIT in the write's round trip").
+    The transaction block that began it then has nothing to commit (psycopg sends no COMMIT on an idle
+    connection); nothing may run on `conn` after it. If a statement queued before fails, the server skips
+    everything up to the pipeline's end, this COMMIT included, and the transaction rolls back as ever. Sent like a
+    statement (`execute_on_cursor`), so the engine's cursor-execute listeners see the transaction's last moment:
+    the benchmark reads a transaction's rows written there (bench.database.CountingEngine)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    if raw.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        raise RuntimeError("commit_in_pipeline: the connection is not in a pipeline")
+    execute_on_cursor(conn, COMMIT, {}, rows=False)
 
 
 def run_transaction(engine: Engine, work: Callable[[Connection], _T], *, rolled_back: bool = False) -> _T:
