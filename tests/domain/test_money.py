@@ -1,13 +1,15 @@
 import math
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Context, Decimal, Inexact, InvalidOperation, localcontext
 from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.domain.charges import discount_total, rate_usage
+from worker.domain.charges import discount_total, flat_charge_amount, rate_usage
 from worker.domain.money import currency_precision, format_decimal, proration_ratio, round_cur
+from worker.domain.timeutil import Period
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,42 @@ def test_38_digit_amounts_are_exact() -> None:
     assert prorate(Decimal("99999999999999999999999999999999.99"), Decimal("0.5"), "USD") == Decimal(
         "50000000000000000000000000000000.00"
     )
+
+
+def _ambient(prec: int) -> Context:
+    return Context(prec=prec, rounding=ROUND_DOWN, traps=[Inexact, InvalidOperation])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=st.tuples(st.integers(0, 10**38 - 1), st.integers(0, 38)).map(lambda v: Decimal(_plain(*v))),
+    seconds=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
+    currency=st.sampled_from(["USD", "JPY", "BHD"]),
+)
+def test_flat_amounts_and_ratios_never_use_the_thread_context(
+    amount: Decimal, seconds: tuple[int, int], currency: str
+) -> None:
+    """`flat_charge_amount` and `proration_ratio` name their contexts: a thread context that would round (3 digits,
+    rounding down, `Inexact` trapped) changes nothing (docs/contract.md §3 "arithmetic")."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    service = Period(start, start + timedelta(seconds=min(seconds)))
+    full = Period(start, start + timedelta(seconds=max(seconds)))
+    args = (amount, service, full, True, "prorate_prices", currency)
+    expected, ratio = flat_charge_amount(*args), proration_ratio(*sorted(seconds))
+    with localcontext(_ambient(3)):
+        assert flat_charge_amount(*args) == expected and proration_ratio(*sorted(seconds)) == ratio
+    assert expected == _cents_in(
+        currency, Fraction(amount) * Fraction(ratio) if 0 < min(seconds) < max(seconds) else Fraction(amount)
+    )
+
+
+def _cents_in(currency: str, x: Fraction) -> Decimal:
+    """round_cur on exact fractions: half away from zero to the currency's places."""
+    scale = 10 ** currency_precision(currency)
+    return Decimal(math.floor(x * scale + Fraction(1, 2))).scaleb(-currency_precision(currency), context=_EXACT_WIDE)
+
+
+_EXACT_WIDE = Context(prec=400, traps=[Inexact])
 
 
 # --- rating is exact at the contract's bounds (docs/contract.md §3 "arithmetic") ---------------------------------

@@ -67,6 +67,19 @@ def test_inside_a_message_every_line_carries_its_id(json_logs: pytest.CaptureFix
     assert "message_id" not in between
 
 
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO])
+def test_enabled_for_says_whether_a_line_at_that_level_is_written(
+    json_logs: pytest.CaptureFixture[str], level: int
+) -> None:
+    configure_logging("json", level=level)
+    log = get_logger("worker.test.enabled")
+    assert log.enabled_for(logging.DEBUG) is (level == logging.DEBUG)
+    assert log.enabled_for(logging.INFO)
+    log.debug("maybe")
+    log.info("always")
+    assert [line["event"] for line in lines(json_logs)] == (["maybe"] if level == logging.DEBUG else []) + ["always"]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

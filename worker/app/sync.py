@@ -7,6 +7,7 @@ in one go; a dry run is load → decide. See docs/sync.md §8.1 "Anatomy of a sy
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -189,16 +190,17 @@ def sync_subscription(
         return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)
 
     result = run_transaction(engine, work)
-    log.debug(
-        "sync.done",
-        namespace=namespace,
-        subscription_id=subscription_id,
-        customer_id=result.customer_id,
-        as_of=result.as_of.isoformat(),
-        dry_run=dry_run,
-        reused=result.reused,
-        patches=result.counts(),
-    )
+    if log.enabled_for(logging.DEBUG):  # usually dropped: not built then (worker.infra.logging)
+        log.debug(
+            "sync.done",
+            namespace=namespace,
+            subscription_id=subscription_id,
+            customer_id=result.customer_id,
+            as_of=result.as_of.isoformat(),
+            dry_run=dry_run,
+            reused=result.reused,
+            patches=result.counts(),
+        )
     return result
 
 

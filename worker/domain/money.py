@@ -126,7 +126,7 @@ def proration_ratio(service_seconds: int, full_seconds: int) -> Decimal:
     quotient, remainder = divmod(numerator, full_seconds)
     if 2 * remainder >= full_seconds:
         quotient += 1
-    return Decimal(quotient).scaleb(-RATIO_PLACES)
+    return Decimal(quotient).scaleb(-RATIO_PLACES, context=_EXACT_ARITHMETIC)  # never the thread's context
 
 
 def format_decimal(value: Decimal) -> str:

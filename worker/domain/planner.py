@@ -22,20 +22,21 @@ from worker.domain.persisted import (
     PersistedState,
 )
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.records import value
 from worker.domain.target import TargetLine, WantedLine
 from worker.domain.timeutil import Period
 
 Reason = Literal["create", "delete", "shrink", "extend", "prorate"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CreateLine:
     identity: str
     target: TargetLine
     reason: Reason = "create"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpdateLine:
     """New period / `invoice_at` / price for an existing line (a plain line or a group child)."""
 
@@ -53,7 +54,7 @@ class UpdateLine:
         return self.line.deleted and self.line.is_subscription_managed
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DeleteLine:
     identity: str
     line: PersistedLine

@@ -17,6 +17,7 @@ from worker.domain.money import format_decimal
 from worker.domain.persisted import IssueKey, PersistedLine, PersistedState
 from worker.domain.planner import CreateLine, DeleteGroup, DeleteLine, Plan, UpdateGroup, UpdateLine
 from worker.domain.prices import FlatPrice, Price
+from worker.domain.records import value
 from worker.domain.target import TargetLine
 from worker.domain.timeutil import Period, format_instant
 
@@ -26,14 +27,14 @@ CODE = "immutable_invoice_handling_not_supported"
 Op = Literal["line_create", "line_update", "line_delete", "group_update", "group_delete", "validation_issue"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class NewLine:
     id: str
     invoice_id: str | None
     target: TargetLine
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LineWrite:
     """An update of one line row: the new service period and `invoice_at`, the row's truncated billing
     period, a new price when it changed, whether the row comes back from deletion, and the gathering
@@ -62,7 +63,7 @@ class NewIssue:
         return IssueKey(self.invoice_id, self.path, self.component, self.code, self.message)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PrintedPatch:
     op: Op
     unique_reference_id: str

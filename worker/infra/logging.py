@@ -218,6 +218,12 @@ class _LazyLogger:
         self._name = name
         self._logger: Any = None
 
+    def enabled_for(self, level: int) -> bool:
+        """Whether a line at `level` would be written (the stdlib logger of this name decides, as structlog's
+        level filter does): ~0.3 µs, where a dropped structlog line costs ~13 µs, its fields built. For hot
+        paths, around lines that are usually dropped (a sync's `sync.done` at debug)."""
+        return logging.getLogger(self._name).isEnabledFor(level)
+
     def __getattr__(self, attribute: str) -> Any:
         if self._logger is None:
             import structlog  # lazy: see the module's docstring

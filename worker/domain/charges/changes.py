@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.domain.charges.items import Charge, ChargeLine, ChargeRun, ChargeStatus
+from worker.domain.records import value
 from worker.domain.timeutil import Period
 from worker.domain.updater import NewIssue
 
 ChargeOp = Literal["charge_create", "charge_shrink", "charge_extend", "charge_delete", "validation_issue"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargePrintedPatch:
     """A printed charge patch (docs/credits.md §2.6); `line_id`/`invoice_id` are set only on `validation_issue`."""
 
@@ -27,7 +28,7 @@ class ChargePrintedPatch:
     group_id: None = None  # the printed shape of docs/contract.md §6 has it; a charge patch never names a group
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class NewChargeLine:
     line: ChargeLine
     charge: Charge

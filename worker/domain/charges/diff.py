@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 from worker.domain.charges.items import ChargeHead, ChargeIndex, ChargeItem
 from worker.domain.charges.targets import ChargeCandidate, ChargeTarget
 from worker.domain.errors import DuplicateIdentityError
+from worker.domain.records import value
 
 # --- diff (docs/credits.md §3.4) --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeCreate:
     identity: str
     target: ChargeTarget
     reason: Literal["create"] = "create"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeUpdate:
     """Shrink or extend: the four end fields from the target; only the service end names the op."""
 
@@ -30,7 +30,7 @@ class ChargeUpdate:
     reason: Literal["shrink", "extend"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeDelete:
     identity: str
     item: ChargeItem
@@ -40,7 +40,7 @@ class ChargeDelete:
 ChargePatch = ChargeCreate | ChargeUpdate | ChargeDelete
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChargeChange:
     """One entry of the diff before any persisted charge is built (docs/credits.md §3.4): what happens to `identity`,
     and the target (none for a delete). `patches_of` turns changes into patches, building the persisted charges a
