@@ -20,6 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from worker.contract.text import format_decimal, format_time
 from worker.domain.timeutil import trunc
+from worker.store.psycopg_pins import cache_long_statements
 
 _PSYCOPG_DRIVER = "postgresql+psycopg"
 _T = TypeVar("_T")
@@ -99,7 +100,9 @@ def make_engine(
     """A pooled engine. Every connection uses `TimeZone=UTC`, so timestamps come back in UTC.
 
     No `pool_pre_ping` (a round trip on every checkout: docs/operations.md §2):
-    `run_transaction` replaces a stale pooled connection instead, when its first statement finds it dead."""
+    `run_transaction` replaces a stale pooled connection instead, when its first statement finds it dead.
+    psycopg keeps the conversion of statements as long as the sync's read (worker.store.psycopg_pins)."""
+    cache_long_statements()
     created = create_engine(
         normalize_database_url(url),
         pool_pre_ping=False,
