@@ -17,7 +17,7 @@ from tests.builders import (
 )
 from worker.app.sync import sync_subscription
 from worker.domain.errors import DuplicateIdentityError
-from worker.errors import MissingInvoiceError
+from worker.errors import MissingInvoiceError, NotFoundError
 from worker.store import apply as apply_module
 from worker.store import write as write_module
 from worker.store.tables import (
@@ -255,3 +255,29 @@ def test_statement_count_does_not_grow_with_lines(db: Engine) -> None:
     assert large[0] > 10 * small[0]  # really many more lines
     assert small[1:] == large[1:]
     assert large[2] <= 8 and large[1] <= 12 and large[3] <= 12
+
+
+def test_a_sync_runs_with_the_collector_paused_and_leaves_it_running(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker.infra.gc_policy.collections_paused around the sync's transaction (docs/performance.md "The collector
+    paused during a sync"), a failed sync included."""
+    import gc
+
+    import worker.app.sync as sync_module
+
+    seen: list[bool] = []
+    real_write = sync_module.write_plan
+
+    def write_plan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(sync_module, "write_plan", write_plan)
+    seed_12_1(db)
+    assert gc.isenabled()
+    sync_subscription(db, "acme", "sub_01", as_of=t("2024-01-15"))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(NotFoundError):
+        sync_subscription(db, "acme", "sub_missing", as_of=t("2024-01-15"))
+    assert gc.isenabled()

@@ -25,6 +25,7 @@ from worker.domain.updater import PrintedPatch
 from worker.domain.view import SubscriptionRecord
 from worker.errors import InvalidSubscriptionError, NotFoundError, SubsyncError
 from worker.infra.clock import utcnow
+from worker.infra.gc_policy import collections_paused
 from worker.infra.ids import new_id
 from worker.infra.logging import get_logger
 from worker.store.charges import load_charge_items
@@ -189,7 +190,8 @@ def sync_subscription(
         maybe_due = None if dry_run else write_plan(conn, plan, due_at=due_at, commit=True)
         return result_of(plan, dry_run=dry_run, maybe_due=maybe_due)
 
-    result = run_transaction(engine, work)
+    with collections_paused():  # the sync's objects live until its plan is written (worker.infra.gc_policy)
+        result = run_transaction(engine, work)
     if log.enabled_for(logging.DEBUG):  # usually dropped: not built then (worker.infra.logging)
         log.debug(
             "sync.done",

@@ -17,6 +17,9 @@ exception's traceback, say) waits a little longer for its collection.
 from __future__ import annotations
 
 import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Container objects allocated between two young collections (CPython's default: 700).
 YOUNG_THRESHOLD = 10_000
@@ -29,3 +32,44 @@ def apply_gc_policy() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+
+
+_pause_lock = threading.RLock()  # re-entrant: code a collection runs (a finalizer) may enter a pause
+_pauses = 0  # syncs of this process running in `collections_paused`
+_resume = False  # whether the collector was enabled when the first of them began
+
+
+@contextmanager
+def collections_paused() -> Iterator[None]:
+    """No cyclic collection while the block runs (a sync: worker.app.sync). What a sync allocates lives until its
+    plan is written and is then freed by reference counting, so every collection inside it scans objects that are
+    about to go, and moves them to older generations that later collections scan again: 3-5 % of a 10,004-line
+    steady sync's time (docs/performance.md "The collector paused during a sync"). The collector runs again when the last
+    of the process's concurrent pauses ends (threads), and each pause ends with the collection the interpreter
+    would have run meanwhile (`_collect_held_back`), on the caller's time, once that sync's objects are gone: so
+    concurrent syncs that keep the collector paused still collect after each sync. A collector disabled before
+    stays so."""
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _resume:
+                _collect_held_back()  # before enabling: the next allocation would run a collection of its own
+                if _pauses == 0:
+                    gc.enable()
+
+
+def _collect_held_back() -> None:
+    """The collection the interpreter would have run by now, if any: young, or the middle generation too when
+    enough young ones have run (as CPython decides, leaving full collections to it: concurrent syncs may keep the
+    collector paused for a while, and cyclic garbage must not pile up meanwhile)."""
+    (young, middle, _), (young_threshold, middle_threshold, _) = gc.get_count(), gc.get_threshold()
+    if young >= young_threshold:
+        gc.collect(1 if middle >= middle_threshold else 0)

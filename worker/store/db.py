@@ -75,7 +75,7 @@ def json_str_or_null(s: str | None) -> str:
 # Memoised like `time_text` and `format_decimal` themselves: a row calls these a dozen times with few distinct values,
 # and the cache's C lookup is ~0.6 µs a charge row cheaper than a Python call building the text again (measured on
 # the 37 charges of a credit first sync: 117 → 95 µs for their rows, docs/performance.md "COMMIT in the write's
-# round trip, and three small cuts").
+# round trip, and small cuts per row").
 @functools.lru_cache(maxsize=16384)
 def json_time(t: datetime | None) -> str:
     """`time_text(t)` as a JSON string (ISO 8601: nothing to escape), or null."""
@@ -266,7 +266,8 @@ def as_dbapi_error(conn: Connection, error: psycopg.Error) -> DBAPIError:
 
 def commit_in_pipeline(conn: Connection) -> None:
     """Queue COMMIT in the psycopg pipeline `conn` is in (worker.store.write.pipelined): the transaction ends in
-    the pipeline's one round trip, not in one of its own (docs/performance.md "COMMIT in the write's round trip").
+    the pipeline's one round trip, not in one of its own (docs/performance.md "COMMIT in the write's round trip,
+    and small cuts per row").
     The transaction block that began it then has nothing to commit (psycopg sends no COMMIT on an idle
     connection); nothing may run on `conn` after it. If a statement queued before fails, the server skips
     everything up to the pipeline's end, this COMMIT included, and the transaction rolls back as ever. Sent like a
@@ -287,7 +288,8 @@ def run_transaction(engine: Engine, work: Callable[[Connection], _T], *, rolled_
     retries the message: docs/sync.md §8.5 makes the re-run safe).
 
     `rolled_back`: the transaction is rolled back whatever happens, so nothing `work` writes is kept and its
-    transaction-scoped locks are released (previews: docs/sync.md §10.2)."""
+    transaction-scoped locks are released (previews: docs/sync.md §10.2). `work` may end the transaction with its
+    last write (`commit_in_pipeline`, a sync's): the commit at the end of the block then has nothing to send."""
     for attempt in (1, 2):
         try:
             with engine.connect() as conn:

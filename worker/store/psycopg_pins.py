@@ -7,7 +7,7 @@ by `tests/store/test_psycopg_pins.py`, which fails loudly when the internal chan
   statements are module constants, and a credit-mode sync's one read is ~8,400 characters
   (worker.store.snapshot): converted again at every sync, ~29 µs of Python each time. `cache_long_statements`
   raises the limit to `STATEMENT_CACHE_LENGTH` for the process (docs/performance.md "COMMIT in the write's round
-  trip, and three small cuts"). The cache keeps its size (128 entries), so at most a few MB.
+  trip, and small cuts per row"). The cache keeps its size (128 entries), so at most a few MB.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ and all of them go to the server in one psycopg pipeline: one round trip for the
 included. The upsert comes last (docs/sync.md §8.3: it sees every row the sync wrote); its `maybe_due` answer is
 read once the pipeline has synchronised. A steady-state plan (`SyncPlan.is_empty`) writes the upsert alone. Runs in
 the caller's transaction, under the customer lock the load took; a sync ends that transaction in the same pipeline
-(`write_plan(..., commit=True)`: docs/performance.md "COMMIT in the write's round trip")."""
+(`write_plan(..., commit=True)`: docs/performance.md "COMMIT in the write's round trip, and small cuts per row")."""
 
 from __future__ import annotations
 

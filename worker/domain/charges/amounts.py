@@ -18,7 +18,7 @@ ZERO = Decimal(0)
 
 # Not `@exact`: every operation below names its context (`prorate`, `round_cur`, `proration_ratio`; the seconds are
 # integers), as for lines (worker.domain.target), so no `exact_context` is entered per charge (~1 µs each, 25 a
-# credit first sync: docs/performance.md "COMMIT in the write's round trip, and three small cuts").
+# credit first sync: docs/performance.md "COMMIT in the write's round trip, and small cuts per row").
 # `tests/domain/test_money.py` runs it under a 3-digit thread context.
 def flat_charge_amount(
     amount_before_proration: Decimal,
