@@ -12,6 +12,9 @@ So, once a process has booted: what it holds then (modules, classes, the engine'
 collection (`gc.freeze`: it lives as long as the process), and young collections run every `YOUNG_THRESHOLD`
 allocations instead of 700. The older generations keep CPython's thresholds. The cost: cyclic garbage (an
 exception's traceback, say) waits a little longer for its collection.
+
+And while a sync runs (`collections_paused`, around `worker.app.sync.sync_subscription`'s transaction), no cyclic
+collection runs at all; the sync ends with the collection it held back.
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ def collections_paused() -> Iterator[None]:
     """No cyclic collection while the block runs (a sync: worker.app.sync). What a sync allocates lives until its
     plan is written and is then freed by reference counting, so every collection inside it scans objects that are
     about to go, and moves them to older generations that later collections scan again: 3-5 % of a 10,004-line
-    steady sync's time (docs/performance.md "The collector paused during a sync"). The collector runs again when the last
-    of the process's concurrent pauses ends (threads), and each pause ends with the collection the interpreter
-    would have run meanwhile (`_collect_held_back`), on the caller's time, once that sync's objects are gone: so
-    concurrent syncs that keep the collector paused still collect after each sync. A collector disabled before
-    stays so."""
+    steady sync's time (docs/performance.md "The collector paused during a sync"). The collector runs again when
+    the last of the process's concurrent pauses ends (threads), and each pause ends with the collection the
+    interpreter would have run meanwhile (`_collect_held_back`), on the caller's time, once that sync's objects are
+    gone: so concurrent syncs that keep the collector paused still collect after each sync. A collector disabled
+    before stays so."""
     global _pauses, _resume
     with _pause_lock:
         if _pauses == 0:
